@@ -1,0 +1,120 @@
+"""Small Hugging Face-format checkpoints with random weights, for tests and benchmarks.
+
+No model can be downloaded here, so tests build real architectures (Llama, Mistral, Qwen2) with random weights,
+save them exactly as the Hub would (config.json, safetensors, tokenizer files), and compare the engine against
+`transformers` on the same files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "It was the best of times, it was the worst of times, it was the age of wisdom.",
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little money in my purse.",
+    "In a hole in the ground there lived a hobbit. Héllo wörld, naïve café, 東京, emoji 🙂 and symbols ∑∫.",
+    "def main():\n    print('hello world')\n    return 0\n",
+    "0123456789 + - * / = ( ) [ ] { } < > , . ; : ! ? ' \" # $ % & @ ^ _ ` | ~",
+]
+
+
+def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer trained on a small corpus; every byte sequence is encodable."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or _CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "llama3": {  # GQA, llama3 rope scaling, explicit head_dim different from hidden/heads, untied embeddings
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 24,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    },
+    "mistral": {},
+    "qwen2": {},
+}
+
+
+def make_config(arch: str = "llama", **overrides: Any):
+    """A small config of a real architecture; `arch` is llama, llama3, mistral or qwen2."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    base: dict[str, Any] = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+    )
+    base.update(ARCHITECTURES[arch])
+    base.update(overrides)
+    cls = {"llama": LlamaConfig, "llama3": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    if arch == "mistral":
+        base.setdefault("sliding_window", None)
+    return cls(**base)
+
+
+def make_checkpoint(
+    path: str | Path,
+    arch: str = "llama",
+    dtype: str = "float32",
+    seed: int = 0,
+    max_shard_size: str | None = None,
+    tokenizer_vocab: int | None = None,
+    **config_overrides: Any,
+) -> Path:
+    """Write a random-weight checkpoint of `arch` with a tokenizer to `path` and return it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = make_config(arch, **config_overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    with torch.no_grad():  # larger-than-default init so random models produce varied, non-degenerate tokens
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.08)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
+    build_tokenizer(min(tokenizer_vocab or config.vocab_size, config.vocab_size)).save_pretrained(path)
+    return path
