@@ -11,9 +11,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from django.db import Error as DatabaseError
-from django.db import connection
+from django.db import connection, connections
 
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db")
+_wrappers: list = []
+
+
+def _register_thread() -> None:
+    _wrappers.append(connections["default"])
+
+
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db", initializer=_register_thread)
+
+
+def close_connections() -> None:
+    """Close the pool threads' database connections (e.g. before a test database is dropped)."""
+    for wrapper in _wrappers:
+        raw = wrapper.connection
+        if raw is not None:
+            raw.close()
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

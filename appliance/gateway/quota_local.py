@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 
 from .quotas import (WINDOW_S, Decision, QuotaBackend, Scope, ScopeUsage, Ticket, decide, inflight_ttl_s,
-                     month_of)
+                     month_of, month_tokens_used)
 
 
 class LocalQuotaBackend(QuotaBackend):
@@ -15,7 +15,7 @@ class LocalQuotaBackend(QuotaBackend):
         self._requests: dict[tuple, dict[int, int]] = defaultdict(dict)
         self._tokens: dict[tuple, dict[int, int]] = defaultdict(dict)
         self._inflight: dict[tuple, dict[str, float]] = defaultdict(dict)
-        self._month: dict[tuple, int] = defaultdict(int)
+        self._month: dict[tuple, int] = {}
 
     @staticmethod
     def _window(buckets: dict[int, int], now: int) -> tuple[int, int]:
@@ -26,6 +26,11 @@ class LocalQuotaBackend(QuotaBackend):
     async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
         now = int(time.time())
         month = month_of(now)
+        for s in scopes:
+            if s.limits.monthly_tokens is not None and (s.kind, s.id, month) not in self._month:
+                used = await month_tokens_used(s)
+                with self._lock:
+                    self._month.setdefault((s.kind, s.id, month), used)
         with self._lock:
             usage: list[ScopeUsage] = []
             fail_scope = fail_kind = 0
@@ -36,7 +41,7 @@ class LocalQuotaBackend(QuotaBackend):
                 inflight = self._inflight[key]
                 for rid in [r for r, exp in inflight.items() if exp <= now]:
                     del inflight[rid]
-                m_used = self._month[key + (month,)]
+                m_used = self._month.get(key + (month,), 0)
                 lim = s.limits
                 if not fail_scope:
                     checks = [lim.rpm is not None and r_used + 1 > lim.rpm,
@@ -53,7 +58,7 @@ class LocalQuotaBackend(QuotaBackend):
                     self._requests[key][now] = self._requests[key].get(now, 0) + 1
                     self._tokens[key][now] = self._tokens[key].get(now, 0) + estimate
                     self._inflight[key][request_id] = now + inflight_ttl_s()
-                    self._month[key + (month,)] += estimate
+                    self._month[key + (month,)] = self._month.get(key + (month,), 0) + estimate
                 ticket = Ticket(request_id, scopes, estimate, now, month)
         return decide(scopes, usage, fail_scope, fail_kind, now, ticket, estimate)
 
@@ -65,5 +70,5 @@ class LocalQuotaBackend(QuotaBackend):
                 buckets = self._tokens[key]
                 if ticket.admitted_at in buckets:
                     buckets[ticket.admitted_at] += delta
-                self._month[key + (ticket.month,)] += delta
+                self._month[key + (ticket.month,)] = self._month.get(key + (ticket.month,), 0) + delta
                 self._inflight[key].pop(ticket.request_id, None)

@@ -154,6 +154,24 @@ class QuotaBackend:
         raise NotImplementedError
 
 
+def _month_tokens_used(scope: Scope) -> int:
+    from appliance.tenancy.usage import month_tokens
+
+    if scope.kind == "tenant":
+        return month_tokens(scope.id)
+    from appliance.tenancy.models import APIKey
+
+    tenant_id = APIKey.objects.filter(id=scope.id).values_list("tenant_id", flat=True).first()
+    return 0 if tenant_id is None else month_tokens(tenant_id, api_key=scope.id)
+
+
+async def month_tokens_used(scope: Scope) -> int:
+    """Tokens the scope's usage rows say it used this month: the starting point of the monthly counter."""
+    from .db import run_db
+
+    return int(await run_db(_month_tokens_used, scope))
+
+
 def inflight_ttl_s() -> int:
     return int(getattr(settings, "GATEWAY_INFLIGHT_TTL_S", 900))
 
@@ -181,6 +199,12 @@ local function sum_window(key)
   return total, oldest
 end
 local out = {0, 0, now}
+for i = 1, nscopes do
+  if tonumber(ARGV[5 + 4 * (i - 1) + 4]) >= 0 and redis.call('EXISTS', KEYS[4 * (i - 1) + 4]) == 0 then
+    out[1], out[2] = -1, i
+    return out
+  end
+end
 for i = 1, nscopes do
   local k, a = 4 * (i - 1), 5 + 4 * (i - 1)
   local rpm, tpm, conc, month = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
@@ -251,6 +275,12 @@ class RedisQuotaBackend(QuotaBackend):
                       keys.quota_inflight(s.kind, s.id), keys.quota_month(s.kind, s.id, month)]
             args += _limit_args(s)
         out = [int(v) for v in await self._admit(keys=keys_, args=args)]
+        if out[0] == -1:  # a monthly counter is missing (new month, new key, or Redis lost it): seed it from the DB
+            for i, s in enumerate(scopes):
+                if s.limits.monthly_tokens is not None:
+                    used = await month_tokens_used(s)
+                    await self.redis.set(keys_[4 * i + 3], used, nx=True, ex=40 * 86400)
+            out = [int(v) for v in await self._admit(keys=keys_, args=args)]
         fail_scope, fail_kind, now = out[0], out[1], out[2]
         usage = [ScopeUsage(*out[3 + 6 * i: 9 + 6 * i]) for i in range(len(scopes))]
         ticket = Ticket(request_id, scopes, estimate, now, month) if fail_scope == 0 else None

@@ -83,7 +83,16 @@ async def test_concurrency_slot_is_released_on_finish(backend):
     assert (await backend.admit(s, rid(), 1)).admitted
 
 
-async def test_monthly_budget_counts_actual_tokens(backend):
+@pytest.fixture
+def closes_gateway_connections():
+    yield
+    from appliance.gateway.db import close_connections
+
+    close_connections()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_monthly_budget_counts_actual_tokens(backend, closes_gateway_connections):
     s = scopes(key=Limits(monthly_tokens=100))
     d = await backend.admit(s, rid(), 90)
     await backend.finish(d.ticket, 95)
