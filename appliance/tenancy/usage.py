@@ -1,12 +1,13 @@
 """Usage: monthly token totals, hourly roll-ups of UsageRecord rows, and the summaries the console shows.
 
 UsageRecord rows are written by the gateway, one per request. Roll-ups are recomputed (not incremented) for
-every hour that has records in the window, so running the roll-up twice, or concurrently, gives the same rows.
+every hour that has records in the window and upserted in place, so running the roll-up twice, or concurrently
+(serialized by a PostgreSQL advisory lock), gives the same rows.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
@@ -16,11 +17,12 @@ from django.utils import timezone
 from .models import APIKey, Tenant, UsageRecord, UsageRollup
 
 ROLLUP_LOCK_ID = 0x7573616765  # pg_advisory_xact_lock key serializing roll-ups ("usage")
+ROLLUP_VALUES = ("requests", "errors", "prompt_tokens", "completion_tokens")
 
 
 def month_start(at: datetime | None = None) -> datetime:
     """Midnight UTC on the first day of `at`'s calendar month."""
-    at = timezone.localtime(at or timezone.now(), timezone.utc)
+    at = timezone.localtime(at or timezone.now(), dt_timezone.utc)
     return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -47,7 +49,7 @@ def rollup_usage(since: datetime | None = None) -> int:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_ID])
         rows = list(
             UsageRecord.objects.filter(created_at__gte=since)
-            .annotate(hour=TruncHour("created_at", tzinfo=timezone.utc))
+            .annotate(hour=TruncHour("created_at", tzinfo=dt_timezone.utc))
             .values("tenant_id", "api_key_id", "model_name", "hour")
             .annotate(
                 requests=Count("id"),
@@ -58,15 +60,29 @@ def rollup_usage(since: datetime | None = None) -> int:
             )
         )
         hours = {r["hour"] for r in rows}
-        UsageRollup.objects.filter(period_start__in=hours).delete()
-        UsageRollup.objects.bulk_create(
-            UsageRollup(
-                tenant_id=r["tenant_id"], api_key_id=r["api_key_id"], model_name=r["model_name"],
-                period_start=r["hour"], requests=r["requests"], errors=r["errors"],
-                prompt_tokens=r["prompt"] or 0, completion_tokens=r["completion"] or 0,
-            )
-            for r in rows
-        )
+        existing = {
+            (u.tenant_id, u.api_key_id, u.model_name, u.period_start): u
+            for u in UsageRollup.objects.filter(period_start__in=hours)
+        }
+        changed, created = [], []
+        for r in rows:
+            values = {
+                "requests": r["requests"], "errors": r["errors"],
+                "prompt_tokens": r["prompt"] or 0, "completion_tokens": r["completion"] or 0,
+            }
+            rollup = existing.pop((r["tenant_id"], r["api_key_id"], r["model_name"], r["hour"]), None)
+            if rollup is None:
+                created.append(UsageRollup(
+                    tenant_id=r["tenant_id"], api_key_id=r["api_key_id"], model_name=r["model_name"],
+                    period_start=r["hour"], **values,
+                ))
+            elif any(getattr(rollup, k) != v for k, v in values.items()):
+                for k, v in values.items():
+                    setattr(rollup, k, v)
+                changed.append(rollup)
+        UsageRollup.objects.bulk_create(created)
+        UsageRollup.objects.bulk_update(changed, list(ROLLUP_VALUES))
+        UsageRollup.objects.filter(pk__in=[u.pk for u in existing.values()]).delete()
         last_used: dict[int, datetime] = {}
         for r in rows:
             if r["api_key_id"] is not None:
