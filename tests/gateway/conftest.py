@@ -53,9 +53,8 @@ class Engine:
 
 def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 120) -> Engine:
     """`python -m appliance.runtime.server ...`, waiting for its READY line."""
-    port = free_port()
     argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
-            "--port", str(port), "--host", "127.0.0.1"]
+            "--port", "0", "--host", "127.0.0.1"]
     log = open(log_path, "wb")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
     deadline = time.monotonic() + timeout_s
@@ -66,6 +65,7 @@ def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 120) -> Eng
                 raise RuntimeError(f"engine exited with {proc.returncode}; see {log_path}")
             continue
         if line.startswith(b"READY"):
+            port = int(line.split()[1].rsplit(b":", 1)[1])
             break
     else:
         proc.kill()
