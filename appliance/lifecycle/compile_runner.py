@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from appliance.catalog.models import Artifact
@@ -269,7 +269,6 @@ def sweep_stale_jobs(max_attempts: int | None = None) -> list[tuple[int, str]]:
     max_attempts = max_attempts or int(setting("COMPILE_MAX_ATTEMPTS"))
     cutoff = timezone.now() - timedelta(seconds=stale_after_s())
     outcomes: list[tuple[int, str]] = []
-    close_old_connections()
     stale_ids = list(
         CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
     )
