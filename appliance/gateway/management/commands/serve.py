@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from appliance.gateway.supervisor import Child, Supervisor, python_argv
@@ -27,11 +27,7 @@ def appliance_children(host: str, port: int, agent: bool = True, celery: bool = 
                                           "--port", str(port), "--log-level", log_level, "--no-access-log",
                                           "--timeout-graceful-shutdown", "5"), critical=True, env=env)]
     if agent:
-        if "run_agent" in get_commands():
-            children.append(Child("node-agent", python_argv(MANAGE, "run_agent"), env=env))
-        else:
-            children.append(Child("replica-starter (interim, until run_agent exists)",
-                                  python_argv("-m", "appliance.gateway.interim_starter"), env=env))
+        children.append(Child("node-agent", python_argv(MANAGE, "run_agent"), env=env))
     if celery:
         home = Path(settings.APPLIANCE_HOME)
         for folder in ("broker", "broker-processed"):
