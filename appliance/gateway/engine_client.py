@@ -1,19 +1,19 @@
 """Streaming client for an engine replica's internal server (appliance/runtime/protocol.py).
 
-One keep-alive httpx pool per replica address (TCP or Unix socket) and event loop. Leaving a stream early closes
-its connection, which the engine takes as an abort; ``abort()`` also says so explicitly.
+Keep-alive connections per replica address (TCP or Unix socket) and event loop. Events come back as the protocol's
+plain dicts (``{"type": "delta", ...}``): the relay reads a few fields of each and builds no objects per token.
+Leaving a stream early closes its connection, which the engine takes as an abort; ``abort()`` also says so.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
-import httpx
-
-from appliance.runtime.protocol import Event, GenerateRequest, decode_event
+from appliance.runtime.protocol import GenerateRequest
 
 from . import conf
+from .engine_http import ConnectionBroken, Pool, Response
 from .routing import Target
 
 
@@ -36,69 +36,71 @@ class EngineFailed(Exception):
 
 class EngineClient:
     def __init__(self) -> None:
-        self._clients: dict[tuple, httpx.AsyncClient] = {}
+        self._pools: dict[tuple, Pool] = {}
 
-    def _client(self, target: Target) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        key = (id(loop), target.base_url, target.socket_path)
-        client = self._clients.get(key)
-        if client is None:
-            transport = httpx.AsyncHTTPTransport(uds=target.socket_path or None, retries=0)
-            timeout = httpx.Timeout(conf.engine_read_timeout_s(), connect=conf.engine_connect_timeout_s())
-            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-            client = httpx.AsyncClient(base_url=target.base_url, transport=transport, timeout=timeout, limits=limits)
-            self._clients[key] = client
-        return client
+    def _pool(self, target: Target) -> Pool:
+        key = (id(asyncio.get_running_loop()), target.host, target.port, target.socket_path)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(target.host, target.port, target.socket_path)
+        return pool
 
-    async def open(self, target: Target, request: GenerateRequest) -> httpx.Response:
-        """Send the request; returns the open streaming response (status 200) or raises EngineRejected."""
-        client = self._client(target)
-        body = json.dumps(request.to_dict(), separators=(",", ":")).encode()
+    async def _request(self, target: Target, path: str, body: dict[str, Any], head_timeout_s: float) -> Response:
+        payload = json.dumps(body, separators=(",", ":")).encode()
         try:
-            response = await client.send(
-                client.build_request("POST", "/generate", content=body,
-                                     headers={"content-type": "application/json"}),
-                stream=True)
-        except httpx.TransportError as exc:
+            return await self._pool(target).request("POST", path, payload, conf.engine_connect_timeout_s(),
+                                                    head_timeout_s)
+        except (ConnectionBroken, OSError, asyncio.TimeoutError) as exc:
             raise EngineUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code == 200:
+
+    async def open(self, target: Target, request: GenerateRequest) -> Response:
+        """Send the request; returns the open streaming response (status 200) or raises EngineRejected /
+        EngineUnavailable."""
+        response = await self._request(target, "/generate", request.to_dict(), conf.engine_read_timeout_s())
+        if response.status == 200:
             return response
         try:
-            raw = await response.aread()
-        except httpx.TransportError as exc:
+            raw = await response.read()
+        except ConnectionBroken as exc:
             raise EngineUnavailable(str(exc)) from exc
         finally:
-            await response.aclose()
+            response.close()
         try:
             error = json.loads(raw)["error"]
-            assert isinstance(error, dict)
-        except Exception:
-            error = {"message": raw.decode(errors="replace")[:500] or f"engine answered {response.status_code}"}
-        if response.status_code >= 500:
+            if not isinstance(error, dict):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            error = {"message": raw.decode(errors="replace")[:500] or f"engine answered {response.status}"}
+        if response.status >= 500:
             raise EngineUnavailable(error.get("message", ""))
-        raise EngineRejected(response.status_code, error)
+        raise EngineRejected(response.status, error)
 
     @staticmethod
-    async def events(response: httpx.Response) -> AsyncIterator[Event]:
-        """The NDJSON events of an open response; EngineFailed if it breaks off."""
+    async def events(response: Response) -> AsyncIterator[list[dict[str, Any]]]:
+        """The NDJSON events of an open response, in the batches they arrived in; EngineFailed if the stream
+        breaks off or carries something that is not an event."""
+        loads = json.loads
         try:
-            async for line in response.aiter_lines():
-                if line:
-                    yield decode_event(line)
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise EngineFailed(f"{type(exc).__name__}: {exc}") from exc
-        except (ValueError, KeyError) as exc:
+            async for lines in response.batches():
+                events = [loads(line) for line in lines]
+                for event in events:
+                    if not isinstance(event, dict) or "type" not in event:
+                        raise ValueError(f"not an event: {str(event)[:100]}")
+                yield events
+        except ConnectionBroken as exc:
+            raise EngineFailed(str(exc)) from exc
+        except ValueError as exc:
             raise EngineFailed(f"malformed event from the engine: {exc}") from exc
 
     async def abort(self, target: Target, request_id: str) -> None:
         try:
-            await self._client(target).post("/abort", json={"request_id": request_id}, timeout=2.0)
-        except httpx.HTTPError:
+            response = await self._request(target, "/abort", {"request_id": request_id}, 2.0)
+            try:
+                await asyncio.wait_for(response.read(), 2.0)
+            finally:
+                response.close()
+        except (EngineUnavailable, ConnectionBroken, asyncio.TimeoutError):
             pass
-
-    async def health(self, target: Target) -> dict:
-        response = await self._client(target).get("/health", timeout=5.0)
-        return response.json()
 
 
 engine = EngineClient()

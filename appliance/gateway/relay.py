@@ -9,14 +9,14 @@ import json
 import logging
 import time
 
-import httpx
 from django.http import HttpResponse, StreamingHttpResponse
 
-from appliance.runtime.protocol import DeltaEvent, DoneEvent, ErrorEvent, GenerateRequest, StartEvent
+from appliance.runtime.protocol import GenerateRequest
 
 from . import metrics
 from .auth import Caller
 from .engine_client import EngineFailed, EngineRejected, EngineUnavailable, engine
+from .engine_http import Response
 from .errors import APIError, unavailable
 from .params import ParsedRequest
 from .quotas import Decision, get_quota_backend
@@ -46,7 +46,7 @@ class Call:
         self.started = started
         self.builder = ResponseBuilder(req, request_id, int(time.time()))
         self.target: Target | None = None
-        self.response: httpx.Response | None = None
+        self.response: Response | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.ttft_s: float | None = None
@@ -114,40 +114,41 @@ class Call:
             except Exception:
                 log.exception("could not release replica %s", target.replica_id)
 
-    def _apply(self, event) -> DeltaEvent | None:
-        if isinstance(event, DeltaEvent):
+    def _apply(self, event: dict) -> bool:
+        """Account for one engine event; True for a delta (tokens to relay)."""
+        kind = event["type"]
+        if kind == "delta":
             if self.ttft_s is None:
                 self.ttft_s = time.perf_counter() - self.started
-            self.completion_tokens += len(event.token_ids)
-            return event
-        if isinstance(event, StartEvent):
-            self.prompt_tokens = event.prompt_tokens
-        elif isinstance(event, DoneEvent):
-            self.prompt_tokens, self.completion_tokens = event.prompt_tokens, event.completion_tokens
+            self.completion_tokens += len(event["token_ids"])
+            return True
+        if kind == "start":
+            self.prompt_tokens = event["prompt_tokens"]
+        elif kind == "done":
+            self.prompt_tokens, self.completion_tokens = event["prompt_tokens"], event["completion_tokens"]
             self.done = True
-        elif isinstance(event, ErrorEvent):
-            message = (event.error or {}).get("message") or "the engine failed"
-            raise ReplicaFailed(f"The model replica failed while generating: {message}",
-                                event.status if 400 <= event.status < 500 else 503)
-        return None
+        elif kind == "error":
+            error = event.get("error") or {}
+            status = event.get("status", 500)
+            raise ReplicaFailed(f"The model replica failed while generating: {error.get('message') or 'error'}",
+                                status if 400 <= status < 500 else 503)
+        return False
 
     async def _whole(self) -> HttpResponse:
         status = 200
         try:
-            async for event in engine.events(self.response):
-                delta = self._apply(event)
-                if delta is not None:
-                    self.builder.add(delta.index, delta.text, delta.logprobs, delta.finish_reason)
+            async for events in engine.events(self.response):
+                for event in events:
+                    if self._apply(event):
+                        self.builder.add(event)
             if not self.done:
                 raise ReplicaFailed("The model replica ended the response early.")
         except (ReplicaFailed, EngineFailed) as exc:
             status = getattr(exc, "status", 503)
             await self._abort()
-            err = APIError(status, str(exc) if isinstance(exc, ReplicaFailed) else
-                           f"The model replica failed while generating: {exc}",
-                           headers={"retry-after": "1"} if status >= 500 else {})
+            message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
             await self.settle(status)
-            return err.response()
+            return APIError(status, message, headers={"retry-after": "1"} if status >= 500 else {}).response()
         except BaseException:
             await self._abort()
             await self.settle(CLIENT_CLOSED)
@@ -160,13 +161,13 @@ class Call:
 
     async def _sse(self):
         status = CLIENT_CLOSED
-        builder = self.builder
+        chunk, apply = self.builder.chunk, self._apply
         try:
             try:
-                async for event in engine.events(self.response):
-                    delta = self._apply(event)
-                    if delta is not None:
-                        yield builder.chunk(delta.index, delta.text, delta.logprobs, delta.finish_reason)
+                async for events in engine.events(self.response):
+                    out = [chunk(event) for event in events if apply(event)]
+                    if out:
+                        yield "".join(out).encode()
                 if not self.done:
                     raise ReplicaFailed("The model replica ended the stream early.")
             except (ReplicaFailed, EngineFailed) as exc:
@@ -177,7 +178,7 @@ class Call:
                 yield sse(APIError(status, message).body())
                 return
             if self.req.include_usage:
-                yield builder.usage_chunk(self.prompt_tokens, self.completion_tokens)
+                yield self.builder.usage_chunk(self.prompt_tokens, self.completion_tokens)
             status = 200
             await self.settle(status)
             yield SSE_DONE
@@ -190,10 +191,7 @@ class Call:
         response, self.response = self.response, None
         if response is None:
             return
-        try:
-            await response.aclose()
-        except Exception:
-            pass
+        response.close()
         if not self.done and self.target is not None:
             await engine.abort(self.target, self.request_id)
 
@@ -204,7 +202,7 @@ class Call:
         self.settled = True
         try:
             if self.response is not None:
-                await self.response.aclose()
+                self.response.close()
                 self.response = None
             await self._release_target()
             if self.decision.ticket is not None:
