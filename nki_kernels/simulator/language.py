@@ -136,7 +136,8 @@ def _operands(*xs):
             raise TypeError(f"expected a tile or a scalar, got {type(x).__name__}")
     if len(partitions) > 1:
         raise ValueError(
-            f"operands span different partition counts {sorted(partitions)}; broadcast along partitions with broadcast_to"
+            f"operands span different partition counts {sorted(partitions)}; "
+            "broadcast along partitions with broadcast_to"
         )
     return arrays, types
 

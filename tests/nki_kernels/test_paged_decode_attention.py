@@ -65,7 +65,8 @@ def test_reference_equals_dense_sdpa(rng, case):
         keys = torch.stack([k_cache[tables[b, t // block_size], t % block_size] for t in range(length)])
         values = torch.stack([v_cache[tables[b, t // block_size], t % block_size] for t in range(length)])
         expected = F.scaled_dot_product_attention(
-            q[b][None, :, None, :], keys.transpose(0, 1)[None], values.transpose(0, 1)[None], scale=scale, enable_gqa=True
+            q[b][None, :, None, :], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
+            scale=scale, enable_gqa=True,
         )[0, :, 0, :]
         torch.testing.assert_close(got[b], expected, rtol=1e-5, atol=1e-5)
 

@@ -7,9 +7,13 @@ from nki_kernels.simulator import (
     PartitionLimitError,
     PsumOverflowError,
     SbufOverflowError,
-    isa as nisa,
-    language as nl,
     nki,
+)
+from nki_kernels.simulator import (
+    isa as nisa,
+)
+from nki_kernels.simulator import (
+    language as nl,
 )
 
 pytestmark = pytest.mark.simulator
@@ -40,7 +44,8 @@ def test_matmul_stationary_over_128x128_is_rejected():
         moving = nl.zeros((128, 64), dtype=nl.float32)
         return nisa.nc_matmul(stationary, moving)
 
-    with pytest.raises(MatmulTileLimitError, match=r"stationary tile \[128, 256\] exceeds the 128x128 stationary limit"):
+    expected = r"stationary tile \[128, 256\] exceeds the 128x128 stationary limit"
+    with pytest.raises(MatmulTileLimitError, match=expected):
         run(body)
 
 
@@ -88,7 +93,8 @@ def test_released_tiles_give_their_sbuf_back():
         return out
 
     np.testing.assert_array_equal(run(body), np.zeros((128, 1), dtype=np.float32))
-    assert nki.last_memory_report.peak_sbuf_bytes_per_partition == 2 * 64 * 1024  # the new one lands before the old goes
+    # the new tile lands before the old one goes, so two are live at the peak
+    assert nki.last_memory_report.peak_sbuf_bytes_per_partition == 2 * 64 * 1024
 
 
 def test_nine_live_psum_banks_overflow_psum():
