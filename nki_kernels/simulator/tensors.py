@@ -59,7 +59,7 @@ class HbmAccess:
         else:
             for axis, (c, size) in enumerate(zip(self.key, shape)):
                 if isinstance(c, slice):
-                    bounds = [v for v in (c.start, c.stop) if v is not None]
+                    bounds = [int(v) for v in (c.start, c.stop) if v is not None]
                     if any(not 0 <= v <= size for v in bounds):
                         raise IndexError(f"slice {c.start}:{c.stop} out of bounds for HBM axis {axis} of size {size}")
                 elif not 0 <= c < size:

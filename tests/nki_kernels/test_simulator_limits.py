@@ -169,3 +169,25 @@ def test_masked_load_and_store_touch_only_selected_rows():
         return out
 
     np.testing.assert_array_equal(run(body, x), 2 * x)
+
+
+def test_python_control_flow_on_an_affine_loop_index_is_refused():
+    def body():
+        for t in nl.affine_range(3):
+            min(128, 300 - t * 128)  # fine in Python, but NKI traces t symbolically
+
+    with pytest.raises(TypeError, match="symbolic in NKI"):
+        run(body)
+
+
+def test_affine_loop_index_works_in_index_arithmetic():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    def body(x_t):
+        out = nl.ndarray((3, 4), dtype=nl.float32, buffer=nl.shared_hbm)
+        for t in nl.affine_range(3):
+            row = nl.load(x_t[t * 1 + nl.arange(1)[:, None], nl.arange(4)[None, :]])
+            nl.store(out[t:t + 1, 0:4], value=nl.add(row, 1.0))
+        return out
+
+    np.testing.assert_array_equal(run(body, x), x + 1)
