@@ -191,3 +191,11 @@ def test_affine_loop_index_works_in_index_arithmetic():
         return out
 
     np.testing.assert_array_equal(run(body, x), x + 1)
+
+
+def test_matmul_operands_of_different_dtypes_are_rejected():
+    def body():
+        return nisa.nc_matmul(nl.zeros((8, 8), dtype=nl.bfloat16), nl.zeros((8, 8), dtype=nl.float32))
+
+    with pytest.raises(ValueError, match="share a dtype"):
+        run(body)
