@@ -27,7 +27,9 @@ def nc_matmul(stationary: Tile, moving: Tile, *, mask=None) -> Tile:
     if k != k2:
         raise ValueError(f"nc_matmul: contraction (partition) sizes differ: stationary {k}, moving {k2}")
     if stationary.dtype != moving.dtype:
-        raise ValueError(f"nc_matmul: operands must share a dtype (stationary {stationary.dtype}, moving {moving.dtype})")
+        raise ValueError(
+            f"nc_matmul: operands must share a dtype (stationary {stationary.dtype}, moving {moving.dtype})"
+        )
     if k > limits.PMAX or m > limits.GEMM_STATIONARY_FMAX:
         raise limits.MatmulTileLimitError(
             f"nc_matmul stationary tile [{k}, {m}] exceeds the {limits.PMAX}x{limits.GEMM_STATIONARY_FMAX} "
