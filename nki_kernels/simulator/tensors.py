@@ -138,7 +138,7 @@ class HbmTensor:
 
     def reshape(self, shape) -> "HbmTensor":
         view = self.array.reshape(tuple(shape))
-        if not np.shares_memory(view, self.array):
+        if not np.may_share_memory(view, self.array):
             raise ValueError("HBM reshape must be a view of the same memory")
         return HbmTensor(view)
 
@@ -183,6 +183,8 @@ class Tile:
         if view.ndim < 2:
             key = tuple(slice(c, c + 1) if isinstance(c, int) else c for c in key)
             view = self.data[key]
+        if not np.may_share_memory(view, self.data):  # an index-array gather copies: a new tile of its own
+            return Tile(np.ascontiguousarray(view), self.buffer, what="tile gather")
         return Tile(view, self.buffer, base=self._base or self)
 
     def __setitem__(self, key, value) -> None:
