@@ -47,7 +47,7 @@ def simulate_kernel(kernel, *args, **kwargs):
     """
     global last_memory_report
     func = kernel.func if isinstance(kernel, Kernel) else kernel
-    wrapped = [HbmTensor(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+    wrapped = [HbmTensor(np.array(a, copy=True, order="C")) if isinstance(a, np.ndarray) else a for a in args]
     allocator = Allocator()
     token = activate(allocator)
     try:

@@ -8,7 +8,6 @@ import numpy as np
 from nki_kernels.simulator import dtypes, limits
 from nki_kernels.simulator.memory import current_allocator
 
-HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
 ON_CHIP = ("sbuf", "psum")
 
 
