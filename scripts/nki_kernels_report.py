@@ -1,7 +1,7 @@
 """Run each NKI kernel on the simulator at model-like shapes and report accuracy against its PyTorch reference and
 peak on-chip memory (SBUF bytes per partition, PSUM banks) as measured by the project's NumPy simulator.
 
-    python scripts/nki_kernels_report.py [--out nki_kernels_report.json] [--full]
+    python scripts/nki_kernels_report.py [--out bench-results/nki_kernels_report.json] [--full]
 
 --full adds a Llama-3-8B-sized SwiGLU MLP (H=4096, I=14336; slow on the simulator). Figures come from the simulator
 only; nothing here has run on Neuron hardware. Wall time is the simulator's, not a kernel latency.
@@ -71,7 +71,7 @@ def _cases(rng, dtype, full):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="nki_kernels_report.json")
+    parser.add_argument("--out", default="bench-results/nki_kernels_report.json")
     parser.add_argument("--full", action="store_true")
     options = parser.parse_args()
 
@@ -100,6 +100,7 @@ def main() -> None:
 
     report = {"simulator": "NEURON_SDK" if nki_kernels.NEURON_SDK else "project NumPy simulator",
               "hardware_run": False, "results": rows}
+    Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {options.out}")
 
