@@ -15,7 +15,7 @@
 
 Errors: NeuronOptionsError (ValueError with `.field`) for bad options, NeuronSDKUnavailable when the SDK is not
 installed, anything the SDK raises while compiling. The manifest (also written to <out_dir>/artifact.json) holds:
-format, key, target, backend, family, architecture, options, buckets, sdk versions, model_dir, model_checksum,
+format, key, target, backend, family, architecture, vocab_size, options, buckets, sdk versions, model_dir, model_checksum,
 memory_estimate, files (relative path -> bytes), size_bytes, compile_seconds, created_at, reused.
 """
 from __future__ import annotations
@@ -156,6 +156,7 @@ def compile_artifact(
             "backend": options.backend,
             "family": family,
             "architecture": shape.architecture,
+            "vocab_size": shape.vocab_size,
             "options": options.to_dict(),
             "buckets": {"batch_sizes": list(buckets.batch_sizes), "context_lengths": list(buckets.context_lengths),
                         "token_lengths": list(buckets.token_lengths)},
