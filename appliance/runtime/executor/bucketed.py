@@ -35,10 +35,8 @@ class BucketedTorchExecutor(TorchExecutor):
                              f"{buckets.token_lengths[-1]}")
         self.scratch_block = self.num_kv_blocks
         shape = (self.num_kv_blocks + 1, self.block_size, args.num_kv_heads, args.head_dim)
-        self.kv_caches = [
-            (torch.zeros(shape, dtype=self.dtype, device=self.device), torch.zeros(shape, dtype=self.dtype, device=self.device))
-            for _ in range(args.num_layers)
-        ]
+        zeros = lambda: torch.zeros(shape, dtype=self.dtype, device=self.device)  # noqa: E731
+        self.kv_caches = [(zeros(), zeros()) for _ in range(args.num_layers)]
         self.last_shapes: list[dict[str, Any]] = []
 
     def _table(self, table: list[int], context_len: int) -> list[int]:
@@ -93,7 +91,8 @@ class BucketedTorchExecutor(TorchExecutor):
             ids.extend(toks)
             positions.extend(range(start, start + n))
             slots.extend(self._slot(table, p) for p in range(start, start + n))
-            meta.prefills.append(PrefillChunk(first, first + n, ctx, torch.tensor(table, dtype=torch.int64, device=dev)))
+            blocks = torch.tensor(table, dtype=torch.int64, device=dev)
+            meta.prefills.append(PrefillChunk(first, first + n, ctx, blocks))
             logit_row[i] = first + n - 1
             pad = length - n
             if pad:

@@ -15,8 +15,8 @@
 
 Errors: NeuronOptionsError (ValueError with `.field`) for bad options, NeuronSDKUnavailable when the SDK is not
 installed, anything the SDK raises while compiling. The manifest (also written to <out_dir>/artifact.json) holds:
-format, key, target, backend, family, architecture, vocab_size, options, buckets, sdk versions, model_dir, model_checksum,
-memory_estimate, files (relative path -> bytes), size_bytes, compile_seconds, created_at, reused.
+format, key, target, backend, family, architecture, vocab_size, options, buckets, sdk versions, model_dir,
+model_checksum, memory_estimate, files (relative path -> bytes), size_bytes, compile_seconds, created_at, reused.
 """
 from __future__ import annotations
 

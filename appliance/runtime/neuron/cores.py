@@ -35,7 +35,9 @@ def parse_cores(value: str) -> list[int]:
     return out
 
 
-def visible_cores_env(cores: Iterable[int], tp_degree: int | None = None, total_cores: int | None = None) -> dict[str, str]:
+def visible_cores_env(
+    cores: Iterable[int], tp_degree: int | None = None, total_cores: int | None = None
+) -> dict[str, str]:
     """The environment a replica process needs to own `cores` (validated: contiguous, distinct, on the node)."""
     cores = list(cores)
     if not cores:

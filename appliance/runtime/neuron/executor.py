@@ -157,7 +157,9 @@ class NeuronExecutor(Executor):
                 decodes = [SeqStep(d.seq_id, j, d.token_ids, d.start_pos, d.block_table) for j, d in enumerate(decodes)]
             shape = self.buckets.decode(len(decodes), max(d.end_pos for d in decodes))
             out = self.backend.run(self.backend.decode_call(decodes))
-            self.last_calls.append({"kind": "decode", "rows": len(decodes), "batch": shape.batch, "length": shape.length})
+            self.last_calls.append(
+                {"kind": "decode", "rows": len(decodes), "batch": shape.batch, "length": shape.length}
+            )
             for j, seq_id in enumerate(out.seq_ids):
                 rows[seq_id] = out.logits[j]
         wanted = [i for i in range(len(batch)) if batch.needs_logits[i]]
@@ -166,7 +168,9 @@ class NeuronExecutor(Executor):
         return torch.stack([rows[i].float() for i in wanted])
 
 
-def neuron_engine(artifact_dir: str | Path, environ: dict[str, str] | None = None, api: Any = None, **engine_kwargs: Any):
+def neuron_engine(
+    artifact_dir: str | Path, environ: dict[str, str] | None = None, api: Any = None, **engine_kwargs: Any
+):
     """An EngineCore serving a compiled Neuron artifact: the checkpoint's tokenizer, this executor, host sampling."""
     from appliance.runtime.config import EngineConfig
     from appliance.runtime.engine import EngineCore

@@ -101,7 +101,9 @@ class NeuronCompileOptions:
             return self.resolved_num_blocks * self.block_size
         return self.max_batch * self.max_model_len
 
-    def validate(self, model_config: Mapping[str, Any] | Any, instance: str | InstanceType | None = None) -> MemoryEstimate:
+    def validate(
+        self, model_config: Mapping[str, Any] | Any, instance: str | InstanceType | None = None
+    ) -> MemoryEstimate:
         """Check the options against a model config (config.json) and an instance type; return the memory estimate."""
         self._validate_alone()
         shape = ModelShape.from_config(model_config)
@@ -109,7 +111,8 @@ class NeuronCompileOptions:
             shape.family(self.backend)
         except ValueError as exc:
             raise NeuronOptionsError("backend", str(exc)) from None
-        if shape.architecture == "MistralForCausalLM" and shape.sliding_window and shape.sliding_window < self.max_model_len:
+        window = shape.sliding_window if self.backend == "nxdi" else None  # tnx's MistralForSampling has one
+        if shape.architecture == "MistralForCausalLM" and window and window < self.max_model_len:
             raise NeuronOptionsError(
                 "max_model_len", f"{self.max_model_len} exceeds the model's sliding_window {shape.sliding_window}, "
                 "which the llama model class does not implement; use max_model_len <= sliding_window")
@@ -121,8 +124,8 @@ class NeuronCompileOptions:
         valid_tp = inst.tp_degrees if inst else ALL_TP_DEGREES
         if self.tp_degree not in valid_tp:
             where = f"on {inst.name} ({inst.cores} NeuronCores)" if inst else "on inf2/trn1"
-            raise NeuronOptionsError("tp_degree", f"{self.tp_degree} is not a supported tensor-parallel degree {where}; "
-                                     f"choose one of {', '.join(map(str, valid_tp))}")
+            raise NeuronOptionsError("tp_degree", f"{self.tp_degree} is not a supported tensor-parallel degree "
+                                     f"{where}; choose one of {', '.join(map(str, valid_tp))}")
         if shape.num_heads % self.tp_degree:
             ok = [tp for tp in valid_tp if shape.num_heads % tp == 0]
             raise NeuronOptionsError("tp_degree", f"{self.tp_degree} does not divide num_attention_heads="
@@ -156,7 +159,8 @@ class NeuronCompileOptions:
             raise NeuronOptionsError("max_context_length", f"{self.max_context_length} exceeds max_model_len "
                                      f"{self.max_model_len}")
         if not isinstance(self.num_blocks, int) or self.num_blocks < 0:
-            raise NeuronOptionsError("num_blocks", f"must be 0 (automatic) or a positive integer, got {self.num_blocks!r}")
+            raise NeuronOptionsError("num_blocks", f"must be 0 (automatic) or a positive integer, "
+                                     f"got {self.num_blocks!r}")
         for name in ("batch_sizes", "context_buckets", "token_buckets"):
             value = getattr(self, name)
             if name != "batch_sizes" and not value:

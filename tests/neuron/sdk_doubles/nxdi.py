@@ -130,7 +130,7 @@ def build_modules(rec: Recorder, version: str) -> dict[str, ModuleType]:
                             block_table=block_table, full_context_lens=full_context_lens,
                             computed_context_lens=computed_context_lens, **rest)
                 rec.record(f"{name}.forward", **args)
-                vocab = self.config.hf.get("vocab_size", rec.vocab_size) if hasattr(self.config, "hf") else rec.vocab_size
+                vocab = getattr(self.config, "hf", {}).get("vocab_size", rec.vocab_size)
                 if full_context_lens is not None:
                     last_idx = (full_context_lens.reshape(-1) - 1 - position_ids[:, 0]).clamp(min=0)
                 else:
