@@ -47,3 +47,18 @@ def test_importing_the_neuron_package_does_not_import_the_sdk(no_sdk):
 
     for mod in ("options", "buckets", "nxdi_backend", "tnx_backend", "compile", "cores"):
         importlib.import_module(f"appliance.runtime.neuron.{mod}")
+
+
+def test_release_comparison_ignores_only_the_build_number():
+    assert sdk._same_release("0.8.16251+abcdef12.dev", "0.8.16251")
+    assert sdk._same_release("2.9.0.2.12.99999", sdk.TORCH_NEURONX_VERSION)
+    assert not sdk._same_release("2.9.0.2.11.19912", sdk.TORCH_NEURONX_VERSION)  # the SDK 2.27 build
+    assert not sdk._same_release(None, sdk.NXDI_VERSION)
+
+
+def test_compile_command_reports_a_missing_sdk_as_an_error_not_a_traceback(no_sdk, tiny_llama, tmp_path, capsys):
+    from appliance.runtime.neuron.compile import main
+
+    assert main([str(tiny_llama), str(tmp_path / "a"), "--options", '{"max_model_len": 256}']) == 2
+    err = capsys.readouterr().err
+    assert "error: The neuron target (backend 'nxdi') needs the AWS Neuron SDK 2.28.1" in err and "Traceback" not in err

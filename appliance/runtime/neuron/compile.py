@@ -178,3 +178,32 @@ def compile_artifact(
         raise
     report("done", 100, f"artifact {key[:12]} written to {out_dir}")
     return {**manifest, "reused": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m appliance.runtime.neuron.compile MODEL_DIR OUT_DIR [--options JSON] [--instance TYPE]"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m appliance.runtime.neuron.compile", description=main.__doc__)
+    parser.add_argument("model_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--options", default="{}", help="compile options as JSON, e.g. '{\"tp_degree\": 2}'")
+    parser.add_argument("--instance", default=None, help="instance type to validate against, e.g. inf2.xlarge")
+    parser.add_argument("--cache-url", default=None, help="NEURON_COMPILE_CACHE_URL for this compile")
+    args = parser.parse_args(argv)
+    try:
+        manifest = compile_artifact(
+            args.model_dir, json.loads(args.options), args.out_dir,
+            lambda stage, percent, message: print(f"[{percent:3d}%] {stage}: {message}", file=sys.stderr),
+            instance=args.instance, cache_url=args.cache_url,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError, sdk.NeuronSDKUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: manifest[k] for k in ("key", "backend", "size_bytes", "reused")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

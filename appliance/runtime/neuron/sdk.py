@@ -70,9 +70,10 @@ def installed_version(module: ModuleType, dist_name: str) -> str | None:
 
 
 def _same_release(found: str | None, pinned: str) -> bool:
+    """Equal up to the last (build) component: torch-neuronx 2.9.0.2.12.x is SDK 2.28, 2.9.0.2.11.x is 2.27."""
     if found is None:
         return False
-    return found.split("+")[0].split(".")[:2] == pinned.split(".")[:2]
+    return found.split("+")[0].split(".")[:-1] == pinned.split(".")[:-1]
 
 
 def require(backend: str) -> dict[str, ModuleType]:
