@@ -59,6 +59,6 @@ def test_release_comparison_ignores_only_the_build_number():
 def test_compile_command_reports_a_missing_sdk_as_an_error_not_a_traceback(no_sdk, tiny_llama, tmp_path, capsys):
     from appliance.runtime.neuron.compile import main
 
-    assert main([str(tiny_llama), str(tmp_path / "a"), "--options", '{"max_model_len": 256}']) == 2
+    assert main([str(tiny_llama), str(tmp_path / "a"), "--options", '{"max_model_len": 256, "max_context_length": 256}']) == 2
     err = capsys.readouterr().err
     assert "error: The neuron target (backend 'nxdi') needs the AWS Neuron SDK 2.28.1" in err and "Traceback" not in err
