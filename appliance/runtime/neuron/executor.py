@@ -108,7 +108,7 @@ class NeuronExecutor(Executor):
             for name in ("enable_prefix_caching", "enable_chunked_prefill"):
                 if getattr(config, name):
                     raise ValueError(f"{name}: must be false for an artifact with the contiguous KV layout")
-        config.max_model_len = min(int(config.max_model_len), o.max_model_len, o.max_context_length)
+        config.max_model_len = min(int(config.max_model_len), o.max_model_len, o.context_length)
 
     # ---- one step -------------------------------------------------------------------------------------------------
 
@@ -177,7 +177,7 @@ def neuron_engine(
 
     executor = NeuronExecutor(artifact_dir, environ=environ, api=api)
     o = executor.options
-    max_len = min(o.max_model_len, o.max_context_length)
+    max_len = min(o.max_model_len, o.context_length)
     defaults = {"block_size": o.block_size, "max_num_seqs": o.max_batch, "num_kv_blocks": executor.num_kv_blocks,
                 "max_model_len": max_len}
     if not o.block_layout:

@@ -43,7 +43,7 @@ def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path
         is_continuous_batching=True,
         padding_side="right",
         seq_len=o.max_model_len,
-        max_context_length=o.max_context_length,
+        max_context_length=o.context_length,
         enable_bucketing=True,
         context_encoding_buckets=list(b.context_lengths),
         token_generation_buckets=list(b.token_lengths),

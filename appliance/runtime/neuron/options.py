@@ -33,7 +33,7 @@ class NeuronCompileOptions:
     backend: str = "nxdi"  # "nxdi" (NxD Inference, SDK 2.28) | "tnx" (transformers-neuronx, SDK 2.26, legacy)
     tp_degree: int = 2
     batch_sizes: tuple[int, ...] = (8,)  # decode batch buckets; the largest is max_num_seqs
-    max_context_length: int = 2048  # longest prompt (cached prefix included) one prefill call encodes
+    max_context_length: int = 0  # longest prefill (cached prefix included); 0 = max_model_len
     max_model_len: int = 2048  # prompt + completion
     context_buckets: tuple[int, ...] = ()  # prefill lengths; () = powers of two up to max_context_length
     token_buckets: tuple[int, ...] = ()  # decode KV lengths; () = powers of two up to max_model_len
@@ -73,12 +73,18 @@ class NeuronCompileOptions:
         return out
 
     @property
+    def context_length(self) -> int:
+        """The longest prefill: max_context_length, or max_model_len when that is 0."""
+        return self.max_context_length or self.max_model_len
+
+    @property
     def max_batch(self) -> int:
         return max(self.batch_sizes)
 
     @property
     def buckets(self) -> BucketSet:
-        ctx = self.context_buckets or power_of_two_buckets(self.max_context_length, min(128, self.max_context_length))
+        limit = self.context_length
+        ctx = self.context_buckets or power_of_two_buckets(limit, min(128, limit))
         tok = self.token_buckets or power_of_two_buckets(self.max_model_len, min(128, self.max_model_len))
         return BucketSet.build(self.batch_sizes, ctx, tok)
 
@@ -151,7 +157,10 @@ class NeuronCompileOptions:
             raise NeuronOptionsError("dtype", f"must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:
             raise NeuronOptionsError("quantization", f"must be 'int8' or none, got {self.quantization!r}")
-        for name in ("max_context_length", "max_model_len", "block_size"):
+        if not isinstance(self.max_context_length, int) or self.max_context_length < 0:
+            raise NeuronOptionsError("max_context_length", f"must be 0 (= max_model_len) or a positive integer, "
+                                     f"got {self.max_context_length!r}")
+        for name in ("max_model_len", "block_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise NeuronOptionsError(name, f"must be a positive integer, got {value!r}")
@@ -169,9 +178,9 @@ class NeuronCompileOptions:
                 normalize_buckets(name, value)
             except ValueError as exc:
                 raise NeuronOptionsError(name, str(exc).split(" ", 1)[1]) from None
-        if self.context_buckets and max(self.context_buckets) != self.max_context_length:
+        if self.context_buckets and max(self.context_buckets) != self.context_length:
             raise NeuronOptionsError("context_buckets", f"the largest bucket must equal max_context_length "
-                                     f"{self.max_context_length}, got {max(self.context_buckets)}")
+                                     f"{self.context_length}, got {max(self.context_buckets)}")
         if self.token_buckets and max(self.token_buckets) != self.max_model_len:
             raise NeuronOptionsError("token_buckets", f"the largest bucket must equal max_model_len "
                                      f"{self.max_model_len}, got {max(self.token_buckets)}")
