@@ -28,6 +28,7 @@ def lc_home(tmp_path, settings, monkeypatch):
     settings.APPLIANCE_HOME = home
     settings.ARTIFACT_STORE_URL = str(home / "artifacts")
     settings.RUN_DIR = home / "run"
+    settings.NODE_NAME = "lc-node"
     for name, value in {"APPLIANCE_COMPILE_HEARTBEAT_S": "0.5", "APPLIANCE_COMPILE_STALE_AFTER_S": "3",
                         "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_STALE_AFTER_S": "30"}.items():
         monkeypatch.setenv(name, value)
@@ -53,6 +54,7 @@ def process_env(lc_home, transactional_db):
         "ARTIFACT_STORE_URL": settings.ARTIFACT_STORE_URL,
         "APPLIANCE_RUN_DIR": str(settings.RUN_DIR),
         "PYTHONPATH": str(ROOT),
+        "NODE_NAME": "lc-node",
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -131,6 +133,7 @@ def start_agent(process_env, tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+        print(f"--- {proc.log.name} ---\n{proc.output()[-4000:]}")  # shown when the test fails
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
