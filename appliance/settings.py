@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "appliance.tenancy",
     "appliance.catalog",
@@ -131,6 +132,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Inferentia serving appliance — admin API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device"},
 }
 
 # Where model artifacts (compiled or converted) are stored, content-addressed.
