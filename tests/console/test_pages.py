@@ -137,3 +137,16 @@ def test_usage_page_filters_by_tenant(console):
     assert "20.0 %" in page
     everything = console.get("/usage/", {"window": "nonsense"}).content.decode()
     assert "acme-model" in everything and "beta-model" in everything
+
+
+def test_edit_tenant_is_audited(console, staff, catalog_model):
+    create_tenant("acme")
+    response = console.post("/tenants/acme/edit/", {"name": "acme", "display_name": "Acme Corp", "is_active": "on",
+                                                    "allowed_models": ["tiny-llama"], "tpm": "5000"})
+    assert response.status_code == 302
+    tenant = Tenant.objects.get(name="acme")
+    assert tenant.tpm == 5000 and not tenant.all_models and tenant.display_name == "Acme Corp"
+    change = AuditLog.objects.get(action="update", object_type="tenancy.tenant")
+    assert change.actor == staff
+    assert change.changes == {"display_name": ["", "Acme Corp"], "all_models": [True, False], "tpm": [None, 5000],
+                              "allowed_models": [[], [catalog_model.pk]]}
