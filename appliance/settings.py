@@ -161,3 +161,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Periodic work on celery beat (each app's beat.py).
+from appliance.lifecycle.beat import BEAT_SCHEDULE as _LIFECYCLE_BEAT  # noqa: E402
+
+CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT}
