@@ -22,7 +22,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from appliance.runtime.server_app import ReplicaApp
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning OpenMP threads collapse when
+# the node's CPUs are shared with other replicas and the control plane (100x slower steps were measured)
+
+from appliance.runtime.server_app import ReplicaApp  # noqa: E402
 
 log = logging.getLogger("appliance.runtime.server")
 
