@@ -8,6 +8,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_a_complete_report(tmp_path):
     out = tmp_path / "engine.json"
     cmd = [sys.executable, "-m", "appliance.runtime.bench", "--quick", "--num-requests", "4", "--out", str(out),
