@@ -1,7 +1,11 @@
-"""ASGI entry point: the console, the admin API and the OpenAI-compatible gateway."""
+"""ASGI entry point: the console, the admin API and the OpenAI-compatible gateway.
+
+Django's handler, except that the gateway's hot endpoints skip the middleware chain (appliance/gateway/asgi.py).
+"""
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
-application = get_asgi_application()
+
+from appliance.gateway.asgi import get_application  # noqa: E402
+
+application = get_application()

@@ -71,7 +71,9 @@ class Call:
             raise
         if not self.req.stream:
             return await self._whole()
-        response = StreamingHttpResponse(self._sse(), content_type="text/event-stream")
+        stream = self._sse()
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response.raw_stream = stream  # the gateway's ASGI fast path sends it as is
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         self._headers(response)
