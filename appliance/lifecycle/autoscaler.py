@@ -22,8 +22,9 @@ class ScaleInputs:
     max_replicas: int
     outstanding: int
     target_per_replica: int
-    idle_for_s: float | None  # seconds since the last request; None = never had one
+    idle_for_s: float | None  # seconds since the last request (or the last replica became ready); None = never
     idle_timeout_s: float
+    starting: bool = False  # a replica is still starting: a request may be waiting on its cold start
 
 
 def decide(x: ScaleInputs) -> int:
@@ -31,20 +32,23 @@ def decide(x: ScaleInputs) -> int:
     needed = math.ceil(x.outstanding / max(x.target_per_replica, 1))
     if needed > x.desired:
         return min(max(needed, x.min_replicas), x.max_replicas)
-    idle = x.outstanding == 0 and (x.idle_for_s is None or x.idle_for_s >= x.idle_timeout_s)
+    idle = not x.starting and x.outstanding == 0 and (x.idle_for_s is None or x.idle_for_s >= x.idle_timeout_s)
     if idle:
         return x.min_replicas
     return min(max(x.desired, x.min_replicas), x.max_replicas)
 
 
 def inputs_for(dep: Deployment, now: datetime) -> ScaleInputs:
-    replica_ids = list(dep.replicas.filter(state__in=placement.ACTIVE_STATES).values_list("pk", flat=True))
-    outstanding = sum(routing_state.outstanding(replica_ids).values())
-    idle_for = (now - dep.last_request_at).total_seconds() if dep.last_request_at else None
+    replicas = list(dep.replicas.filter(state__in=placement.ACTIVE_STATES).values_list("pk", "state", "ready_at"))
+    outstanding = sum(routing_state.outstanding([pk for pk, _, _ in replicas]).values())
+    starting = any(state != Replica.State.READY for _, state, _ in replicas)
+    last_request = routing_state.last_request_at(dep.pk)
+    last_active = max([t for t in [dep.last_request_at, last_request, *(r for _, _, r in replicas)] if t], default=None)
+    idle_for = (now - last_active).total_seconds() if last_active else None
     min_replicas = 0 if dep.mode == Deployment.Mode.SHARED else dep.min_replicas
     max_replicas = 1 if dep.mode == Deployment.Mode.SHARED else dep.max_replicas
     return ScaleInputs(dep.desired_replicas, min_replicas, max_replicas, outstanding,
-                       dep.target_outstanding_per_replica, idle_for, dep.idle_timeout_s)
+                       dep.target_outstanding_per_replica, idle_for, dep.idle_timeout_s, starting)
 
 
 def autoscale(dep: Deployment, now: datetime | None = None) -> int | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from appliance.catalog.models import Deployment, Node, Pool, Replica
@@ -29,7 +29,7 @@ class Slot:
 
 def live_nodes(device: str) -> list[Node]:
     cutoff = timezone.now() - timedelta(seconds=setting("NODE_STALE_AFTER_S"))
-    return list(Node.objects.filter(device=device).filter(Q(last_heartbeat__gte=cutoff) | Q(last_heartbeat=None)))
+    return list(Node.objects.filter(device=device, last_heartbeat__gte=cutoff))
 
 
 def pool_cores(pool: Pool) -> list[int]:
@@ -104,7 +104,7 @@ def place(dep_id: int) -> str:
         pool_id = Deployment.objects.filter(pk=dep_id, mode=Deployment.Mode.SHARED).values_list("pool_id", flat=True).first()
         if pool_id:  # lock order: pool, then deployment, so concurrent evictions in one pool cannot deadlock
             list(Pool.objects.select_for_update().filter(pk=pool_id))
-        dep = Deployment.objects.select_for_update().select_related("pool__node").filter(pk=dep_id).first()
+        dep = Deployment.objects.select_for_update(of=("self",)).select_related("pool__node").filter(pk=dep_id).first()
         if dep is None:
             return "gone"
         blocked = _blocked_by_compile(dep)
@@ -158,7 +158,7 @@ def _blocked_by_compile(dep: Deployment) -> str:
 
 
 def _shared_slot(dep: Deployment) -> Slot | None:
-    pool = Pool.objects.select_for_update().select_related("node").filter(pk=dep.pool_id).first()
+    pool = Pool.objects.select_for_update(of=("self",)).select_related("node").filter(pk=dep.pool_id).first()
     if pool is None:
         set_status(dep, Deployment.Status.FAILED, "shared mode needs a pool: deploy with --pool NAME")
         return None

@@ -28,6 +28,7 @@ def lc_home(tmp_path, settings, monkeypatch):
     settings.APPLIANCE_HOME = home
     settings.ARTIFACT_STORE_URL = str(home / "artifacts")
     settings.RUN_DIR = home / "run"
+    settings.NODE_NAME = "lc-node"
     for name, value in {"APPLIANCE_COMPILE_HEARTBEAT_S": "0.5", "APPLIANCE_COMPILE_STALE_AFTER_S": "3",
                         "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_STALE_AFTER_S": "30"}.items():
         monkeypatch.setenv(name, value)
@@ -53,6 +54,7 @@ def process_env(lc_home, transactional_db):
         "ARTIFACT_STORE_URL": settings.ARTIFACT_STORE_URL,
         "APPLIANCE_RUN_DIR": str(settings.RUN_DIR),
         "PYTHONPATH": str(ROOT),
+        "NODE_NAME": "lc-node",
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -131,6 +133,7 @@ def start_agent(process_env, tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+        print(f"--- {proc.log.name} ---\n{proc.output()[-4000:]}")  # shown when the test fails
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
@@ -155,3 +158,51 @@ def register_version():
         return ModelVersion.objects.create(model=model, version=number, source_uri=str(path), dtype=dtype)
 
     return register
+
+
+@pytest.fixture
+def start_gateway(process_env, tmp_path):
+    """start_gateway(**env) -> base URL of the appliance's web process (uvicorn) on a free port."""
+    import socket
+
+    import httpx
+
+    procs: list[Proc] = []
+
+    def start(**env) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = Proc([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host", "127.0.0.1",
+                     "--port", str(port), "--no-access-log"],
+                    {**process_env, "GATEWAY_ROUTE_CACHE_S": "0.3", "GATEWAY_AUTH_CACHE_S": "1",
+                     "GATEWAY_LAST_REQUEST_WRITE_S": "1", **{k: str(v) for k, v in env.items()}},
+                    tmp_path / f"gateway-{len(procs)}.log")
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{url}/v1/models", timeout=2).status_code in (200, 401)
+            except httpx.TransportError:
+                assert proc.popen.poll() is None, proc.output()[-3000:]
+                return False
+
+        wait_until(up, 90, "the gateway to answer")
+        return url
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
+def api_key():
+    """api_key(models) -> a tenant's plaintext API key allowed to use those catalog models."""
+    from appliance.tenancy.services import create_api_key, create_tenant
+
+    def make(models: list[str]) -> str:
+        tenant = create_tenant(f"lc-{uuid.uuid4().hex[:8]}", models=models)
+        return create_api_key(tenant)[1]
+
+    return make

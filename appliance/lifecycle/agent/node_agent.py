@@ -124,14 +124,14 @@ class NodeAgent:
         dep = row.deployment
         spec = ReplicaSpec(
             replica_id=row.pk, model_dir=model_dir(dep), device=dep.device, cores=list(row.cores or []),
-            server_module=self.options.server_module, engine_args=dep.engine_args,
+            server_module=self.options.server_module, engine_args=dep.engine_args, served_model_name=dep.name,
             host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
         )
         proc = ReplicaProcess(spec)
         self.procs[row.pk] = proc
         self.restart_at.pop(row.pk, None)
         Replica.objects.filter(pk=row.pk).update(
-            state=Replica.State.STARTING, pid=proc.pid, port=proc.port, started_at=timezone.now(),
+            state=Replica.State.STARTING, pid=proc.pid, port=None, started_at=timezone.now(),
             ready_at=None, cold_start_s=None,
         )
         log.info("started %s#%d pid %d on cores %s %s", dep.name, row.index, proc.pid, row.cores, proc.env_assigned)
@@ -142,9 +142,9 @@ class NodeAgent:
         try:
             url = proc.wait_ready(setting("REPLICA_READY_TIMEOUT_S"))
             cold_start = proc.warm_up()
-            host, _, port = url.removeprefix("http://").partition(":")
+            host = url.removeprefix("http://").rsplit(":", 1)[0]
             updated = Replica.objects.filter(pk=rid, state=Replica.State.STARTING, pid=proc.pid).update(
-                state=Replica.State.READY, host=host or "127.0.0.1", port=int(port.split("/")[0] or proc.port),
+                state=Replica.State.READY, host=host or "127.0.0.1", port=proc.port,
                 ready_at=timezone.now(), cold_start_s=round(cold_start, 3), last_heartbeat=timezone.now(),
             )
             if updated:

@@ -5,7 +5,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,12 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def core_env(device: str, cores: list[int]) -> dict[str, str]:
@@ -38,9 +31,9 @@ def engine_flags(engine_args: dict) -> list[str]:
     flags: list[str] = []
     for key, value in sorted((engine_args or {}).items()):
         flag = "--" + key.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value not in (False, None):
+        if isinstance(value, bool):
+            flags += [flag, "true" if value else "false"]
+        elif value is not None:
             flags += [flag, str(value)]
     return flags
 
@@ -60,6 +53,7 @@ class ReplicaSpec:
     cores: list[int]
     server_module: str = "appliance.runtime.server"
     engine_args: dict = field(default_factory=dict)
+    served_model_name: str = ""
     host: str = "127.0.0.1"
     log_path: Path | None = None
 
@@ -69,13 +63,14 @@ class ReplicaProcess:
 
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
-        self.port = free_port(spec.host)
+        self.port: int | None = None  # the server picks a free port and names it in its READY line
         self.url: str | None = None
         self.ready = threading.Event()
         self.tail: deque[str] = deque(maxlen=40)
         env = {**os.environ, **core_env(spec.device, spec.cores), "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", spec.server_module, "--model", spec.model_dir, "--device", spec.device,
-               "--port", str(self.port), *engine_flags(spec.engine_args)]
+               "--port", "0", *(["--served-model-name", spec.served_model_name] if spec.served_model_name else []),
+               *engine_flags(spec.engine_args)]
         self.command = cmd
         self.env_assigned = core_env(spec.device, spec.cores)
         self._log = open(spec.log_path, "ab") if spec.log_path else None
@@ -98,6 +93,7 @@ class ReplicaProcess:
             self.tail.append(line)
             if not self.ready.is_set() and line.startswith("READY "):
                 self.url = line.split(" ", 1)[1].strip()
+                self.port = int(self.url.rsplit(":", 1)[1].split("/")[0]) if self.url.startswith("http") else None
                 self.ready.set()
         if self._log:
             self._log.close()
@@ -113,7 +109,9 @@ class ReplicaProcess:
                 raise RuntimeError(f"engine exited with code {self.proc.returncode} before READY: {self.last_output()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"engine printed no READY line within {timeout:.0f}s: {self.last_output()}")
-        return self.url or f"http://{self.spec.host}:{self.port}"
+        if not self.url or not self.url.startswith("http://"):
+            raise RuntimeError(f"engine announced {self.url!r}; the agent expects READY http://HOST:PORT")
+        return self.url
 
     def warm_up(self, timeout: float = 60.0) -> float:
         """Send a 1-token generate; return seconds from process start to that first token (the cold start)."""
