@@ -29,6 +29,14 @@ CLIENT_CLOSED = 499
 MAX_ATTEMPTS = 3
 
 
+CONTEXT_CODE = "context_length_exceeded"
+
+
+def _is_context_error(message: str) -> bool:
+    text = message.lower()
+    return "context length" in text or "max_model_len" in text or "context window" in text
+
+
 class ReplicaFailed(Exception):
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
@@ -95,8 +103,10 @@ class Call:
             except EngineRejected as exc:
                 err = exc.error
                 status = exc.status if 400 <= exc.status < 500 else 400
-                raise APIError(status, err.get("message", "The request was rejected."), param=err.get("param"),
-                               code=err.get("code"), type=err.get("type"))
+                message = err.get("message") or "The request was rejected."
+                code = err.get("code") or (CONTEXT_CODE if _is_context_error(message) else None)
+                param = "messages" if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
+                raise APIError(status, message, param=param, code=code, type=err.get("type"))
             except EngineUnavailable as exc:
                 log.warning("replica %s of %s unavailable: %s", target.replica_id, route.name, exc)
                 await self._release_target()

@@ -74,15 +74,7 @@ def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 120) -> Eng
 
 
 @pytest.fixture(scope="session")
-def engine(request, tmp_path_factory) -> Engine:
-    if os.environ.get("GATEWAY_DEV_FAKE_ENGINE"):  # TEMPORARY, removed once the engine server lands
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, os.environ["GATEWAY_DEV_FAKE_ENGINE"], str(port)])
-        time.sleep(1.5)
-        yield Engine(proc, port, Path("/tmp/fake"))
-        proc.kill()
-        return
-    tiny_llama = request.getfixturevalue("tiny_llama")
+def engine(tiny_llama, tmp_path_factory) -> Engine:
     eng = start_engine(tiny_llama, tmp_path_factory.mktemp("engine") / "engine.log")
     yield eng
     eng.stop()
