@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import World, committed, make_deployment, start_engine
+from .conftest import World, committed, make_deployment
 
 pytestmark = pytest.mark.django_db
 
@@ -45,10 +45,10 @@ def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world:
 
 
 @pytest.mark.slow
-def test_replica_dying_mid_stream_gives_a_clean_error(world: World, tmp_path):
+def test_replica_dying_mid_stream_gives_a_clean_error(world: World, engines):
     from appliance.tenancy.models import UsageRecord
 
-    engine = start_engine(world.engine.model_dir, tmp_path / "fragile.log")
+    engine = engines["fragile"].wait()
     try:
         committed(make_deployment, "tiny-fragile", "tiny", engine.model_dir, engine)
         client = openai.OpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0, timeout=30)
