@@ -31,15 +31,15 @@ def free_port() -> int:
 @dataclass
 class Engine:
     process: subprocess.Popen
-    port: int
+    port: int | None
     model_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    socket_path: str = ""
 
     def health(self) -> dict:
-        return httpx.get(f"{self.url}/health", timeout=5).json()
+        if self.socket_path:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path)) as client:
+                return client.get("http://engine/health", timeout=5).json()
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5).json()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -54,9 +54,9 @@ class Engine:
 class PendingEngine:
     """An engine process launched but perhaps not ready yet."""
 
-    def __init__(self, model_dir: Path, log_path: Path) -> None:
+    def __init__(self, model_dir: Path, log_path: Path, uds: str | None = None) -> None:
         argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
-                "--port", "0", "--host", "127.0.0.1"]
+                *(["--uds", uds] if uds else ["--port", "0", "--host", "127.0.0.1"])]
         self.model_dir, self.log_path = model_dir, log_path
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "wb"))
 
@@ -65,6 +65,8 @@ class PendingEngine:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
+            if line.startswith(b"READY unix:"):
+                return Engine(self.process, None, self.model_dir, line.split(b":", 1)[1].strip().decode())
             if line.startswith(b"READY"):
                 return Engine(self.process, int(line.split()[1].rsplit(b":", 1)[1]), self.model_dir)
             if not line and self.process.poll() is not None:
@@ -80,10 +82,11 @@ def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 180) -> Eng
 
 @pytest.fixture(scope="session")
 def engines(tiny_llama, tmp_path_factory) -> dict[str, PendingEngine]:
-    """The shared replica, and a second one (launched now, loading in parallel) for a test that kills it."""
+    """The shared replica (TCP), and a second one on a Unix socket (launched now, loading in parallel) for a test
+    that kills it."""
     logs = tmp_path_factory.mktemp("engines")
     pending = {"main": PendingEngine(tiny_llama, logs / "main.log"),
-               "fragile": PendingEngine(tiny_llama, logs / "fragile.log")}
+               "fragile": PendingEngine(tiny_llama, logs / "fragile.log", uds=str(logs / "fragile.sock"))}
     yield pending
     for p in pending.values():
         if p.process.poll() is None:
@@ -139,7 +142,7 @@ def make_deployment(name: str, model_name: str, model_dir: Path | str, engine: E
     if engine is not None:
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port)
+                               port=engine.port, socket_path=engine.socket_path)
     return dep
 
 

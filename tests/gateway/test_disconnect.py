@@ -45,7 +45,7 @@ def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world:
 
 
 @pytest.mark.slow
-def test_replica_dying_mid_stream_gives_a_clean_error(world: World, engines):
+def test_replica_on_a_unix_socket_dying_mid_stream_gives_a_clean_error(world: World, engines):
     from appliance.tenancy.models import UsageRecord
 
     engine = engines["fragile"].wait()
@@ -56,6 +56,7 @@ def test_replica_dying_mid_stream_gives_a_clean_error(world: World, engines):
                                            extra_body={"ignore_eos": True})
         it = iter(stream)
         first = next(it)
+        assert engine.health()["in_flight"] == 1  # served through the Unix socket
         engine.process.kill()
         started = time.monotonic()
         with pytest.raises(openai.APIError) as exc:
@@ -65,5 +66,8 @@ def test_replica_dying_mid_stream_gives_a_clean_error(world: World, engines):
         assert "replica" in str(exc.value.message)
         assert wait_for(lambda: UsageRecord.objects.filter(request_id=first.id).exists())
         assert UsageRecord.objects.get(request_id=first.id).status_code == 503
+        with pytest.raises(openai.InternalServerError) as exc:  # nothing serves it now: 503, not a hang
+            client.completions.create(model="tiny-fragile", prompt="go", max_tokens=1)
+        assert exc.value.status_code == 503 and "retry-after" in exc.value.response.headers
     finally:
         engine.stop()
