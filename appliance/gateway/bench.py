@@ -37,6 +37,7 @@ class Phase:
     wall_s: float = 0.0
     ttft_s: list[float] = field(default_factory=list)
     errors: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time each server process used in the phase
 
     @property
     def throughput(self) -> float:
@@ -92,8 +93,19 @@ async def gateway_request(client: httpx.AsyncClient, url: str, key: str, model: 
     phase.ttft_s.append(first if first is not None else float("nan"))
 
 
-async def run_phase(path: str, concurrency: int, requests: int, one) -> Phase:
+def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
+    import psutil
+
+    out = {}
+    for name, pid in procs.items():
+        t = psutil.Process(pid).cpu_times()
+        out[name] = t.user + t.system
+    return out
+
+
+async def run_phase(path: str, concurrency: int, requests: int, one, watch: dict[str, int] | None = None) -> Phase:
     phase = Phase(path)
+    before = cpu_seconds(watch or {})
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
         queue.put_nowait(i)
@@ -107,6 +119,8 @@ async def run_phase(path: str, concurrency: int, requests: int, one) -> Phase:
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         phase.wall_s = time.perf_counter() - start
+    after = cpu_seconds(watch or {})
+    phase.cpu_s = {name: after[name] - before[name] for name in after}
     return phase
 
 
@@ -207,17 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         engine_url = args.engine_url
+        watch: dict[str, int] = {}
         if engine_url is None:
             engine, engine_url = start_process(
                 [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
                  "--port", "0", *args.engine_arg], env, work / "engine.log", ready_line=b"READY")
             procs.append(engine)
+            watch["engine"] = engine.pid
         key, model = setup_database(env, engine_url, model_dir)
         port = free_port()
         gateway, _ = start_process([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host",
                                     "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
                                    env, work / "gateway.log")
         procs.append(gateway)
+        watch["gateway"] = gateway.pid
         gateway_url = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -239,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for path, fn in (("engine", on_engine), ("gateway", on_gateway)) if r % 2 == 0 else \
                     (("gateway", on_gateway), ("engine", on_engine)):
-                phase = asyncio.run(run_phase(path, args.concurrency, args.requests, fn))
+                phase = asyncio.run(run_phase(path, args.concurrency, args.requests, fn, watch))
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
                       f"{median_ms(phase.ttft_s):7.2f} ms, {phase.errors} errors", flush=True)
                 phases.append(phase)
@@ -268,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     round_share = [g.throughput / e.throughput * 100 for e, g in pairs]
     added_ttft = statistics.median(round_added)
     share = statistics.median(round_share)
+    # Load-independent view: CPU time per relayed token, from the processes' own accounting.
+    gw_phases = [ph for ph in phases if ph.path == "gateway" and ph.tokens]
+    cpu_per_token_us = {
+        name: sum(ph.cpu_s.get(name, 0.0) for ph in gw_phases) / sum(ph.tokens for ph in gw_phases) * 1e6
+        for name in watch} if gw_phases else {}
     report = {
         "benchmark": "gateway overhead", "backend": args.backend,
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
@@ -275,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens, "rounds": args.rounds, "cpu_count": os.cpu_count(),
         "engine": engine_stats, "gateway": gateway_stats,
         "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,
+        "cpu_us_per_token_in_gateway_phases": cpu_per_token_us,
         "per_round": {"added_median_ttft_ms": round_added, "throughput_share_pct": round_share},
         "pooled": {"added_median_ttft_ms": gateway_stats["ttft_median_ms"] - engine_stats["ttft_median_ms"],
                    "throughput_share_pct": gateway_stats["throughput_tok_s"] / engine_stats["throughput_tok_s"] * 100},
@@ -294,6 +317,7 @@ Gateway overhead ({report['database']}; model {args.model}; {args.concurrency} c
   per round: added TTFT {', '.join(f'{v:.1f}' for v in round_added)} ms; share {', '.join(f'{v:.0f}' for v in round_share)} %
   added median TTFT: {added_ttft:.2f} ms (target <= 5)   throughput share: {share:.1f}% (target >= 95)
   (medians over rounds; each round runs both paths back to back)
+  CPU per relayed token: {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us.items())}
   {'PASS' if report['passed'] else 'FAIL'}; report written to {out}""")
     return 0
 

@@ -72,7 +72,7 @@ class Call:
             await self._open()
         except APIError as exc:
             await self.settle(exc.status)
-            exc.headers = {**self.decision.headers, **exc.headers}
+            exc.headers = {**self.decision.headers, **exc.headers, "x-request-id": self.request_id}
             return exc.response()
         except BaseException:
             await self.settle(CLIENT_CLOSED)
@@ -160,7 +160,8 @@ class Call:
             await self._abort()
             message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
             await self.settle(status)
-            return APIError(status, message, headers={"retry-after": "1"} if status >= 500 else {}).response()
+            headers = {"x-request-id": self.request_id, **({"retry-after": "1"} if status >= 500 else {})}
+            return APIError(status, message, headers=headers).response()
         except BaseException:
             await self._abort()
             await self.settle(CLIENT_CLOSED)

@@ -16,7 +16,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import conf, keys
-from .db import run_db
+from .db import run_db, run_db_write
 from .errors import unavailable
 
 
@@ -170,12 +170,12 @@ class Router:
         if self._touched.get(route.deployment_id, 0) + conf.last_request_write_s() > now:
             return
         self._touched[route.deployment_id] = now
-        task = asyncio.get_running_loop().create_task(run_db(_touch, route.deployment_id))
+        task = asyncio.get_running_loop().create_task(run_db_write(_touch, route.deployment_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_replica(self, route: Route) -> Route:
-        await run_db(_wake, route.deployment_id)
+        await run_db_write(_wake, route.deployment_id)
         self._touched[route.deployment_id] = time.monotonic()
         deadline = time.monotonic() + conf.cold_start_timeout_s()
         delay = 0.1
