@@ -24,9 +24,3 @@ def load_chats(corpus_dir: Path = CORPUS_DIR) -> list[list[dict[str, str]]]:
     lines = (corpus_dir / CHATS).read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["messages"] for line in lines if line.strip()]
 
-
-def corpus_words(corpus_dir: Path = CORPUS_DIR) -> set[str]:
-    """The lower-cased alphabetic words of the whole corpus (books and chats)."""
-    text = "\n".join(load_documents(corpus_dir))
-    text += "\n".join(m["content"] for chat in load_chats(corpus_dir) for m in chat)
-    return set(re.findall(r"[a-z]+", text.lower()))

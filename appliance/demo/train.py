@@ -28,9 +28,9 @@ SAMPLE_PROMPTS = ["Once upon a time", "The king said", "We the People"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    vocab_size: int = 3072
-    hidden_size: int = 256
-    intermediate_size: int = 688
+    vocab_size: int = 2048
+    hidden_size: int = 192
+    intermediate_size: int = 512
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
@@ -81,12 +81,13 @@ def build_stream(tokenizer, cfg: TrainConfig) -> torch.Tensor:
     """
     rng = random.Random(cfg.seed)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    backend = tokenizer.backend_tokenizer
     pieces: list[list[int]] = []
     for doc in load_documents():
-        pieces.append([bos] + tokenizer.encode(doc, add_special_tokens=False) + [eos])
+        pieces.append([bos] + backend.encode(doc, add_special_tokens=False).ids + [eos])
     for chat in load_chats():
         text = tokenizer.apply_chat_template(chat, tokenize=False)
-        ids = tokenizer.encode(text, add_special_tokens=False)
+        ids = backend.encode(text, add_special_tokens=False).ids
         for i in range(cfg.chat_repeats):
             pieces.append(([bos] if i % 2 == 0 else []) + ids)
     rng.shuffle(pieces)
