@@ -134,3 +134,9 @@ def test_contiguous_layout_uses_stable_slots_and_refuses_partial_prefills(nxdi_s
     partial.add([8, 9], 3, [0], True)
     with pytest.raises(ValueError, match="contiguous KV layout prefills whole prompts only"):
         ex.execute(partial)
+
+
+def test_loading_needs_every_file_of_the_layout(nxdi_sdk, artifact):
+    (artifact / "weights" / "tp1_sharded_checkpoint.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="tp1_sharded_checkpoint.safetensors"):
+        NeuronExecutor(artifact)
