@@ -130,9 +130,11 @@ def place(dep_id: int) -> str:
                 deployment=dep, node=slot.node, index=_next_index(dep), state=Replica.State.PENDING,
                 cores=slot.cores, host=slot.node.address,
             ))
-        if want == 0:
-            set_status(dep, Deployment.Status.SCALED_TO_ZERO if dep.is_active else Deployment.Status.STOPPED,
-                       "scaled to zero: the next request starts a replica" if dep.is_active else "stopped")
+        if want == 0 and not dep.is_active:
+            set_status(dep, Deployment.Status.STOPPED, "stopped")
+        elif want == 0:
+            if dep.status != Deployment.Status.SCALED_TO_ZERO:  # an eviction's message stays
+                set_status(dep, Deployment.Status.SCALED_TO_ZERO, "scaled to zero: the next request starts a replica")
         elif any(r.state == Replica.State.READY for r in active):
             ready = sum(r.state == Replica.State.READY for r in active)
             set_status(dep, Deployment.Status.RUNNING, f"{ready} of {want} replicas ready")

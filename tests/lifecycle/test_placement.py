@@ -82,6 +82,8 @@ def test_full_pool_evicts_least_recently_used_idle_model(version):
     a, b, c = (Deployment.objects.get(pk=d.pk) for d in deps)
     assert a.desired_replicas == 0 and set(a.replicas.values_list("state", flat=True)) == {"draining"}
     assert "evicted from pool p" in a.status_message
+    placement.place(a.pk)
+    assert "evicted from pool p" in Deployment.objects.get(pk=a.pk).status_message
     assert b.replicas.get().state == "ready" and c.replicas.get().cores == [0, 1]
     pool.refresh_from_db()
     assert pool.evictions == 1
