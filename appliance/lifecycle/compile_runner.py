@@ -245,22 +245,26 @@ def _toolchain(target: str) -> str:
 
 
 def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder) -> dict:
+    not_installed = (
+        "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the Neuron "
+        "SDK 2.28 (the appliance AMI); run the compile there, or choose target cpu"
+    )
     try:
         from appliance.runtime.neuron.compile import compile_artifact
+        from appliance.runtime.neuron.sdk import NeuronSDKUnavailable
     except ImportError as exc:
-        raise CompileError(
-            "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the "
-            f"Neuron SDK 2.28 (NxD Inference); this worker cannot import the Neuron compiler ({exc}). "
-            "Run the compile on the appliance AMI, or choose target cpu"
-        ) from exc
+        raise CompileError(f"{not_installed} ({exc})") from exc
 
     def cb(stage: str, percent: int, line: str = "") -> None:
-        progress(stage, 20 + int(70 * percent / 100), line)
+        progress(f"neuron:{stage}", 20 + int(70 * percent / 100), line)
 
+    out.rmdir()  # compile_artifact builds beside it and renames into place
     try:
-        manifest = compile_artifact(src, job.options(), out, cb)
-    except (ImportError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
-        raise CompileError(str(exc)) from exc
+        manifest = compile_artifact(src, job.options(), out, cb, model_checksum=job.model_version.checksum or None)
+    except NeuronSDKUnavailable as exc:
+        raise CompileError(f"{not_installed}. {exc}") from exc
+    except (ValueError, RuntimeError, OSError) as exc:  # bad options or a failed compile: not worth retrying
+        raise CompileError(f"neuron compile failed: {exc}") from exc
     return {"neuron": manifest if isinstance(manifest, dict) else {}}
 
 
