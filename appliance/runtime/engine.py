@@ -67,9 +67,9 @@ class EngineCore:
             config.max_model_len = self.args.sliding_window  # no sliding-window attention: stay exact instead
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
         if executor is None:
-            from appliance.runtime.executor.torch_executor import TorchExecutor
+            from appliance.runtime.executor import create_executor
 
-            executor = TorchExecutor(config, self.args)
+            executor = create_executor(config, self.args)
         self.executor = executor
         self.num_kv_blocks = executor.num_kv_blocks
         config.max_model_len = min(config.max_model_len, self.num_kv_blocks * config.block_size)
