@@ -196,14 +196,15 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
             extra = {"validation": validate_artifact(staging, job.target, progress)}
         progress("storing", 92, "writing manifest and storing the artifact")
         write_manifest(staging, digest, options, toolchain, {"model_version": str(version), **extra})
+        size = _dir_size(staging)
         uri = store.put_dir(digest, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _register(job, digest, uri, toolchain, options)
+    return _register(job, digest, uri, toolchain, options, size)
 
 
-def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict) -> str:
-    size = _artifact_size(uri)
+def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict, size: int | None = None) -> str:
+    size = _dir_size(Path(uri)) if size is None else size
     artifact, _ = Artifact.objects.get_or_create(
         digest=digest,
         defaults={"model_version": job.model_version, "target": job.target, "uri": uri, "size_bytes": size,
@@ -214,8 +215,7 @@ def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: d
     return "succeeded"
 
 
-def _artifact_size(uri: str) -> int:
-    path = Path(uri)
+def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 

@@ -75,7 +75,7 @@ def find_slot(device: str, size: int) -> Slot | None:
 
 def capacity_summary(device: str) -> str:
     parts = [f"{n.name}: {n.cores - len(used_cores(n) & set(range(n.cores)))} of {n.cores} free" for n in live_nodes(device)]
-    return "; ".join(parts) or f"no live {device} node (is the node agent running?)"
+    return "; ".join(parts)
 
 
 def target_replicas(dep: Deployment) -> int:
@@ -120,7 +120,12 @@ def place(dep_id: int) -> str:
         for _ in range(want - len(active)):
             slot = _shared_slot(dep) if dep.mode == Deployment.Mode.SHARED else find_slot(dep.device, dep.cores_per_replica)
             if slot is None:
-                if dep.mode != Deployment.Mode.SHARED:
+                if dep.mode != Deployment.Mode.SHARED and not live_nodes(dep.device):
+                    set_status(dep, Deployment.Status.WAITING, (
+                        f"waiting for a {dep.device} node: no node agent has reported in lately "
+                        "(start one with `python manage.py run_agent`, or run `python manage.py serve`)"
+                    ))
+                elif dep.mode != Deployment.Mode.SHARED:
                     set_status(dep, Deployment.Status.WAITING, (
                         f"waiting for capacity: {len(active)} of {want} replicas placed; each needs "
                         f"{dep.cores_per_replica} free {dep.device} core(s) in a row ({capacity_summary(dep.device)})"
