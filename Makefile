@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test venv venv-dev services browser bench clean
+.PHONY: demo test venv venv-dev services browser bench clean ami-bundle
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,3 +35,7 @@ bench: venv
 
 clean:
 	rm -rf var .pytest_cache
+
+ami-bundle:
+	mkdir -p ami/build
+	git archive --format=tar.gz -o ami/build/appliance.tar.gz HEAD

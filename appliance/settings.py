@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "appliance.tenancy",
     "appliance.catalog",
     "appliance.gateway",
@@ -132,8 +133,15 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Inferentia serving appliance — admin API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device"},
+    # Swagger UI from local static files (the appliance may have no internet access).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:dashboard"
 
 # Where model artifacts (compiled or converted) are stored, content-addressed.
 ARTIFACT_STORE_URL = os.environ.get("ARTIFACT_STORE_URL", str(APPLIANCE_HOME / "artifacts"))
@@ -153,5 +161,6 @@ LOGGING = {
 
 # Periodic work on celery beat (each app's beat.py).
 from appliance.lifecycle.beat import BEAT_SCHEDULE as _LIFECYCLE_BEAT  # noqa: E402
+from appliance.tenancy.beat import BEAT_SCHEDULE as _TENANCY_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT}
+CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT, **_TENANCY_BEAT}

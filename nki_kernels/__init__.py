@@ -21,4 +21,6 @@ from nki_kernels import paged_decode_attention, rms_norm, rotary_embedding, swig
 
 OPERATIONS = ("rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention")
 
-__all__ = ["simulate", "NEURON_SDK", "rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention", "OPERATIONS"]
+__all__ = [
+    "simulate", "NEURON_SDK", "OPERATIONS", "rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention"
+]

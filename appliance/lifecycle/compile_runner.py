@@ -244,6 +244,32 @@ def _toolchain(target: str) -> str:
     return toolchain_version(target)
 
 
+def context_length(version, src: Path) -> int:
+    """The checkpoint's own context (max_position_embeddings), which the registered version may not carry."""
+    import json
+
+    config = version.config or json.loads((src / "config.json").read_text())
+    return int(config.get("max_position_embeddings") or version.context_length)
+
+
+def neuron_options(job: CompileJob, src: Path) -> dict:
+    """The job's options in the Neuron compiler's terms (appliance.runtime.neuron.options.NeuronCompileOptions)."""
+    seq_lens = sorted(job.seq_len_buckets or [])
+    options: dict = {
+        "tp_degree": job.tp_degree,
+        "dtype": job.dtype,
+        "quantization": None if job.quantization in ("", "none", None) else job.quantization,
+        "kernels": bool(job.kernels),
+        "max_model_len": seq_lens[-1] if seq_lens else context_length(job.model_version, src),
+    }
+    if job.batch_buckets:
+        options["batch_sizes"] = sorted(job.batch_buckets)
+    if seq_lens:
+        options["context_buckets"] = seq_lens
+        options["token_buckets"] = seq_lens
+    return options
+
+
 def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder) -> dict:
     not_installed = (
         "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the Neuron "
@@ -260,7 +286,8 @@ def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder
 
     out.rmdir()  # compile_artifact builds beside it and renames into place
     try:
-        manifest = compile_artifact(src, job.options(), out, cb, model_checksum=job.model_version.checksum or None)
+        manifest = compile_artifact(src, neuron_options(job, src), out, cb,
+                                    model_checksum=job.model_version.checksum or None)
     except NeuronSDKUnavailable as exc:
         raise CompileError(f"{not_installed}. {exc}") from exc
     except (ValueError, RuntimeError, OSError) as exc:  # bad options or a failed compile: not worth retrying

@@ -24,6 +24,12 @@ from appliance.runtime.sequence import Sequence
 from appliance.runtime.stats import EngineStats
 
 
+class ContextLengthExceeded(ValueError):
+    """The prompt does not fit the model's context; the gateway answers 400 context_length_exceeded."""
+
+    code = "context_length_exceeded"
+
+
 @dataclass
 class _Request:
     request_id: str
@@ -142,7 +148,7 @@ class EngineCore:
         if not ids:
             raise ValueError("prompt must not be empty")
         if len(ids) >= self.max_model_len:
-            raise ValueError(
+            raise ContextLengthExceeded(
                 f"prompt is {len(ids)} tokens, which leaves no room in the model's context length "
                 f"(max_model_len {self.max_model_len})"
             )

@@ -64,6 +64,7 @@ def create_tenant(
     *,
     display_name: str = "",
     models: Iterable[str] | None = None,
+    is_active: bool = True,
     actor=None,
     **quotas: int | None,
 ) -> Tenant:
@@ -77,9 +78,15 @@ def create_tenant(
     if Tenant.objects.filter(name=name).exists():
         raise ValueError(f"a tenant named {name!r} already exists")
     model_rows = resolve_models(models) if models is not None else []
-    tenant = Tenant(name=name, display_name=display_name, all_models=models is None, **quotas)
+    tenant = Tenant(
+        name=name, display_name=display_name, is_active=is_active, all_models=models is None, **quotas
+    )
     tenant.full_clean()
-    tenant.save()
+    try:
+        with transaction.atomic():
+            tenant.save()
+    except IntegrityError:
+        raise ValueError(f"a tenant named {name!r} already exists") from None
     tenant.allowed_models.set(model_rows)
     record_audit(actor, "create", tenant, snapshot(tenant))
     return tenant

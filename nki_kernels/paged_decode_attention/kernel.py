@@ -30,8 +30,10 @@ def paged_decode_attention_kernel(q, k_cache, v_cache, block_tables, context_len
         raise ValueError(f"paged_decode_attention: head_dim {dim} exceeds {nl.tile_size.pmax}")
     if block_size & (block_size - 1):
         raise ValueError(f"paged_decode_attention: block_size must be a power of two, got {block_size}")
-    if tuple(v_cache.shape) != tuple(k_cache.shape) or block_tables.shape[0] != batch or tuple(context_lens.shape) != (batch,):
-        raise ValueError("paged_decode_attention: v_cache must match k_cache; block_tables/context_lens need B rows")
+    if tuple(v_cache.shape) != tuple(k_cache.shape):
+        raise ValueError("paged_decode_attention: v_cache must have k_cache's shape")
+    if block_tables.shape[0] != batch or tuple(context_lens.shape) != (batch,):
+        raise ValueError("paged_decode_attention: block_tables and context_lens need one row per sequence")
     group = heads // kv_heads
     out = nl.ndarray((batch, heads, dim), dtype=q.dtype, buffer=nl.shared_hbm)
 
@@ -79,5 +81,6 @@ def paged_decode_attention_kernel(q, k_cache, v_cache, block_tables, context_len
                 acc[...] = nl.add(nl.multiply(acc, rescale), nisa.nc_matmul(probs_t, values))
                 running_max[...] = new_max
 
-            nl.store(out[b, h * group + i_head, i_dim], value=nl.multiply(acc, nl.reciprocal(running_sum), dtype=q.dtype))
+            result = nl.multiply(acc, nl.reciprocal(running_sum), dtype=q.dtype)
+            nl.store(out[b, h * group + i_head, i_dim], value=result)
     return out

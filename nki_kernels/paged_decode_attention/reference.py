@@ -13,27 +13,28 @@ def paged_decode_attention(
     scale: float,
 ) -> torch.Tensor:
     """q [B, Hq, D]; k_cache/v_cache [num_blocks, block_size, Hkv, D]; block_tables int32 [B, max_blocks];
-    context_lens int32 [B] (each >= 1) -> [B, Hq, D].
+    context_lens int32 [B] (each >= 1, this step's token included) -> [B, Hq, D].
 
     Sequence b attends to its first context_lens[b] cached tokens; token t lives in block block_tables[b, t // bs]
-    at offset t % bs. Query head h reads kv head h // (Hq // Hkv). Entries of block_tables past a sequence's last
-    block are ignored. Scores, softmax and the weighted sum run in float32.
+    at offset t % bs. Query head h reads kv head h // (Hq // Hkv). Table entries past a sequence's blocks are
+    ignored (clamped into range, then masked). Scores come from a matmul in the input dtype, softmax runs in
+    float32, and the probabilities are cast back for P @ V: the same numerics as the engine's dispatch layer.
     """
     batch, heads, dim = q.shape
     num_blocks, block_size, kv_heads, _ = k_cache.shape
     if heads % kv_heads:
         raise ValueError(f"paged_decode_attention: query heads {heads} must be a multiple of kv heads {kv_heads}")
+    if v_cache.shape != k_cache.shape:
+        raise ValueError("paged_decode_attention: v_cache must have k_cache's shape")
     if block_tables.shape[0] != batch or context_lens.shape != (batch,):
         raise ValueError("paged_decode_attention: block_tables and context_lens need one row per sequence")
-    group = heads // kv_heads
-    out = torch.empty_like(q)
-    for b in range(batch):
-        length = int(context_lens[b])
-        if not 1 <= length <= block_tables.shape[1] * block_size:
-            raise ValueError(f"paged_decode_attention: context_lens[{b}]={length} is outside 1..max_blocks*block_size")
-        blocks = block_tables[b, : (length + block_size - 1) // block_size].long()
-        keys = k_cache[blocks].reshape(-1, kv_heads, dim)[:length].float().repeat_interleave(group, dim=1)
-        values = v_cache[blocks].reshape(-1, kv_heads, dim)[:length].float().repeat_interleave(group, dim=1)
-        scores = torch.einsum("hd,thd->ht", q[b].float(), keys) * scale
-        out[b] = torch.einsum("ht,thd->hd", torch.softmax(scores, dim=-1), values).to(q.dtype)
-    return out
+    blocks = block_tables.long().clamp(0, num_blocks - 1)
+    length = blocks.shape[1] * block_size
+    keys = k_cache[blocks].view(batch, length, kv_heads, dim)
+    values = v_cache[blocks].view(batch, length, kv_heads, dim)
+    grouped = q.view(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.einsum("bhgd,blhd->bhgl", grouped, keys).float() * scale
+    past_end = torch.arange(length, device=q.device)[None, :] >= context_lens[:, None]
+    scores.masked_fill_(past_end[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(values.dtype)
+    return torch.einsum("bhgl,blhd->bhgd", probs, values).reshape(batch, heads, dim)

@@ -5,10 +5,12 @@ import torch
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [T, H], weight [H] -> [T, H] in x's dtype."""
+    """x [T, H], weight [H] -> [T, H] (in x's dtype when weight shares it, as in the model)."""
     if x.dim() != 2 or weight.shape != (x.shape[-1],):
-        raise ValueError(f"rms_norm: x must be [T, H] and weight [H]; got x {list(x.shape)}, weight {list(weight.shape)}")
+        raise ValueError(
+            f"rms_norm: x must be [T, H] and weight [H]; got x {list(x.shape)}, weight {list(weight.shape)}"
+        )
     hidden = x.to(torch.float32)
     variance = hidden.pow(2).mean(-1, keepdim=True)
     hidden = hidden * torch.rsqrt(variance + eps)
-    return (weight * hidden.to(x.dtype)).to(x.dtype)
+    return weight * hidden.to(x.dtype)

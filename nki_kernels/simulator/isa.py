@@ -15,7 +15,10 @@ def _require_sbuf(tile: Tile, role: str, instruction: str) -> None:
 
 
 def nc_matmul(stationary: Tile, moving: Tile, *, mask=None) -> Tile:
-    """stationary.T @ moving on the Tensor Engine: stationary [K, M<=128], moving [K, N<=512], K<=128 -> PSUM [M, N] fp32."""
+    """stationary.T @ moving on the Tensor Engine.
+
+    stationary [K<=128, M<=128], moving [K, N<=512] -> PSUM [M, N] float32.
+    """
     _require_sbuf(stationary, "stationary operand", "nc_matmul")
     _require_sbuf(moving, "moving operand", "nc_matmul")
     if stationary.data.ndim != 2 or moving.data.ndim != 2:
@@ -23,6 +26,10 @@ def nc_matmul(stationary: Tile, moving: Tile, *, mask=None) -> Tile:
     (k, m), (k2, n) = stationary.shape, moving.shape
     if k != k2:
         raise ValueError(f"nc_matmul: contraction (partition) sizes differ: stationary {k}, moving {k2}")
+    if stationary.dtype != moving.dtype:
+        raise ValueError(
+            f"nc_matmul: operands must share a dtype (stationary {stationary.dtype}, moving {moving.dtype})"
+        )
     if k > limits.PMAX or m > limits.GEMM_STATIONARY_FMAX:
         raise limits.MatmulTileLimitError(
             f"nc_matmul stationary tile [{k}, {m}] exceeds the {limits.PMAX}x{limits.GEMM_STATIONARY_FMAX} "
@@ -39,7 +46,9 @@ def nc_matmul(stationary: Tile, moving: Tile, *, mask=None) -> Tile:
 
 
 def nc_transpose(data: Tile, *, mask=None) -> Tile:
-    """Partition/free transpose on the Tensor Engine (a matmul against the identity): SBUF [P<=128, F<=128] -> PSUM [F, P].
+    """Partition/free transpose on the Tensor Engine (a matmul against the identity).
+
+    SBUF [P<=128, F<=128] -> PSUM [F, P].
 
     As on NeuronCore-v2 hardware, a NaN or Inf anywhere in the input spreads through the identity matmul.
     """
@@ -47,7 +56,8 @@ def nc_transpose(data: Tile, *, mask=None) -> Tile:
     p, f = data.shape[0], int(np.prod(data.shape[1:]))
     if p > limits.PMAX or f > limits.GEMM_STATIONARY_FMAX:
         raise limits.MatmulTileLimitError(
-            f"nc_transpose input [{p}, {f}] exceeds the Tensor Engine's {limits.PMAX}x{limits.GEMM_STATIONARY_FMAX} limit"
+            f"nc_transpose input [{p}, {f}] exceeds the Tensor Engine's "
+            f"{limits.PMAX}x{limits.GEMM_STATIONARY_FMAX} limit"
         )
     flat = data.data.reshape(p, f).astype(np.float32)
     result = np.ascontiguousarray(flat.T)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from nki_kernels.simulator import dtypes, limits
+from nki_kernels.simulator.loops import affine_range, sequential_range, static_range  # noqa: F401
 from nki_kernels.simulator.tensors import HbmAccess, HbmTensor, Tile
 
 float32 = dtypes.float32
@@ -28,18 +29,6 @@ class tile_size:
     gemm_stationary_fmax = limits.GEMM_STATIONARY_FMAX
     gemm_moving_fmax = limits.GEMM_MOVING_FMAX
     total_available_sbuf_size = limits.SBUF_BYTES_PER_PARTITION
-
-
-def affine_range(*args) -> range:
-    return range(*args)
-
-
-def sequential_range(*args) -> range:
-    return range(*args)
-
-
-def static_range(*args) -> range:
-    return range(*args)
 
 
 def arange(*args) -> np.ndarray:
@@ -136,7 +125,8 @@ def _operands(*xs):
             raise TypeError(f"expected a tile or a scalar, got {type(x).__name__}")
     if len(partitions) > 1:
         raise ValueError(
-            f"operands span different partition counts {sorted(partitions)}; broadcast along partitions with broadcast_to"
+            f"operands span different partition counts {sorted(partitions)}; "
+            "broadcast along partitions with broadcast_to"
         )
     return arrays, types
 

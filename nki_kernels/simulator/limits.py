@@ -33,7 +33,9 @@ class PsumOverflowError(HardwareLimitError):
 
 def check_partitions(shape: tuple[int, ...], what: str) -> None:
     if len(shape) < 2:
-        raise ValueError(f"{what}: an on-chip tile needs at least 2 dimensions (partition, free), got shape {list(shape)}")
+        raise ValueError(
+            f"{what}: an on-chip tile needs at least 2 dimensions (partition, free), got shape {list(shape)}"
+        )
     if shape[0] > PMAX:
         raise PartitionLimitError(
             f"{what}: partition dimension {shape[0]} exceeds the {PMAX}-partition limit (nl.tile_size.pmax = {PMAX})"

@@ -41,10 +41,13 @@ def _to_numpy(result):
 
 
 def simulate_kernel(kernel, *args, **kwargs):
-    """Run a kernel on NumPy arrays; returns its outputs as NumPy arrays. Peak on-chip use goes to last_memory_report."""
+    """Run a kernel on NumPy arrays and return its outputs as NumPy arrays.
+
+    The peak on-chip memory of the run is left in last_memory_report.
+    """
     global last_memory_report
     func = kernel.func if isinstance(kernel, Kernel) else kernel
-    wrapped = [HbmTensor(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+    wrapped = [HbmTensor(np.array(a, copy=True, order="C")) if isinstance(a, np.ndarray) else a for a in args]
     allocator = Allocator()
     token = activate(allocator)
     try:

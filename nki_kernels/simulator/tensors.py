@@ -8,7 +8,6 @@ import numpy as np
 from nki_kernels.simulator import dtypes, limits
 from nki_kernels.simulator.memory import current_allocator
 
-HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
 ON_CHIP = ("sbuf", "psum")
 
 
@@ -51,14 +50,16 @@ class HbmAccess:
         if self.advanced:
             if any(isinstance(c, slice) for c in self.key):
                 raise NotImplementedError(
-                    "simulator: an access mixing slices with index expressions; use nl.arange for every non-integer index"
+                    "simulator: an access mixing slices with index expressions; "
+                    "use nl.arange for every non-integer index"
                 )
             arrays = [c for c in self.key if isinstance(c, np.ndarray)]
             self.shape = tuple(np.broadcast_shapes(*[a.shape for a in arrays]))
         else:
             for axis, (c, size) in enumerate(zip(self.key, shape)):
                 if isinstance(c, slice):
-                    if (c.start is not None and not 0 <= c.start <= size) or (c.stop is not None and not 0 <= c.stop <= size):
+                    bounds = [int(v) for v in (c.start, c.stop) if v is not None]
+                    if any(not 0 <= v <= size for v in bounds):
                         raise IndexError(f"slice {c.start}:{c.stop} out of bounds for HBM axis {axis} of size {size}")
                 elif not 0 <= c < size:
                     raise IndexError(f"index {c} out of bounds for HBM axis {axis} of size {size}")
@@ -79,7 +80,8 @@ class HbmAccess:
                 bad = (c < 0) | (c >= size)
                 if bad.any():
                     raise IndexError(
-                        f"index {int(c[bad].flat[0])} out of bounds for HBM axis {axis} of size {size} (indirect access)"
+                        f"index {int(c[bad].flat[0])} out of bounds for HBM axis {axis} of size {size} "
+                        "(indirect access)"
                     )
             full.append(c)
         return tuple(full)
@@ -135,7 +137,7 @@ class HbmTensor:
 
     def reshape(self, shape) -> "HbmTensor":
         view = self.array.reshape(tuple(shape))
-        if not np.shares_memory(view, self.array):
+        if not np.may_share_memory(view, self.array):
             raise ValueError("HBM reshape must be a view of the same memory")
         return HbmTensor(view)
 
@@ -148,7 +150,9 @@ class Tile:
 
     __slots__ = ("data", "buffer", "valid", "_base", "__weakref__")
 
-    def __init__(self, data: np.ndarray, buffer: str = "sbuf", *, base: "Tile | None" = None, what: str = "tile") -> None:
+    def __init__(
+        self, data: np.ndarray, buffer: str = "sbuf", *, base: "Tile | None" = None, what: str = "tile"
+    ) -> None:
         if buffer not in ON_CHIP:
             raise ValueError(f"{what}: on-chip tiles live in nl.sbuf or nl.psum, not {buffer}")
         self.data = data
@@ -178,6 +182,8 @@ class Tile:
         if view.ndim < 2:
             key = tuple(slice(c, c + 1) if isinstance(c, int) else c for c in key)
             view = self.data[key]
+        if not np.may_share_memory(view, self.data):  # an index-array gather copies: a new tile of its own
+            return Tile(np.ascontiguousarray(view), self.buffer, what="tile gather")
         return Tile(view, self.buffer, base=self._base or self)
 
     def __setitem__(self, key, value) -> None:
@@ -185,7 +191,9 @@ class Tile:
         target = self.data[key]
         if isinstance(value, Tile):
             if value.shape != target.shape:
-                raise ValueError(f"tile assignment: value shape {list(value.shape)} != target shape {list(target.shape)}")
+                raise ValueError(
+                    f"tile assignment: value shape {list(value.shape)} != target shape {list(target.shape)}"
+                )
             incoming = value.data.astype(self.dtype)
             if value.valid is not None:
                 incoming = np.where(np.broadcast_to(value.valid, target.shape), incoming, target)

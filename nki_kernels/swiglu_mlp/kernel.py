@@ -35,7 +35,8 @@ def swiglu_mlp_kernel(x, w_gate, w_up, w_down):
     """x [T, H], w_gate/w_up [I, H], w_down [H, I] -> down(silu(x @ w_gate.T) * (x @ w_up.T)) [T, H]."""
     num_tokens, hidden = x.shape
     inter = w_gate.shape[0]
-    if tuple(w_gate.shape) != (inter, hidden) or tuple(w_up.shape) != (inter, hidden) or tuple(w_down.shape) != (hidden, inter):
+    shapes = (tuple(w_gate.shape), tuple(w_up.shape), tuple(w_down.shape))
+    if shapes != ((inter, hidden), (inter, hidden), (hidden, inter)):
         raise ValueError(
             f"swiglu_mlp: need w_gate/w_up [I, H] and w_down [H, I] for H={hidden}; got w_gate {list(w_gate.shape)}, "
             f"w_up {list(w_up.shape)}, w_down {list(w_down.shape)}"

@@ -13,8 +13,17 @@ def test_openapi_schema_generates_without_warnings():
 
 
 @pytest.mark.django_db
-def test_schema_endpoint_is_served_to_staff(staff_api, anon_api):
+def test_schema_and_docs_are_served_to_staff_only(staff_api, anon_api, client, staff):
     assert staff_api.get("/api/schema/").status_code == 200
+    assert anon_api.get("/api/schema/").status_code in (401, 403)
+    client.force_login(staff)
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.content.decode().lower()
+    from django.contrib.staticfiles import finders
+
+    assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in docs.content.decode()
+    assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
 
 
 @pytest.mark.django_db

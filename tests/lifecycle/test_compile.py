@@ -135,6 +135,7 @@ def test_neuron_target_fails_clearly_without_the_sdk(register_version, tiny_llam
     job.refresh_from_db()
     assert job.status == "failed" and job.finished_at is not None
     assert job.error.startswith("Neuron SDK not installed") and "choose target cpu" in job.error
+    assert "needs the AWS Neuron SDK" in job.error and "not importable" in job.error
     assert job.artifact is None
 
 

@@ -65,16 +65,19 @@ def test_reference_equals_dense_sdpa(rng, case):
         keys = torch.stack([k_cache[tables[b, t // block_size], t % block_size] for t in range(length)])
         values = torch.stack([v_cache[tables[b, t // block_size], t % block_size] for t in range(length)])
         expected = F.scaled_dot_product_attention(
-            q[b][None, :, None, :], keys.transpose(0, 1)[None], values.transpose(0, 1)[None], scale=scale, enable_gqa=True
+            q[b][None, :, None, :], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
+            scale=scale, enable_gqa=True,
         )[0, :, 0, :]
         torch.testing.assert_close(got[b], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_rejects_empty_context(rng):
-    q, k_cache, v_cache, tables, lengths = map(to_torch, _paged_inputs(rng, 4, 4, 8, 16, [5, 9], "float32"))
-    lengths[1] = 0
-    with pytest.raises(ValueError, match=r"context_lens\[1\]"):
-        paged_decode_attention.reference(q, k_cache, v_cache, tables, lengths, 1.0)
+def test_reference_ignores_table_padding(rng):
+    outputs = []
+    for padding in (-1, 0, 10_000):
+        inputs = _paged_inputs(np.random.default_rng(5), 8, 2, 32, 16, [3, 40], "float32", padding=padding)
+        outputs.append(paged_decode_attention.reference(*map(to_torch, inputs), 0.2))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    torch.testing.assert_close(outputs[0], outputs[2], rtol=0, atol=0)
 
 
 @pytest.mark.simulator

@@ -7,9 +7,13 @@ from nki_kernels.simulator import (
     PartitionLimitError,
     PsumOverflowError,
     SbufOverflowError,
-    isa as nisa,
-    language as nl,
     nki,
+)
+from nki_kernels.simulator import (
+    isa as nisa,
+)
+from nki_kernels.simulator import (
+    language as nl,
 )
 
 pytestmark = pytest.mark.simulator
@@ -40,7 +44,8 @@ def test_matmul_stationary_over_128x128_is_rejected():
         moving = nl.zeros((128, 64), dtype=nl.float32)
         return nisa.nc_matmul(stationary, moving)
 
-    with pytest.raises(MatmulTileLimitError, match=r"stationary tile \[128, 256\] exceeds the 128x128 stationary limit"):
+    expected = r"stationary tile \[128, 256\] exceeds the 128x128 stationary limit"
+    with pytest.raises(MatmulTileLimitError, match=expected):
         run(body)
 
 
@@ -88,7 +93,8 @@ def test_released_tiles_give_their_sbuf_back():
         return out
 
     np.testing.assert_array_equal(run(body), np.zeros((128, 1), dtype=np.float32))
-    assert nki.last_memory_report.peak_sbuf_bytes_per_partition == 2 * 64 * 1024  # the new one lands before the old goes
+    # the new tile lands before the old one goes, so two are live at the peak
+    assert nki.last_memory_report.peak_sbuf_bytes_per_partition == 2 * 64 * 1024
 
 
 def test_nine_live_psum_banks_overflow_psum():
@@ -163,3 +169,33 @@ def test_masked_load_and_store_touch_only_selected_rows():
         return out
 
     np.testing.assert_array_equal(run(body, x), 2 * x)
+
+
+def test_python_control_flow_on_an_affine_loop_index_is_refused():
+    def body():
+        for t in nl.affine_range(3):
+            min(128, 300 - t * 128)  # fine in Python, but NKI traces t symbolically
+
+    with pytest.raises(TypeError, match="symbolic in NKI"):
+        run(body)
+
+
+def test_affine_loop_index_works_in_index_arithmetic():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    def body(x_t):
+        out = nl.ndarray((3, 4), dtype=nl.float32, buffer=nl.shared_hbm)
+        for t in nl.affine_range(3):
+            row = nl.load(x_t[t * 1 + nl.arange(1)[:, None], nl.arange(4)[None, :]])
+            nl.store(out[t:t + 1, 0:4], value=nl.add(row, 1.0))
+        return out
+
+    np.testing.assert_array_equal(run(body, x), x + 1)
+
+
+def test_matmul_operands_of_different_dtypes_are_rejected():
+    def body():
+        return nisa.nc_matmul(nl.zeros((8, 8), dtype=nl.bfloat16), nl.zeros((8, 8), dtype=nl.float32))
+
+    with pytest.raises(ValueError, match="share a dtype"):
+        run(body)

@@ -123,3 +123,57 @@ def test_tenant_update_and_delete(staff_api):
     assert staff_api.delete(f"/api/tenancy/tenants/{tenant_id}/").status_code == 204
     assert not Tenant.objects.exists()
     assert list(AuditLog.objects.order_by("id").values_list("action", flat=True)) == ["create", "update", "delete"]
+
+
+BAD_BODIES = [
+    "not json", "[]", "null", '{"name": null}', '{"name": 5}', '{"name": ["a"]}', '{"rpm": "many"}',
+    '{"rpm": 1e30}', '{"tenant": {"x": 1}}', '{"allowed_models": "tiny-llama"}', '{"model_version": "abc"}',
+    '{"engine_args": "x"}', '{"name": "' + "x" * 500 + '"}', '{"expires_at": 12}', '{"node": 3.5}',
+]
+WRITABLE = ["/api/tenancy/tenants/", "/api/tenancy/api-keys/", "/api/catalog/models/",
+            "/api/catalog/model-versions/", "/api/catalog/nodes/", "/api/catalog/pools/",
+            "/api/catalog/deployments/", "/api/catalog/models/register/"]
+
+
+@pytest.mark.parametrize("url", WRITABLE)
+def test_garbage_input_is_never_a_500(staff_api, catalog_model, url):
+    create_tenant("acme")
+    for body in BAD_BODIES:
+        response = staff_api.post(url, body, content_type="application/json")
+        assert response.status_code < 500, (body, response.status_code, response.content[:300])
+    detail = url if url.endswith("register/") else None
+    if detail is None:
+        listing = staff_api.get(url).json()["results"]
+        if listing:
+            item = f"{url}{listing[0]['id']}/"
+            for body in BAD_BODIES[3:]:
+                response = staff_api.patch(item, body, content_type="application/json")
+                assert response.status_code < 500, (item, body, response.content[:300])
+
+
+@pytest.mark.parametrize("query", [{"is_active": "maybe"}, {"ordering": "nonexistent"}, {"limit": "x"},
+                                   {"offset": "-1"}, {"search": "\x00"}])
+def test_odd_query_parameters_are_not_500(staff_api, query):
+    create_tenant("acme")
+    response = staff_api.get("/api/tenancy/tenants/", query)
+    assert response.status_code < 500
+
+
+def test_missing_objects_are_404(staff_api):
+    assert staff_api.get("/api/tenancy/tenants/999999/").status_code == 404
+    assert staff_api.post("/api/tenancy/api-keys/999999/revoke/").status_code == 404
+    assert staff_api.get("/api/tenancy/tenants/abc/").status_code == 404
+
+
+def test_key_model_change_is_audited_and_bounded_by_tenant(staff_api, catalog_model, other_model):
+    tenant = create_tenant("acme", models=["tiny-llama"])
+    key, _ = create_api_key(tenant)
+    bad = staff_api.patch(f"/api/tenancy/api-keys/{key.pk}/", {"allowed_models": ["other-model"]}, format="json")
+    assert bad.status_code == 400
+    ok = staff_api.patch(f"/api/tenancy/api-keys/{key.pk}/", {"allowed_models": ["tiny-llama"]}, format="json")
+    assert ok.status_code == 200
+    change = AuditLog.objects.get(action="update", object_type="tenancy.apikey")
+    assert change.changes == {"allowed_models": [[], [catalog_model.pk]]}
+    past = staff_api.patch(f"/api/tenancy/api-keys/{key.pk}/", {"expires_at": "2000-01-01T00:00:00Z"},
+                           format="json")
+    assert past.status_code == 400 and "expires_at" in past.json()

@@ -85,3 +85,51 @@ def test_summary_median_latency_ignores_errors():
     assert summary.requests == 5 and summary.errors == 1
     assert summary.p50_latency_ms == 25
     assert percentile([], 0.5) is None and percentile([3.0], 0.5) == 3.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_rollups_write_each_row_once():
+    import threading
+
+    from django.db import connections
+
+    acme = create_tenant("acme")
+    key, _ = create_api_key(acme)
+    for i in range(30):
+        record(acme, key if i % 2 else None, model=f"m{i % 3}")
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            rollup_usage()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert UsageRollup.objects.count() == 6
+    assert sum(UsageRollup.objects.values_list("requests", flat=True)) == 30
+
+
+def test_rollup_runs_as_a_celery_task():
+    acme = create_tenant("acme")
+    record(acme, None)
+    result = rollup_usage.apply()
+    assert result.successful() and result.get() == 1
+
+
+def test_rollup_is_on_the_beat_schedule():
+    from django.conf import settings
+
+    from appliance.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["tenancy.rollup_usage"]
+    assert entry["task"] == rollup_usage.name and entry["schedule"] <= 3600
+    app.loader.import_default_modules()
+    assert rollup_usage.name in app.tasks
