@@ -144,7 +144,10 @@ def place(dep_id: int) -> str:
             ready = sum(r.state == Replica.State.READY for r in active)
             set_status(dep, Deployment.Status.RUNNING, f"{ready} of {want} replicas ready")
         else:
-            set_status(dep, Deployment.Status.PENDING, f"starting {want} replica(s)")
+            failure = next((r for r in active if r.state == Replica.State.FAILED and r.last_error), None)
+            note = f"; replica #{failure.index} failed {failure.restart_count} time(s): {failure.last_error[:300]}" \
+                if failure else ""
+            set_status(dep, Deployment.Status.PENDING, f"starting {want} replica(s){note}")
         return dep.status_message
 
 

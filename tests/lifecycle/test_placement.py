@@ -159,3 +159,13 @@ def test_outstanding_requests_over_target_scale_out_and_idle_scales_back_in(vers
 ])
 def test_autoscaler_decisions(inputs, expected):
     assert decide(inputs) == expected
+
+
+def test_a_crash_looping_replica_shows_its_error_on_the_deployment(version):
+    live_node(name="n1", cores=2)
+    d = deployment(version, "crashy", desired_replicas=1)
+    placement.place(d.pk)
+    d.replicas.update(state="failed", restart_count=3, last_error="engine exited with code 1: FAILED bad weights")
+    placement.place(d.pk)
+    d.refresh_from_db()
+    assert d.status == "pending" and "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message
