@@ -22,7 +22,9 @@ from appliance.catalog.models import Artifact
 
 from .conf import setting
 from .artifact_store import compute_digest, get_store
-from .converter import CompileError, convert_checkpoint, source_checksum, toolchain_version, validate_artifact, write_manifest
+from .converter import (
+    CompileError, convert_checkpoint, source_checksum, toolchain_version, validate_artifact, write_manifest,
+)
 from .models import CompileJob
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,8 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
     if cached is not None and store.exists(digest):
         job.cache_hit = True
         job.artifact = cached
-        finish(job, CompileJob.Status.SUCCEEDED, line=f"cache hit: artifact {digest[:12]} already stored at {cached.uri}; no recompile")
+        finish(job, CompileJob.Status.SUCCEEDED,
+               line=f"cache hit: artifact {digest[:12]} already stored at {cached.uri}; no recompile")
         return "cache hit"
     if store.exists(digest):
         progress("storing", 95, f"artifact {digest[:12]} was stored by an earlier attempt; resuming at registration")
@@ -301,7 +304,8 @@ def sweep_stale_jobs(max_attempts: int | None = None) -> list[tuple[int, str]]:
     cutoff = timezone.now() - timedelta(seconds=stale_after_s())
     outcomes: list[tuple[int, str]] = []
     stale_ids = list(
-        CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+        CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+        .values_list("pk", flat=True)
     )
     for job_id in stale_ids:
         with transaction.atomic():

@@ -123,7 +123,9 @@ def validate_artifact(path: Path, device: str, progress: ProgressFn) -> dict[str
         llm = LLM(str(path), device=device, max_num_seqs=len(prompts), max_num_batched_tokens=256)
         outs = llm.generate(prompts, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise CompileError(f"the engine could not load or run the converted model: {type(exc).__name__}: {exc}") from exc
+        raise CompileError(
+            f"the engine could not load or run the converted model: {type(exc).__name__}: {exc}"
+        ) from exc
     token_counts = [len(o.token_ids) for o in outs]
     if not token_counts or min(token_counts) < 1:
         raise CompileError(f"the converted model loaded but produced no tokens in the warm-up batch ({token_counts})")

@@ -46,7 +46,8 @@ def neuron_inventory() -> Inventory:
     try:
         from appliance.telemetry.neuron_ls import read_inventory
     except ImportError:
-        return Inventory("neuron", cores=0, raw={"error": "the neuron-ls reader (appliance.telemetry) is not installed"})
+        return Inventory("neuron", cores=0,
+                         raw={"error": "the neuron-ls reader (appliance.telemetry) is not installed"})
     try:
         inv = read_inventory()
     except Exception as exc:  # noqa: BLE001 - a broken driver or tool: report it, schedule nothing here

@@ -74,7 +74,8 @@ def find_slot(device: str, size: int) -> Slot | None:
 
 
 def capacity_summary(device: str) -> str:
-    parts = [f"{n.name}: {n.cores - len(used_cores(n) & set(range(n.cores)))} of {n.cores} free" for n in live_nodes(device)]
+    parts = [f"{n.name}: {n.cores - len(used_cores(n) & set(range(n.cores)))} of {n.cores} free"
+             for n in live_nodes(device)]
     return "; ".join(parts)
 
 
@@ -101,7 +102,8 @@ def _next_index(dep: Deployment) -> int:
 def place(dep_id: int) -> str:
     """Reconcile one deployment's Replica rows with its target count; returns its status message."""
     with transaction.atomic():
-        pool_id = Deployment.objects.filter(pk=dep_id, mode=Deployment.Mode.SHARED).values_list("pool_id", flat=True).first()
+        shared = Deployment.objects.filter(pk=dep_id, mode=Deployment.Mode.SHARED)
+        pool_id = shared.values_list("pool_id", flat=True).first()
         if pool_id:  # lock order: pool, then deployment, so concurrent evictions in one pool cannot deadlock
             list(Pool.objects.select_for_update().filter(pk=pool_id))
         dep = Deployment.objects.select_for_update(of=("self",)).select_related("pool__node").filter(pk=dep_id).first()
@@ -118,7 +120,10 @@ def place(dep_id: int) -> str:
                 Replica.objects.filter(pk=replica.pk).update(state=Replica.State.DRAINING)
             active = [r for r in active if r not in order[: len(active) - want]]
         for _ in range(want - len(active)):
-            slot = _shared_slot(dep) if dep.mode == Deployment.Mode.SHARED else find_slot(dep.device, dep.cores_per_replica)
+            if dep.mode == Deployment.Mode.SHARED:
+                slot = _shared_slot(dep)
+            else:
+                slot = find_slot(dep.device, dep.cores_per_replica)
             if slot is None:
                 if dep.mode != Deployment.Mode.SHARED and not live_nodes(dep.device):
                     set_status(dep, Deployment.Status.WAITING, (

@@ -168,4 +168,5 @@ def test_a_crash_looping_replica_shows_its_error_on_the_deployment(version):
     d.replicas.update(state="failed", restart_count=3, last_error="engine exited with code 1: FAILED bad weights")
     placement.place(d.pk)
     d.refresh_from_db()
-    assert d.status == "pending" and "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message
+    assert d.status == "pending"
+    assert "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message

@@ -124,7 +124,8 @@ class ReplicaProcess:
         with httpx.Client(timeout=timeout) as client:
             with client.stream("POST", f"{self.url}/generate", json=request.to_dict()) as response:
                 if response.status_code != 200:
-                    raise RuntimeError(f"warm-up generate answered HTTP {response.status_code}: {response.read()[:300]!r}")
+                    body = response.read()[:300]
+                    raise RuntimeError(f"warm-up generate answered HTTP {response.status_code}: {body!r}")
                 for line in response.iter_lines():
                     if not line.strip():
                         continue
