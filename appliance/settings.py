@@ -34,7 +34,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "appliance.tenancy",
     "appliance.catalog",
     "appliance.gateway",
@@ -103,6 +105,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE = {
+    "tenancy.rollup_usage": {"task": "tenancy.rollup_usage", "schedule": 300.0},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -131,7 +136,15 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Inferentia serving appliance — admin API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device"},
+    # Swagger UI from local static files (the appliance may have no internet access).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:dashboard"
 
 # Where model artifacts (compiled or converted) are stored, content-addressed.
 ARTIFACT_STORE_URL = os.environ.get("ARTIFACT_STORE_URL", str(APPLIANCE_HOME / "artifacts"))
@@ -148,3 +161,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Periodic work on celery beat (each app's beat.py).
+from appliance.lifecycle.beat import BEAT_SCHEDULE as _LIFECYCLE_BEAT  # noqa: E402
+
+CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT}

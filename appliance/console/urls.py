@@ -1,1 +1,23 @@
-urlpatterns: list = []
+from django.contrib.auth.views import LogoutView
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("console/live.json", views.live_json, name="live"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", LogoutView.as_view(next_page="console:login"), name="logout"),
+    path("tenants/", views.tenant_list, name="tenants"),
+    path("tenants/new/", views.tenant_create, name="tenant-create"),
+    path("tenants/<slug:name>/", views.tenant_detail, name="tenant-detail"),
+    path("tenants/<slug:name>/edit/", views.tenant_edit, name="tenant-edit"),
+    path("tenants/<slug:name>/keys/", views.key_create, name="key-create"),
+    path("keys/<int:pk>/revoke/", views.key_revoke, name="key-revoke"),
+    path("models/", views.model_list, name="models"),
+    path("models/register/", views.model_register, name="model-register"),
+    path("models/<slug:name>/", views.model_detail, name="model-detail"),
+    path("usage/", views.usage, name="usage"),
+]

@@ -1,1 +1,11 @@
-urlpatterns: list = []
+"""/v1/: the OpenAI-compatible API."""
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("models", views.models, name="v1-models"),
+    path("models/<path:name>", views.model_detail, name="v1-model"),
+    path("completions", views.completions, name="v1-completions"),
+    path("chat/completions", views.chat_completions, name="v1-chat-completions"),
+]

@@ -99,6 +99,7 @@ def make_checkpoint(
     seed: int = 0,
     max_shard_size: str | None = None,
     tokenizer_vocab: int | None = None,
+    init_std: float = 0.25,
     **config_overrides: Any,
 ) -> Path:
     """Write a random-weight checkpoint of `arch` with a tokenizer to `path` and return it."""
@@ -110,10 +111,10 @@ def make_checkpoint(
     config = make_config(arch, **config_overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-    with torch.no_grad():  # larger-than-default init so random models produce varied, non-degenerate tokens
+    with torch.no_grad():  # larger-than-default init so random models produce varied, non-repeating tokens
         for p in model.parameters():
             if p.dim() > 1:
-                p.normal_(0.0, 0.08)
+                p.normal_(0.0, init_std)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, safe_serialization=True, **kwargs)
     build_tokenizer(min(tokenizer_vocab or config.vocab_size, config.vocab_size)).save_pretrained(path)

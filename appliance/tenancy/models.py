@@ -1,6 +1,8 @@
 """Tenants, their API keys and quotas, what they used, and who changed what.
 
 Quota fields left empty mean unlimited. A key's own quota narrows its tenant's; both are enforced.
+A tenant may call the models in `allowed_models`, or every model when `all_models` is set; a key whose own
+`allowed_models` is non-empty narrows that set. Tenants name a model in the API by a Deployment's `name`.
 """
 from django.conf import settings
 from django.db import models
@@ -20,6 +22,9 @@ class Tenant(QuotaFields):
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
+    all_models = models.BooleanField(
+        default=False, help_text="May call every model, including ones registered later (ignores allowed_models)"
+    )
     allowed_models = models.ManyToManyField(
         "catalog.Model", blank=True, related_name="tenants", help_text="Models this tenant may call"
     )

@@ -1,0 +1,289 @@
+"""Gateway overhead benchmark: the same engine replica, driven directly and through the gateway, in one run.
+
+    python -m appliance.gateway.bench [--model DIR] [--backend sqlite|postgres] [--concurrency 16]
+
+Starts one engine replica (``appliance.runtime.server``) and the gateway under uvicorn (a real process, with
+SQLite and the in-process quota backend by default, or ``--backend postgres`` for PostgreSQL + Redis), then runs
+the same streaming workload (N concurrent streams) alternately against the engine's /generate and the gateway's
+/v1/completions, and reports the median TTFT the gateway adds (target <= 5 ms) and the gateway's token throughput
+as a share of the engine's (target >= 95%). Writes a JSON report.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = "The quick brown fox jumps over the lazy dog while the appliance streams tokens to its clients. " * 2
+
+
+@dataclass
+class Phase:
+    path: str  # "engine" | "gateway"
+    requests: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    ttft_s: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def throughput(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s else 0.0
+
+
+async def engine_request(client: httpx.AsyncClient, url: str, max_tokens: int, phase: Phase) -> None:
+    body = {"request_id": uuid.uuid4().hex, "prompt": PROMPT,
+            "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}}
+    start = time.perf_counter()
+    first = None
+    async with client.stream("POST", f"{url}/generate", json=body) as response:
+        if response.status_code != 200:
+            phase.errors += 1
+            return
+        async for line in response.aiter_lines():
+            if not line:
+                continue
+            event = json.loads(line)
+            if event["type"] == "delta" and first is None and event["token_ids"]:
+                first = time.perf_counter() - start
+            elif event["type"] == "done":
+                phase.tokens += event["completion_tokens"]
+            elif event["type"] == "error":
+                phase.errors += 1
+    phase.requests += 1
+    phase.ttft_s.append(first if first is not None else float("nan"))
+
+
+async def gateway_request(client: httpx.AsyncClient, url: str, key: str, model: str, max_tokens: int,
+                          phase: Phase) -> None:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first = None
+    async with client.stream("POST", f"{url}/v1/completions", json=body,
+                             headers={"Authorization": f"Bearer {key}"}) as response:
+        if response.status_code != 200:
+            phase.errors += 1
+            await response.aread()
+            return
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and first is None:
+                first = time.perf_counter() - start
+            if chunk.get("usage"):
+                phase.tokens += chunk["usage"]["completion_tokens"]
+            if "error" in chunk:
+                phase.errors += 1
+    phase.requests += 1
+    phase.ttft_s.append(first if first is not None else float("nan"))
+
+
+async def run_phase(path: str, concurrency: int, requests: int, one) -> Phase:
+    phase = Phase(path)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        async def worker() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                await one(client, phase)
+
+        start = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        phase.wall_s = time.perf_counter() - start
+    return phase
+
+
+def start_process(argv: list[str], env: dict, log: Path, ready_line: bytes | None = None,
+                  timeout_s: float = 300) -> tuple[subprocess.Popen, str | None]:
+    out = open(log, "wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE if ready_line else out, stderr=out)
+    if ready_line is None:
+        return proc, None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(ready_line):
+            return proc, line.split()[1].decode()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit(f"{argv[2]} did not start; see {log}")
+
+
+def setup_database(env: dict, engine_url: str, model_dir: Path) -> str:
+    """Migrate and create a tenant, key, model and READY replica row for the engine; returns the key."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
+    from appliance.tenancy.services import create_api_key, create_tenant
+
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    model = Model.objects.create(name=name)
+    version = ModelVersion.objects.create(model=model, version=1, source_uri=str(model_dir))
+    dep = Deployment.objects.create(name=name, model_version=version, status=Deployment.Status.RUNNING)
+    node, _ = Node.objects.get_or_create(name="bench-node")
+    port = int(engine_url.rsplit(":", 1)[1])
+    Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1", port=port)
+    tenant = create_tenant(name, models=[name])
+    return create_api_key(tenant)[1], name
+
+
+def ensure_postgres_db(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000 if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m appliance.gateway.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="checkpoint directory (default: a tiny random Llama)")
+    p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--postgres-db", default="appliance_gw_bench")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--requests", type=int, default=64, help="requests per phase")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2, help="engine/gateway phase pairs (alternating)")
+    p.add_argument("--engine-arg", action="append", default=[], help="extra engine server flag, e.g. --max-num-seqs=32")
+    p.add_argument("--engine-url", default=None, help="use this running replica instead of starting one")
+    p.add_argument("--out", default=str(ROOT / "var" / "bench" / "gateway-bench.json"))
+    args = p.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    model_dir = Path(args.model) if args.model else None
+    if model_dir is None and args.engine_url is None:
+        from appliance.runtime.tiny_models import make_checkpoint
+
+        model_dir = make_checkpoint(work / "model", "llama")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings", "APPLIANCE_HOME": str(work / "home"),
+           "LOG_LEVEL": "WARNING"}
+    if args.backend == "postgres":
+        ensure_postgres_db(args.postgres_db)
+        env.update(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.postgres_db}", REDIS_URL=args.redis_url)
+    else:
+        env.pop("DATABASE_URL", None)
+        env["REDIS_URL"] = ""
+    (work / "home").mkdir(parents=True, exist_ok=True)
+
+    procs: list[subprocess.Popen] = []
+    try:
+        engine_url = args.engine_url
+        if engine_url is None:
+            engine, engine_url = start_process(
+                [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
+                 "--port", "0", *args.engine_arg], env, work / "engine.log", ready_line=b"READY")
+            procs.append(engine)
+        key, model = setup_database(env, engine_url, model_dir)
+        port = free_port()
+        gateway, _ = start_process([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host",
+                                    "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                                   env, work / "gateway.log")
+        procs.append(gateway)
+        gateway_url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{gateway_url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+        async def on_engine(client, phase):
+            await engine_request(client, engine_url, args.max_tokens, phase)
+
+        async def on_gateway(client, phase):
+            await gateway_request(client, gateway_url, key, model, args.max_tokens, phase)
+
+        print(f"warming up ({args.backend}) ...", flush=True)
+        asyncio.run(run_phase("engine", args.concurrency, args.concurrency, on_engine))
+        asyncio.run(run_phase("gateway", args.concurrency, args.concurrency, on_gateway))
+        phases: list[Phase] = []
+        for r in range(args.rounds):
+            for path, fn in (("engine", on_engine), ("gateway", on_gateway)) if r % 2 == 0 else \
+                    (("gateway", on_gateway), ("engine", on_engine)):
+                phase = asyncio.run(run_phase(path, args.concurrency, args.requests, fn))
+                print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
+                      f"{median_ms(phase.ttft_s):7.2f} ms, {phase.errors} errors", flush=True)
+                phases.append(phase)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def combine(path: str) -> dict:
+        ps = [ph for ph in phases if ph.path == path]
+        ttfts = [t for ph in ps for t in ph.ttft_s]
+        tokens, wall = sum(ph.tokens for ph in ps), sum(ph.wall_s for ph in ps)
+        return {"requests": sum(ph.requests for ph in ps), "errors": sum(ph.errors for ph in ps),
+                "completion_tokens": tokens, "wall_s": wall, "throughput_tok_s": tokens / wall if wall else 0.0,
+                "ttft_median_ms": median_ms(ttfts),
+                "ttft_p90_ms": statistics.quantiles(ttfts, n=10)[-1] * 1000 if len(ttfts) >= 10 else None}
+
+    engine_stats, gateway_stats = combine("engine"), combine("gateway")
+    added_ttft = gateway_stats["ttft_median_ms"] - engine_stats["ttft_median_ms"]
+    share = gateway_stats["throughput_tok_s"] / engine_stats["throughput_tok_s"] * 100
+    report = {
+        "benchmark": "gateway overhead", "backend": args.backend,
+        "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
+        "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
+        "max_tokens": args.max_tokens, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+        "engine": engine_stats, "gateway": gateway_stats,
+        "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,
+        "targets": {"added_median_ttft_ms_max": 5.0, "throughput_share_pct_min": 95.0},
+        "passed": added_ttft <= 5.0 and share >= 95.0,
+        "phases": [asdict(ph) | {"throughput_tok_s": ph.throughput} for ph in phases],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"""
+Gateway overhead ({report['database']}; {args.concurrency} concurrent streams, {args.max_tokens} tokens each)
+                      engine direct    through gateway
+  median TTFT (ms)    {engine_stats['ttft_median_ms']:13.2f}    {gateway_stats['ttft_median_ms']:15.2f}
+  throughput (tok/s)  {engine_stats['throughput_tok_s']:13.1f}    {gateway_stats['throughput_tok_s']:15.1f}
+  errors              {engine_stats['errors']:13d}    {gateway_stats['errors']:15d}
+  added median TTFT: {added_ttft:.2f} ms (target <= 5)   throughput share: {share:.1f}% (target >= 95)
+  {'PASS' if report['passed'] else 'FAIL'}; report written to {out}""")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

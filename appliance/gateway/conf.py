@@ -1,0 +1,42 @@
+"""Gateway settings: a Django setting of the same name wins, else the environment, else the default."""
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+
+def _get(name: str, default: float) -> float:
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name, default)
+    return float(value)
+
+
+def auth_cache_s() -> float:
+    """How long an authenticated key (and its tenant, quotas, allowed models) is reused in-process."""
+    return _get("GATEWAY_AUTH_CACHE_S", 5)
+
+
+def route_cache_s() -> float:
+    """How long a deployment's READY replicas are reused in-process before asking the database again."""
+    return _get("GATEWAY_ROUTE_CACHE_S", 2)
+
+
+def cold_start_timeout_s() -> float:
+    """How long a request waits for a scaled-to-zero deployment's replica before a 503."""
+    return _get("GATEWAY_COLD_START_TIMEOUT_S", 120)
+
+
+def engine_connect_timeout_s() -> float:
+    return _get("GATEWAY_ENGINE_CONNECT_TIMEOUT_S", 5)
+
+
+def engine_read_timeout_s() -> float:
+    """Longest silence from an engine mid-request before the gateway gives up on it."""
+    return _get("GATEWAY_ENGINE_READ_TIMEOUT_S", 300)
+
+
+def last_request_write_s() -> float:
+    """Deployment.last_request_at is written at most this often per deployment per process."""
+    return _get("GATEWAY_LAST_REQUEST_WRITE_S", 10)

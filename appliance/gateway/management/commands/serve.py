@@ -1,0 +1,61 @@
+"""python manage.py serve [--host H] [--port P]
+
+Runs the whole single-node appliance in the foreground: applies migrations, then the web server (console, admin
+API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), a Celery worker and
+Celery beat. Ctrl-C stops everything.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from appliance.gateway.supervisor import Child, Supervisor, python_argv
+
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def appliance_children(host: str, port: int, agent: bool = True, celery: bool = True,
+                       log_level: str = "info") -> list[Child]:
+    """The processes of a single-node appliance, in start order."""
+    env = {"DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "appliance.settings")}
+    children = [Child("web", python_argv("-m", "uvicorn", "appliance.asgi:application", "--host", host,
+                                          "--port", str(port), "--log-level", log_level, "--no-access-log",
+                                          "--timeout-graceful-shutdown", "5"), critical=True, env=env)]
+    if agent:
+        children.append(Child("node-agent", python_argv(MANAGE, "run_agent"), env=env))
+    if celery:
+        home = Path(settings.APPLIANCE_HOME)
+        for folder in ("broker", "broker-processed"):
+            (home / folder).mkdir(parents=True, exist_ok=True)
+        children.append(Child("celery-worker", python_argv("-m", "celery", "-A", "appliance", "worker",
+                                                           "--loglevel", log_level, "--concurrency", "1"),
+                              env=env))
+        children.append(Child("celery-beat", python_argv("-m", "celery", "-A", "appliance", "beat",
+                                                         "--loglevel", log_level,
+                                                         "--schedule", str(home / "celerybeat-schedule")),
+                              env=env))
+    return children
+
+
+class Command(BaseCommand):
+    help = "Run the whole single-node appliance in the foreground (web, node agent, Celery worker and beat)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-agent", action="store_true", help="Do not run the node agent (no engines)")
+        parser.add_argument("--no-celery", action="store_true", help="Do not run a Celery worker and beat")
+
+    def handle(self, *args, **opts) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        Path(settings.APPLIANCE_HOME).mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        children = appliance_children(opts["host"], opts["port"], agent=not opts["no_agent"],
+                                      celery=not opts["no_celery"])
+        self.stdout.write(f"Serving on http://{opts['host']}:{opts['port']}/  (OpenAI API under /v1/; Ctrl-C stops)")
+        raise SystemExit(Supervisor(children, Path(settings.BASE_DIR)).run())

@@ -1,0 +1,234 @@
+"""Parse and validate OpenAI request bodies into what the engine takes. Every error names its parameter."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from appliance.runtime.sampling_params import SamplingParams
+
+from .errors import APIError, invalid
+
+CHAT_ROLES = {"system", "developer", "user", "assistant"}
+UNSUPPORTED = {"tools": "tools", "tool_choice": "tool choice", "functions": "functions",
+               "function_call": "function calling", "logit_bias": "logit_bias", "suffix": "suffix"}
+
+
+@dataclass
+class ParsedRequest:
+    endpoint: str  # "completions" | "chat"
+    model: str
+    stream: bool = False
+    include_usage: bool = False
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    messages: list[dict[str, Any]] | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    echo: bool = False
+    logprobs: bool = False
+    user: str | None = None
+
+    @property
+    def n(self) -> int:
+        return self.sampling.get("n", 1)
+
+    def estimate_tokens(self) -> int:
+        """Prompt tokens (roughly, from the text) plus the most the completions may use: reserved at admission."""
+        if self.prompt_token_ids is not None:
+            prompt = len(self.prompt_token_ids)
+        elif self.prompt is not None:
+            prompt = len(self.prompt.encode()) // 3 + 1
+        else:
+            prompt = sum(len(str(m.get("content", "")).encode()) // 3 + 4 for m in self.messages or [])
+        return prompt + self.sampling["max_tokens"] * self.n
+
+
+def load_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("We could not parse the JSON body of your request. Send a JSON object.")
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
+
+
+def _typed(body: dict, name: str, types: tuple, what: str, default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in types:
+        raise invalid(f"'{name}' must be {what}, got {value!r}.", param=name)
+    if not isinstance(value, types):
+        raise invalid(f"'{name}' must be {what}, got {type(value).__name__}.", param=name)
+    return value
+
+
+def _number(body: dict, name: str, lo: float, hi: float, default: float | None = None) -> float | None:
+    value = _typed(body, name, (int, float), "a number", default)
+    if value is not None and not lo <= value <= hi:
+        raise invalid(f"'{name}' must be between {lo} and {hi}, got {value!r}.", param=name)
+    return value
+
+
+def _integer(body: dict, name: str, lo: int, hi: int | None = None, default: int | None = None) -> int | None:
+    value = _typed(body, name, (int,), "an integer", default)
+    if value is not None and (value < lo or (hi is not None and value > hi)):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise invalid(f"'{name}' must be {bound}, got {value!r}.", param=name)
+    return value
+
+
+def _stop(body: dict) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > 4 or any(not isinstance(s, str) or not s for s in stop):
+        raise invalid("'stop' must be a non-empty string or a list of up to 4 non-empty strings.", param="stop")
+    return stop
+
+
+def _common(body: dict, endpoint: str) -> ParsedRequest:
+    for name, what in UNSUPPORTED.items():
+        if body.get(name) not in (None, [], {}, ""):
+            raise invalid(f"'{name}' is not supported by this server ({what}).", param=name)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("You must provide a model parameter.", param="model")
+    stream = bool(_typed(body, "stream", (bool,), "a boolean", False))
+    options = _typed(body, "stream_options", (dict,), "an object", None)
+    if options is not None and not stream:
+        raise invalid("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    include_usage = bool(_typed(options or {}, "include_usage", (bool,), "a boolean", False))
+    user = _typed(body, "user", (str,), "a string", None)
+    max_n = int(getattr(settings, "GATEWAY_MAX_N", 16))
+    sampling: dict[str, Any] = {
+        "n": _integer(body, "n", 1, max_n, 1),
+        "temperature": _number(body, "temperature", 0, 2, 1.0),
+        "top_p": _number(body, "top_p", 0, 1, 1.0),
+        "presence_penalty": _number(body, "presence_penalty", -2, 2, 0.0),
+        "frequency_penalty": _number(body, "frequency_penalty", -2, 2, 0.0),
+        "stop": _stop(body),
+    }
+    if sampling["top_p"] == 0:
+        raise invalid("'top_p' must be greater than 0.", param="top_p")
+    seed = _integer(body, "seed", -(2**63), 2**63 - 1)
+    if seed is not None:
+        sampling["seed"] = seed
+    # vLLM-style extensions
+    for name, lo, hi in (("top_k", -1, 10**6), ):
+        if body.get(name) is not None:
+            sampling[name] = _integer(body, name, lo, hi)
+    for name, lo, hi in (("min_p", 0, 1), ("repetition_penalty", 0.01, 10)):
+        if body.get(name) is not None:
+            sampling[name] = _number(body, name, lo, hi)
+    if body.get("ignore_eos") is not None:
+        sampling["ignore_eos"] = bool(_typed(body, "ignore_eos", (bool,), "a boolean"))
+    return ParsedRequest(endpoint, model, stream=stream, include_usage=include_usage, sampling=sampling, user=user)
+
+
+def _max_tokens(body: dict, names: tuple[str, ...], default: int) -> tuple[int, str]:
+    for name in names:
+        value = _integer(body, name, 1)
+        if value is not None:
+            return value, name
+    return default, names[0]
+
+
+def _check_sampling(req: ParsedRequest, max_tokens_name: str) -> None:
+    try:
+        SamplingParams(**req.sampling)
+    except (ValueError, TypeError) as exc:
+        name = str(exc).split(" ", 1)[0]
+        raise invalid(str(exc), param=max_tokens_name if name == "max_tokens" else name)
+
+
+def parse_completion(body: dict) -> ParsedRequest:
+    req = _common(body, "completions")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not prompt:
+            raise invalid("'prompt' must not be empty.", param="prompt")
+        req.prompt = prompt
+    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if any(t < 0 for t in prompt):
+            raise invalid("'prompt' token ids must be non-negative.", param="prompt")
+        req.prompt_token_ids = prompt
+    elif isinstance(prompt, list) and len(prompt) > 1:
+        raise invalid("Batches of prompts are not supported: send one prompt per request.", param="prompt")
+    else:
+        raise invalid("'prompt' must be a non-empty string or a list of token ids.", param="prompt")
+    max_tokens, mt_name = _max_tokens(body, ("max_tokens",), 16)
+    req.sampling["max_tokens"] = max_tokens
+    logprobs = _integer(body, "logprobs", 0, 20)
+    if logprobs is not None:
+        req.sampling["logprobs"] = logprobs
+        req.logprobs = True
+    req.echo = bool(_typed(body, "echo", (bool,), "a boolean", False))
+    if req.echo and req.prompt is None:
+        raise invalid("'echo' is only supported with a text prompt.", param="echo")
+    best_of = _integer(body, "best_of", 1)
+    if best_of is not None and best_of != req.n:
+        raise invalid("'best_of' other than n is not supported.", param="best_of")
+    _check_sampling(req, mt_name)
+    return req
+
+
+def _message_content(content: Any, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise invalid(f"messages[{i}].content: only text content parts are supported.",
+                              param=f"messages[{i}].content")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise invalid(f"messages[{i}].content must be a string or a list of text parts.", param=f"messages[{i}].content")
+
+
+def parse_chat(body: dict) -> ParsedRequest:
+    req = _common(body, "chat")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid("'messages' must be a non-empty list.", param="messages")
+    parsed = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise invalid(f"messages[{i}] must be an object.", param=f"messages[{i}]")
+        role = msg.get("role")
+        if role not in CHAT_ROLES:
+            raise invalid(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}, got {role!r}.",
+                          param=f"messages[{i}].role")
+        parsed.append({"role": "system" if role == "developer" else role,
+                       "content": _message_content(msg.get("content"), i)})
+    req.messages = parsed
+    default = int(getattr(settings, "GATEWAY_DEFAULT_MAX_TOKENS", 256))
+    max_tokens, mt_name = _max_tokens(body, ("max_completion_tokens", "max_tokens"), default)
+    req.sampling["max_tokens"] = max_tokens
+    logprobs = bool(_typed(body, "logprobs", (bool,), "a boolean", False))
+    top = _integer(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise invalid("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
+    if logprobs:
+        req.sampling["logprobs"] = top or 0
+        req.logprobs = True
+    _check_sampling(req, mt_name)
+    return req
+
+
+def parse(endpoint: str, raw: bytes) -> ParsedRequest:
+    body = load_body(raw)
+    try:
+        return parse_chat(body) if endpoint == "chat" else parse_completion(body)
+    except APIError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise invalid(f"Invalid request: {exc}")

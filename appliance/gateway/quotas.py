@@ -1,0 +1,314 @@
+"""Quota admission: requests per minute, tokens per minute, concurrency and a monthly token budget.
+
+Every request is checked against its tenant's and its key's limits together, atomically across processes: one Lua
+script in Redis checks every limit of every scope and, only if all pass, counts the request (one round trip). Tokens
+are reserved from an estimate at admission and reconciled with the engine's exact counts at finish.
+
+Windows slide over the last 60 seconds in one-second buckets. In-flight requests are a sorted set scored by an
+expiry, so a gateway that dies mid-request cannot hold a concurrency slot for longer than the TTL.
+
+With no Redis configured (the laptop demo), ``LocalQuotaBackend`` applies the same rules inside one process.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from . import keys
+
+WINDOW_S = 60
+KINDS = {1: "requests", 2: "tokens", 3: "concurrency", 4: "monthly_tokens"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """None means unlimited."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    monthly_tokens: int | None = None
+
+    @classmethod
+    def of(cls, obj) -> "Limits":
+        return cls(obj.rpm, obj.tpm, obj.max_concurrency, obj.monthly_tokens)
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: str  # "tenant" | "key"
+    id: int
+    limits: Limits
+
+
+@dataclass
+class ScopeUsage:
+    requests: int  # in the window, before this request
+    requests_oldest: int  # epoch second of the oldest counted bucket, -1 if none
+    tokens: int
+    tokens_oldest: int
+    inflight: int
+    month_tokens: int
+
+
+@dataclass
+class Ticket:
+    """What finish() needs to release a request's slot and reconcile its tokens."""
+
+    request_id: str
+    scopes: list[Scope]
+    estimate: int
+    admitted_at: int  # epoch second (the bucket the estimate went into)
+    month: str
+
+
+@dataclass
+class Decision:
+    admitted: bool
+    ticket: Ticket | None = None
+    reason: str | None = None  # requests | tokens | concurrency | monthly_tokens
+    scope: str | None = None  # tenant | key
+    retry_after_s: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        owner = "your organization" if self.scope == "tenant" else "this API key"
+        return {
+            "requests": f"Rate limit reached for requests per minute on {owner}. Retry after {self.retry_after_s}s.",
+            "tokens": f"Rate limit reached for tokens per minute on {owner}. Retry after {self.retry_after_s}s.",
+            "concurrency": f"Too many concurrent requests on {owner}. Retry when a request finishes.",
+            "monthly_tokens": f"The monthly token budget of {owner} is used up.",
+        }.get(self.reason or "", "Rate limit reached.")
+
+
+def month_of(epoch_s: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y%m")
+
+
+def seconds_to_next_month(epoch_s: int) -> int:
+    now = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    nxt = dt.datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=dt.UTC)
+    return max(1, int((nxt - now).total_seconds()))
+
+
+def format_reset(seconds: int) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60}s"
+
+
+def _reset_s(oldest: int, now: int) -> int:
+    return 0 if oldest < 0 else max(1, oldest + WINDOW_S - now)
+
+
+def decide(scopes: list[Scope], usage: list[ScopeUsage], fail_scope: int, fail_kind: int, now: int,
+           ticket: Ticket | None, estimate: int) -> Decision:
+    """Turn the counters read at admission into a Decision with OpenAI's x-ratelimit-* headers."""
+    headers: dict[str, str] = {}
+    admitted = fail_scope == 0
+    spent_req, spent_tok = (1, estimate) if admitted else (0, 0)
+    req = [(s.limits.rpm - u.requests - spent_req, s.limits.rpm, _reset_s(u.requests_oldest, now))
+           for s, u in zip(scopes, usage) if s.limits.rpm is not None]
+    tok = [(s.limits.tpm - u.tokens - spent_tok, s.limits.tpm, _reset_s(u.tokens_oldest, now))
+           for s, u in zip(scopes, usage) if s.limits.tpm is not None]
+    if req:
+        remaining, limit, reset = min(req)
+        headers.update({"x-ratelimit-limit-requests": str(limit),
+                        "x-ratelimit-remaining-requests": str(max(0, remaining)),
+                        "x-ratelimit-reset-requests": format_reset(reset)})
+    if tok:
+        remaining, limit, reset = min(tok)
+        headers.update({"x-ratelimit-limit-tokens": str(limit),
+                        "x-ratelimit-remaining-tokens": str(max(0, remaining)),
+                        "x-ratelimit-reset-tokens": format_reset(reset)})
+    if admitted:
+        return Decision(True, ticket=ticket, headers=headers)
+    scope, u = scopes[fail_scope - 1], usage[fail_scope - 1]
+    reason = KINDS[fail_kind]
+    retry = {
+        "requests": _reset_s(u.requests_oldest, now),
+        "tokens": _reset_s(u.tokens_oldest, now),
+        "concurrency": 1,
+        "monthly_tokens": seconds_to_next_month(now),
+    }[reason]
+    retry = max(1, retry)
+    headers["retry-after"] = str(retry)
+    return Decision(False, reason=reason, scope=scope.kind, retry_after_s=retry, headers=headers)
+
+
+def _limit_args(scope: Scope) -> list[int]:
+    lim = scope.limits
+    return [-1 if v is None else int(v) for v in (lim.rpm, lim.tpm, lim.max_concurrency, lim.monthly_tokens)]
+
+
+class QuotaBackend:
+    """Interface: admit() before a request runs, finish() exactly once after it ends (any way it ends)."""
+
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
+        raise NotImplementedError
+
+    async def finish(self, ticket: Ticket, actual_tokens: int) -> None:
+        raise NotImplementedError
+
+
+def _month_tokens_used(scope: Scope) -> int:
+    from appliance.tenancy.usage import month_tokens
+
+    if scope.kind == "tenant":
+        return month_tokens(scope.id)
+    from appliance.tenancy.models import APIKey
+
+    tenant_id = APIKey.objects.filter(id=scope.id).values_list("tenant_id", flat=True).first()
+    return 0 if tenant_id is None else month_tokens(tenant_id, api_key=scope.id)
+
+
+async def month_tokens_used(scope: Scope) -> int:
+    """Tokens the scope's usage rows say it used this month: the starting point of the monthly counter."""
+    from .db import run_db
+
+    return int(await run_db(_month_tokens_used, scope))
+
+
+def inflight_ttl_s() -> int:
+    return int(getattr(settings, "GATEWAY_INFLIGHT_TTL_S", 900))
+
+
+_ADMIT_LUA = """
+local now = tonumber(redis.call('TIME')[1])
+local nscopes = tonumber(ARGV[1])
+local request_id = ARGV[2]
+local estimate = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local function sum_window(key)
+  local data = redis.call('HGETALL', key)
+  local total, oldest, stale = 0, -1, {}
+  for j = 1, #data, 2 do
+    local sec = tonumber(data[j])
+    if sec <= now - window then
+      stale[#stale + 1] = data[j]
+    else
+      total = total + tonumber(data[j + 1])
+      if oldest < 0 or sec < oldest then oldest = sec end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  return total, oldest
+end
+local out = {0, 0, now}
+for i = 1, nscopes do
+  if tonumber(ARGV[5 + 4 * (i - 1) + 4]) >= 0 and redis.call('EXISTS', KEYS[4 * (i - 1) + 4]) == 0 then
+    out[1], out[2] = -1, i
+    return out
+  end
+end
+for i = 1, nscopes do
+  local k, a = 4 * (i - 1), 5 + 4 * (i - 1)
+  local rpm, tpm, conc, month = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local r_used, r_oldest = sum_window(KEYS[k + 1])
+  local t_used, t_oldest = sum_window(KEYS[k + 2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
+  local inflight = redis.call('ZCARD', KEYS[k + 3])
+  local m_used = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+  if out[1] == 0 then
+    local kind = 0
+    if rpm >= 0 and r_used + 1 > rpm then kind = 1
+    elseif tpm >= 0 and t_used + estimate > tpm then kind = 2
+    elseif conc >= 0 and inflight + 1 > conc then kind = 3
+    elseif month >= 0 and m_used + estimate > month then kind = 4 end
+    if kind > 0 then out[1], out[2] = i, kind end
+  end
+  for _, v in ipairs({r_used, r_oldest, t_used, t_oldest, inflight, m_used}) do out[#out + 1] = v end
+end
+if out[1] == 0 then
+  for i = 1, nscopes do
+    local k = 4 * (i - 1)
+    redis.call('HINCRBY', KEYS[k + 1], now, 1)
+    redis.call('EXPIRE', KEYS[k + 1], window * 2)
+    redis.call('HINCRBY', KEYS[k + 2], now, estimate)
+    redis.call('EXPIRE', KEYS[k + 2], window * 2)
+    redis.call('ZADD', KEYS[k + 3], now + ttl, request_id)
+    redis.call('EXPIRE', KEYS[k + 3], ttl)
+    redis.call('INCRBY', KEYS[k + 4], estimate)
+    redis.call('EXPIRE', KEYS[k + 4], 40 * 86400)
+  end
+end
+return out
+"""
+
+_FINISH_LUA = """
+local nscopes = tonumber(ARGV[1])
+local request_id = ARGV[2]
+local admitted_at = ARGV[3]
+local delta = tonumber(ARGV[4])
+for i = 1, nscopes do
+  local k = 3 * (i - 1)
+  if delta ~= 0 then
+    if redis.call('HEXISTS', KEYS[k + 1], admitted_at) == 1 then
+      redis.call('HINCRBY', KEYS[k + 1], admitted_at, delta)
+    end
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then redis.call('INCRBY', KEYS[k + 3], delta) end
+  end
+  redis.call('ZREM', KEYS[k + 2], request_id)
+end
+return 1
+"""
+
+
+class RedisQuotaBackend(QuotaBackend):
+    def __init__(self, client) -> None:
+        self.redis = client
+        self._admit = client.register_script(_ADMIT_LUA)
+        self._finish = client.register_script(_FINISH_LUA)
+
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
+        import time
+
+        month = month_of(int(time.time()))
+        keys_: list[str] = []
+        args: list[int | str] = [len(scopes), request_id, estimate, inflight_ttl_s(), WINDOW_S]
+        for s in scopes:
+            keys_ += [keys.quota_requests(s.kind, s.id), keys.quota_tokens(s.kind, s.id),
+                      keys.quota_inflight(s.kind, s.id), keys.quota_month(s.kind, s.id, month)]
+            args += _limit_args(s)
+        out = [int(v) for v in await self._admit(keys=keys_, args=args)]
+        if out[0] == -1:  # a monthly counter is missing (new month, new key, or Redis lost it): seed it from the DB
+            for i, s in enumerate(scopes):
+                if s.limits.monthly_tokens is not None:
+                    used = await month_tokens_used(s)
+                    await self.redis.set(keys_[4 * i + 3], used, nx=True, ex=40 * 86400)
+            out = [int(v) for v in await self._admit(keys=keys_, args=args)]
+        fail_scope, fail_kind, now = out[0], out[1], out[2]
+        usage = [ScopeUsage(*out[3 + 6 * i: 9 + 6 * i]) for i in range(len(scopes))]
+        ticket = Ticket(request_id, scopes, estimate, now, month) if fail_scope == 0 else None
+        return decide(scopes, usage, fail_scope, fail_kind, now, ticket, estimate)
+
+    async def finish(self, ticket: Ticket, actual_tokens: int) -> None:
+        keys_: list[str] = []
+        for s in ticket.scopes:
+            keys_ += [keys.quota_tokens(s.kind, s.id), keys.quota_inflight(s.kind, s.id),
+                      keys.quota_month(s.kind, s.id, ticket.month)]
+        delta = int(actual_tokens) - ticket.estimate
+        await self._finish(keys=keys_, args=[len(ticket.scopes), ticket.request_id, ticket.admitted_at, delta])
+
+
+_backend: tuple[asyncio.AbstractEventLoop | None, QuotaBackend] | None = None
+
+
+def get_quota_backend() -> QuotaBackend:
+    """The process's backend: Redis when settings.REDIS_URL is set, else the in-process fallback."""
+    global _backend
+    loop = asyncio.get_running_loop()
+    if _backend is None or (_backend[0] is not None and _backend[0] is not loop):
+        if settings.REDIS_URL:
+            from .redis_client import get_redis
+
+            _backend = (loop, RedisQuotaBackend(get_redis()))
+        else:
+            from .quota_local import LocalQuotaBackend
+
+            _backend = (None, LocalQuotaBackend())
+    return _backend[1]

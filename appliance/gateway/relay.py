@@ -1,0 +1,216 @@
+"""One admitted request's trip through an engine replica: open the engine stream, relay it to the client (whole or
+as SSE), and settle exactly once however it ends: quota reconciled with the tokens the client received, the
+replica's outstanding count released, a usage row written.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from django.http import HttpResponse, StreamingHttpResponse
+
+from appliance.runtime.protocol import GenerateRequest
+
+from . import metrics
+from .auth import Caller
+from .engine_client import EngineFailed, EngineRejected, EngineUnavailable, engine
+from .engine_http import Response
+from .errors import APIError, unavailable
+from .params import ParsedRequest
+from .quotas import Decision, get_quota_backend
+from .responses import SSE_DONE, ResponseBuilder, sse
+from .routing import Route, Target, router
+from .usage import Usage, record
+
+log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499
+MAX_ATTEMPTS = 3
+
+
+class ReplicaFailed(Exception):
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Call:
+    def __init__(self, caller: Caller, req: ParsedRequest, route: Route, decision: Decision, request_id: str,
+                 started: float) -> None:
+        self.caller = caller
+        self.req = req
+        self.route = route
+        self.decision = decision
+        self.request_id = request_id
+        self.started = started
+        self.builder = ResponseBuilder(req, request_id, int(time.time()))
+        self.target: Target | None = None
+        self.response: Response | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.ttft_s: float | None = None
+        self.done = False
+        self.settled = False
+
+    def generate_request(self) -> GenerateRequest:
+        return GenerateRequest(request_id=self.request_id, prompt=self.req.prompt,
+                               prompt_token_ids=self.req.prompt_token_ids, messages=self.req.messages,
+                               sampling=self.req.sampling, cache_salt=f"tenant-{self.caller.tenant_id}")
+
+    async def run(self) -> HttpResponse:
+        metrics.INFLIGHT.labels(self.req.model).inc()
+        try:
+            await self._open()
+        except APIError as exc:
+            await self.settle(exc.status)
+            exc.headers = {**self.decision.headers, **exc.headers}
+            return exc.response()
+        except BaseException:
+            await self.settle(CLIENT_CLOSED)
+            raise
+        if not self.req.stream:
+            return await self._whole()
+        response = StreamingHttpResponse(self._sse(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        self._headers(response)
+        return response
+
+    def _headers(self, response: HttpResponse) -> None:
+        response["x-request-id"] = self.request_id
+        for name, value in self.decision.headers.items():
+            response[name] = value
+
+    async def _open(self) -> None:
+        route = self.route
+        for _ in range(MAX_ATTEMPTS):
+            target = await router.acquire(route)
+            self.target = target
+            try:
+                self.response = await engine.open(target, self.generate_request())
+                return
+            except EngineRejected as exc:
+                err = exc.error
+                status = exc.status if 400 <= exc.status < 500 else 400
+                raise APIError(status, err.get("message", "The request was rejected."), param=err.get("param"),
+                               code=err.get("code"), type=err.get("type"))
+            except EngineUnavailable as exc:
+                log.warning("replica %s of %s unavailable: %s", target.replica_id, route.name, exc)
+                await self._release_target()
+                router.forget(route, target)
+                fresh = await router.route(route.name, fresh=True)
+                if fresh is None:
+                    break
+                route = fresh
+        raise unavailable(f"No replica of `{self.route.name}` could take the request; retry shortly.",
+                          retry_after_s=5)
+
+    async def _release_target(self) -> None:
+        target, self.target = self.target, None
+        if target is not None:
+            try:
+                await router.release(target)
+            except Exception:
+                log.exception("could not release replica %s", target.replica_id)
+
+    def _apply(self, event: dict) -> bool:
+        """Account for one engine event; True for a delta (tokens to relay)."""
+        kind = event["type"]
+        if kind == "delta":
+            if self.ttft_s is None:
+                self.ttft_s = time.perf_counter() - self.started
+            self.completion_tokens += len(event["token_ids"])
+            return True
+        if kind == "start":
+            self.prompt_tokens = event["prompt_tokens"]
+        elif kind == "done":
+            self.prompt_tokens, self.completion_tokens = event["prompt_tokens"], event["completion_tokens"]
+            self.done = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            status = event.get("status", 500)
+            raise ReplicaFailed(f"The model replica failed while generating: {error.get('message') or 'error'}",
+                                status if 400 <= status < 500 else 503)
+        return False
+
+    async def _whole(self) -> HttpResponse:
+        status = 200
+        try:
+            async for events in engine.events(self.response):
+                for event in events:
+                    if self._apply(event):
+                        self.builder.add(event)
+            if not self.done:
+                raise ReplicaFailed("The model replica ended the response early.")
+        except (ReplicaFailed, EngineFailed) as exc:
+            status = getattr(exc, "status", 503)
+            await self._abort()
+            message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
+            await self.settle(status)
+            return APIError(status, message, headers={"retry-after": "1"} if status >= 500 else {}).response()
+        except BaseException:
+            await self._abort()
+            await self.settle(CLIENT_CLOSED)
+            raise
+        await self.settle(status)
+        body = self.builder.whole(self.prompt_tokens, self.completion_tokens)
+        response = HttpResponse(json.dumps(body, ensure_ascii=False), content_type="application/json")
+        self._headers(response)
+        return response
+
+    async def _sse(self):
+        status = CLIENT_CLOSED
+        chunk, apply = self.builder.chunk, self._apply
+        try:
+            try:
+                async for events in engine.events(self.response):
+                    out = [chunk(event) for event in events if apply(event)]
+                    if out:
+                        yield "".join(out).encode()
+                if not self.done:
+                    raise ReplicaFailed("The model replica ended the stream early.")
+            except (ReplicaFailed, EngineFailed) as exc:
+                status = getattr(exc, "status", 503)
+                await self._abort()
+                message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
+                await self.settle(status)
+                yield sse(APIError(status, message).body())
+                return
+            if self.req.include_usage:
+                yield self.builder.usage_chunk(self.prompt_tokens, self.completion_tokens)
+            status = 200
+            await self.settle(status)
+            yield SSE_DONE
+        finally:
+            if not self.settled:
+                await self._abort()
+                await self.settle(status)
+
+    async def _abort(self) -> None:
+        response, self.response = self.response, None
+        if response is None:
+            return
+        response.close()
+        if not self.done and self.target is not None:
+            await engine.abort(self.target, self.request_id)
+
+    async def settle(self, status: int) -> None:
+        """Release everything the request held and record its usage; runs once."""
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            if self.response is not None:
+                self.response.close()
+                self.response = None
+            await self._release_target()
+            if self.decision.ticket is not None:
+                await get_quota_backend().finish(self.decision.ticket, self.prompt_tokens + self.completion_tokens)
+        except (Exception, asyncio.CancelledError):
+            log.exception("settling %s", self.request_id)
+        finally:
+            metrics.INFLIGHT.labels(self.req.model).dec()
+        await record(Usage(self.caller.tenant_id, self.caller.key_id, self.req.model, self.request_id,
+                           self.req.endpoint, status, self.prompt_tokens, self.completion_tokens,
+                           time.perf_counter() - self.started, self.ttft_s))

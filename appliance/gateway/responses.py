@@ -1,0 +1,131 @@
+"""OpenAI response objects for completions and chat, whole and as SSE stream chunks, built from engine deltas.
+
+Stream chunks of plain text (the common case) are written from pre-encoded templates: one ``json.dumps`` of the
+new text per chunk, nothing else.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .params import ParsedRequest
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Choice:
+    """One completion's output, accumulated (whole responses) or measured (streams)."""
+
+    index: int
+    parts: list[str] = field(default_factory=list)
+    length: int = 0  # characters so far
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    started: bool = False  # stream: the first chunk (chat: with the role) has been sent
+
+
+def completion_logprobs(entries: list[dict], offset: int) -> dict:
+    tokens, token_logprobs, top, offsets = [], [], [], []
+    for e in entries:
+        tokens.append(e["token"])
+        token_logprobs.append(e["logprob"])
+        top.append({t["token"]: t["logprob"] for t in e.get("top") or []})
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
+def chat_logprobs(entries: list[dict]) -> dict:
+    def one(e: dict) -> dict:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["token"].encode())}
+
+    return {"content": [{**one(e), "top_logprobs": [one(t) for t in e.get("top") or []]} for e in entries]}
+
+
+def _finish(reason: str | None) -> str | None:
+    return "stop" if reason == "abort" else reason
+
+
+class ResponseBuilder:
+    """Shapes one request's engine output as an OpenAI completion or chat completion."""
+
+    def __init__(self, req: ParsedRequest, request_id: str, created: int) -> None:
+        self.req = req
+        self.id = request_id
+        self.created = created
+        self.chat = req.endpoint == "chat"
+        self.choices = [Choice(i) for i in range(req.n)]
+        self.echo = req.prompt if (req.echo and req.prompt) else ""
+        self._head = {"id": request_id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                      "created": created, "model": req.model}
+        head = json.dumps(self._head, separators=(",", ":"))[:-1]
+        self._prefix = f'data: {head},"choices":[{{"index":'
+        middle = ',"delta":{"content":' if self.chat else ',"text":'
+        self._middles = [f"{i}{middle}" for i in range(req.n)]
+        close = '},"logprobs":null,"finish_reason":null}]' if self.chat else ',"logprobs":null,"finish_reason":null}]'
+        self._suffix = close + (',"usage":null}\n\n' if req.include_usage else "}\n\n")
+
+    def add(self, delta: dict) -> None:
+        """Accumulate a delta event for a whole (non-streamed) response."""
+        choice = self.choices[delta["index"]]
+        choice.parts.append(delta["text"])
+        if delta.get("logprobs"):
+            choice.logprobs.extend(delta["logprobs"])
+        if delta.get("finish_reason"):
+            choice.finish_reason = _finish(delta["finish_reason"])
+
+    def chunk(self, delta: dict) -> str:
+        """The SSE chunk for a delta event (a str: the caller encodes a batch of them at once)."""
+        index, text = delta["index"], delta["text"]
+        choice = self.choices[index]
+        reason, logprobs = delta.get("finish_reason"), delta.get("logprobs")
+        if choice.started and not reason and not (logprobs and self.req.logprobs):
+            choice.length += len(text)
+            return self._prefix + self._middles[index] + json.dumps(text) + self._suffix
+        offset = len(self.echo) + choice.length
+        choice.length += len(text)
+        if self.echo and not choice.started:
+            text = self.echo + text
+        if self.chat:
+            delta_obj: dict[str, Any] = {"content": text} if choice.started else {"role": "assistant", "content": text}
+            lp = chat_logprobs(logprobs) if (self.req.logprobs and logprobs) else None
+            body = {"index": index, "delta": delta_obj, "logprobs": lp, "finish_reason": _finish(reason)}
+        else:
+            lp = completion_logprobs(logprobs, offset) if (self.req.logprobs and logprobs) else None
+            body = {"index": index, "text": text, "logprobs": lp, "finish_reason": _finish(reason)}
+        choice.started = True
+        chunk = {**self._head, "choices": [body]}
+        if self.req.include_usage:
+            chunk["usage"] = None
+        return "data: " + json.dumps(chunk, separators=(",", ":")) + "\n\n"
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        return sse({**self._head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
+
+    def whole(self, prompt_tokens: int, completion_tokens: int) -> dict:
+        choices = []
+        for c in self.choices:
+            text = "".join(c.parts)
+            if self.chat:
+                lp = chat_logprobs(c.logprobs) if self.req.logprobs else None
+                choices.append({"index": c.index, "message": {"role": "assistant", "content": text},
+                                "logprobs": lp, "finish_reason": c.finish_reason or "stop"})
+            else:
+                lp = completion_logprobs(c.logprobs, len(self.echo)) if self.req.logprobs else None
+                choices.append({"index": c.index, "text": self.echo + text, "logprobs": lp,
+                                "finish_reason": c.finish_reason or "stop"})
+        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.req.model, "choices": choices,
+                "usage": usage(prompt_tokens, completion_tokens)}

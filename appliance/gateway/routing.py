@@ -1,0 +1,188 @@
+"""Which engine replica serves a request: the deployment behind a model id, its READY replicas (cached for a
+moment), least outstanding requests first, and waking a deployment that has none (scale from zero).
+
+Outstanding requests per replica live in Redis (keys.replica_outstanding) so that every gateway process routes
+on the same counts and the autoscaler can read them. Without Redis they are kept in-process.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from . import conf, keys
+from .db import run_db
+from .errors import unavailable
+
+
+@dataclass(frozen=True)
+class Target:
+    replica_id: int
+    host: str
+    port: int | None
+    socket_path: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}" if not self.socket_path else "http://engine"
+
+
+@dataclass
+class Route:
+    deployment_id: int
+    name: str  # the model id tenants use (Deployment.name)
+    model_name: str  # the catalog Model it serves: what API keys are allowed by
+    context_length: int
+    created: int
+    targets: list[Target]
+    expires: float
+
+
+def _load_route(name: str) -> Route | None:
+    from appliance.catalog.models import Deployment, Replica
+
+    dep = (Deployment.objects.filter(name=name, is_active=True).select_related("model_version__model").first())
+    if dep is None:
+        return None
+    replicas = Replica.objects.filter(deployment=dep, state=Replica.State.READY).order_by("index")
+    targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
+    return Route(dep.id, dep.name, dep.model_version.model.name, dep.model_version.context_length, int(dep.created_at.timestamp()), targets,
+                 time.monotonic() + conf.route_cache_s())
+
+
+def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:
+    from appliance.catalog.models import Deployment
+
+    rows = Deployment.objects.filter(model_version__model__name__in=model_names, is_active=True)
+    if name is not None:
+        rows = rows.filter(name=name)
+    return list(rows.order_by("name").values_list("name", "created_at"))
+
+
+def _wake(deployment_id: int) -> None:
+    from appliance.catalog.models import Deployment
+
+    Deployment.objects.filter(id=deployment_id).update(
+        desired_replicas=Greatest(F("desired_replicas"), 1), last_request_at=timezone.now())
+
+
+def _touch(deployment_id: int) -> None:
+    from appliance.catalog.models import Deployment
+
+    Deployment.objects.filter(id=deployment_id).update(last_request_at=timezone.now())
+
+
+_ACQUIRE_LUA = """
+local best, best_v = 1, nil
+for i = 1, #KEYS - 1 do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if best_v == nil or v < best_v then best, best_v = i, v end
+end
+redis.call('INCR', KEYS[best])
+redis.call('EXPIRE', KEYS[best], tonumber(ARGV[1]))
+redis.call('SET', KEYS[#KEYS], ARGV[2], 'EX', 86400)
+return best
+"""
+
+_RELEASE_LUA = """
+if redis.call('DECR', KEYS[1]) < 0 then redis.call('SET', KEYS[1], 0) end
+return 1
+"""
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+        self._local_outstanding: dict[int, int] = {}
+        self._touched: dict[int, float] = {}
+        self._scripts: dict[int, tuple] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def route(self, name: str, fresh: bool = False) -> Route | None:
+        """The deployment serving model id `name`, or None if there is none (or it is inactive)."""
+        cached = self._routes.get(name)
+        if cached is not None and not fresh and cached.expires > time.monotonic():
+            return cached
+        route = await run_db(_load_route, name)
+        if route is None:
+            self._routes.pop(name, None)
+        else:
+            self._routes[name] = route
+        return route
+
+    async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int]]:
+        """(model id, created) of the active deployments serving any of these catalog models."""
+        rows = await run_db(_list_routes, model_names, name)
+        return [(name, int(created.timestamp())) for name, created in rows]
+
+    def forget(self, route: Route, target: Target) -> None:
+        """A replica refused the connection: stop sending it requests until the database is read again."""
+        if target in route.targets:
+            route.targets = [t for t in route.targets if t != target]
+        self._routes.pop(route.name, None)
+
+    def _redis_scripts(self):
+        from .redis_client import get_redis
+
+        client = get_redis()
+        entry = self._scripts.get(id(client))
+        if entry is None or entry[0] is not client:
+            entry = (client, client.register_script(_ACQUIRE_LUA), client.register_script(_RELEASE_LUA))
+            self._scripts[id(client)] = entry
+        return entry[1], entry[2]
+
+    async def acquire(self, route: Route) -> Target:
+        """Pick a READY replica (waking the deployment and waiting, bounded, if none) and count the request."""
+        if not route.targets:
+            route = await self._wait_for_replica(route)
+        self._note_request(route)
+        if settings.REDIS_URL:
+            acquire, _ = self._redis_scripts()
+            names = [keys.replica_outstanding(t.replica_id) for t in route.targets]
+            names.append(keys.deployment_last_request(route.deployment_id))
+            best = await acquire(keys=names, args=[int(conf.engine_read_timeout_s()) * 3, f"{time.time():.3f}"])
+            target = route.targets[int(best) - 1]
+        else:
+            target = min(route.targets, key=lambda t: self._local_outstanding.get(t.replica_id, 0))
+            self._local_outstanding[target.replica_id] = self._local_outstanding.get(target.replica_id, 0) + 1
+        return target
+
+    async def release(self, target: Target) -> None:
+        if settings.REDIS_URL:
+            _, release = self._redis_scripts()
+            await release(keys=[keys.replica_outstanding(target.replica_id)])
+        else:
+            self._local_outstanding[target.replica_id] = max(0, self._local_outstanding.get(target.replica_id, 1) - 1)
+
+    def _note_request(self, route: Route) -> None:
+        now = time.monotonic()
+        if self._touched.get(route.deployment_id, 0) + conf.last_request_write_s() > now:
+            return
+        self._touched[route.deployment_id] = now
+        task = asyncio.get_running_loop().create_task(run_db(_touch, route.deployment_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_replica(self, route: Route) -> Route:
+        await run_db(_wake, route.deployment_id)
+        self._touched[route.deployment_id] = time.monotonic()
+        deadline = time.monotonic() + conf.cold_start_timeout_s()
+        delay = 0.1
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+            fresh = await self.route(route.name, fresh=True)
+            if fresh is None:
+                break
+            if fresh.targets:
+                return fresh
+        raise unavailable(f"The model `{route.name}` is starting and has no replica ready yet; retry shortly.",
+                          retry_after_s=10)
+
+
+router = Router()

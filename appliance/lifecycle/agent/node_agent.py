@@ -1,0 +1,202 @@
+"""The node agent loop: heartbeat, placement and autoscaling passes, and replica processes reconciled with rows.
+
+Replica states as the agent drives them: pending (placed) -> starting (process launched) -> ready (READY printed and
+a 1-token warm-up answered; cold_start_s recorded) ; a process that exits unasked -> failed (restart_count,
+last_error) and relaunched after an exponential backoff ; draining (scaled in or evicted) -> stopped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from appliance.catalog.models import Deployment, Node, Replica
+
+from .. import placement, routing_state
+from ..conf import setting
+from .replica_process import ReplicaProcess, ReplicaSpec
+
+log = logging.getLogger("appliance.agent")
+
+
+@dataclass
+class AgentOptions:
+    node_name: str
+    device: str = "cpu"
+    cores: int | None = None
+    tick_s: float = 1.0
+    autoscale: bool = True
+    place: bool = True
+    server_module: str = "appliance.runtime.server"
+
+
+def restart_delay_s(restart_count: int) -> float:
+    base, cap = setting("RESTART_BACKOFF_BASE_S"), setting("RESTART_BACKOFF_MAX_S")
+    return min(base * 2 ** max(restart_count - 1, 0), cap)
+
+
+def model_dir(dep: Deployment) -> str:
+    """Where a replica loads its model from: the compiled artifact if any, else the registered checkpoint."""
+    if dep.artifact_id:
+        if dep.artifact.uri.startswith("s3://"):
+            from ..artifact_store import get_store
+
+            return str(get_store().local_path(dep.artifact.digest))
+        return dep.artifact.uri
+    return dep.model_version.source_uri
+
+
+class NodeAgent:
+    def __init__(self, options: AgentOptions) -> None:
+        from ..inventory import register_node
+
+        self.options = options
+        self.node: Node = register_node(options.node_name, options.device, cores=options.cores)
+        self.procs: dict[int, ReplicaProcess] = {}
+        self.restart_at: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self.log_dir = Path(settings.RUN_DIR) / "replicas"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self) -> None:
+        """Reconcile every tick until SIGTERM/SIGINT, then stop every replica this agent started."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self._adopt_orphans()
+        log.info("node agent on %s: %s %d cores", self.node.name, self.node.device, self.node.cores)
+        try:
+            while not self.stopping.is_set():
+                started = time.monotonic()
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - one bad pass must not take the node's replicas down
+                    log.exception("agent tick failed")
+                    connection.close()
+                self.stopping.wait(max(0.0, self.options.tick_s - (time.monotonic() - started)))
+        finally:
+            self.shutdown()
+
+    def tick(self) -> None:
+        close_old_connections()
+        Node.objects.filter(pk=self.node.pk).update(last_heartbeat=timezone.now())
+        if self.options.autoscale:
+            from ..autoscaler import autoscale_all
+
+            autoscale_all()
+        if self.options.place:
+            placement.place_all()
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        rows = {r.pk: r for r in Replica.objects.filter(node=self.node).exclude(state=Replica.State.STOPPED)
+                .select_related("deployment__artifact", "deployment__model_version")}
+        for rid in [rid for rid in self.procs if rid not in rows]:
+            self._stop(rid, None, "replica row removed")
+        now = time.monotonic()
+        alive_ready = []
+        for rid, row in rows.items():
+            proc = self.procs.get(rid)
+            if row.state == Replica.State.DRAINING:
+                self._stop(rid, row, "")
+            elif row.state == Replica.State.PENDING:
+                self._launch(row)
+            elif row.state == Replica.State.FAILED:
+                if proc is None and now >= self.restart_at.get(rid, 0):
+                    self._launch(row)
+            elif proc is None:  # starting/ready but not ours: the agent restarted; relaunch it
+                self._launch(row)
+            elif proc.exit_code() is not None:
+                self._crashed(row, proc)
+            elif row.state == Replica.State.READY:
+                alive_ready.append(rid)
+        if alive_ready:
+            Replica.objects.filter(pk__in=alive_ready).update(last_heartbeat=timezone.now())
+
+    def _launch(self, row: Replica) -> None:
+        dep = row.deployment
+        spec = ReplicaSpec(
+            replica_id=row.pk, model_dir=model_dir(dep), device=dep.device, cores=list(row.cores or []),
+            server_module=self.options.server_module, engine_args=dep.engine_args, served_model_name=dep.name,
+            host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
+        )
+        proc = ReplicaProcess(spec)
+        self.procs[row.pk] = proc
+        self.restart_at.pop(row.pk, None)
+        Replica.objects.filter(pk=row.pk).update(
+            state=Replica.State.STARTING, pid=proc.pid, port=None, started_at=timezone.now(),
+            ready_at=None, cold_start_s=None,
+        )
+        log.info("started %s#%d pid %d on cores %s %s", dep.name, row.index, proc.pid, row.cores, proc.env_assigned)
+        threading.Thread(target=self._await_ready, args=(row.pk, dep.pk, proc), daemon=True,
+                         name=f"ready-{row.pk}").start()
+
+    def _await_ready(self, rid: int, dep_id: int, proc: ReplicaProcess) -> None:
+        try:
+            url = proc.wait_ready(setting("REPLICA_READY_TIMEOUT_S"))
+            cold_start = proc.warm_up()
+            host = url.removeprefix("http://").rsplit(":", 1)[0]
+            updated = Replica.objects.filter(pk=rid, state=Replica.State.STARTING, pid=proc.pid).update(
+                state=Replica.State.READY, host=host or "127.0.0.1", port=proc.port,
+                ready_at=timezone.now(), cold_start_s=round(cold_start, 3), last_heartbeat=timezone.now(),
+            )
+            if updated:
+                log.info("replica %d ready at %s, cold start %.2fs", rid, url, cold_start)
+                placement.place(dep_id)
+        except Exception as exc:  # noqa: BLE001 - recorded on the row; the main loop restarts it
+            log.warning("replica %d failed to start: %s", rid, exc)
+            if proc.exit_code() is None:
+                Replica.objects.filter(pk=rid).update(last_error=str(exc)[:2000])
+                proc.proc.kill()
+        finally:
+            connection.close()
+
+    def _crashed(self, row: Replica, proc: ReplicaProcess) -> None:
+        code = proc.exit_code()
+        self.procs.pop(row.pk, None)
+        routing_state.clear(row.pk)
+        count = row.restart_count + 1
+        delay = restart_delay_s(count)
+        self.restart_at[row.pk] = time.monotonic() + delay
+        error = row.last_error if row.state == Replica.State.STARTING and row.last_error else ""
+        error = error or f"engine exited with code {code}: {proc.last_output()}"
+        Replica.objects.filter(pk=row.pk).update(
+            state=Replica.State.FAILED, restart_count=count, last_error=error[:2000], pid=None,
+        )
+        log.warning("replica %s#%d crashed (%s); restart %d in %.1fs", row.deployment.name, row.index, error[:200],
+                    count, delay)
+        placement.place(row.deployment_id)
+
+    def _stop(self, rid: int, row: Replica | None, reason: str) -> None:
+        proc = self.procs.pop(rid, None)
+        if proc is not None:
+            proc.stop(grace_s=10.0)
+        routing_state.clear(rid)
+        self.restart_at.pop(rid, None)
+        if row is not None:
+            Replica.objects.filter(pk=rid).update(state=Replica.State.STOPPED, pid=None,
+                                                  **({"last_error": reason} if reason else {}))
+
+    def _adopt_orphans(self) -> None:
+        """Kill engine processes a previous agent on this node left behind (their rows are relaunched)."""
+        for row in Replica.objects.filter(node=self.node, pid__isnull=False).exclude(state=Replica.State.STOPPED):
+            try:
+                with open(f"/proc/{row.pid}/cmdline", "rb") as f:
+                    cmdline = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            if self.options.server_module in cmdline:
+                os.kill(row.pid, signal.SIGKILL)
+
+    def shutdown(self) -> None:
+        for rid in list(self.procs):
+            self._stop(rid, Replica(pk=rid), "node agent stopped")
+        connection.close()
+        log.info("node agent stopped; all replicas stopped")

@@ -1,0 +1,302 @@
+"""Runs one CompileJob: claim the row, hash, reuse a cached artifact or convert + validate + store, record the result.
+
+The row is the source of truth; every stage change, percent and log line is committed as it happens, and a
+heartbeat thread keeps `heartbeat_at` fresh so a sweep can tell a live job from one whose worker died.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from appliance.catalog.models import Artifact
+
+from .conf import setting
+from .artifact_store import compute_digest, get_store
+from .converter import CompileError, convert_checkpoint, source_checksum, toolchain_version, validate_artifact, write_manifest
+from .models import CompileJob
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """An administrator cancelled the job while it ran."""
+
+
+class TransientCompileError(Exception):
+    """An error worth retrying (the artifact store or the filesystem hiccuped)."""
+
+
+def heartbeat_interval_s() -> float:
+    return setting("COMPILE_HEARTBEAT_S")
+
+
+def stale_after_s() -> float:
+    return setting("COMPILE_STALE_AFTER_S")
+
+
+@dataclass
+class Claim:
+    job: CompileJob | None
+    reason: str
+
+
+def claim(job_id: int, task_id: str, worker: str) -> Claim:
+    """Lock the row and mark it running, unless it is finished, superseded, or live on another worker."""
+    with transaction.atomic():
+        job = CompileJob.objects.select_for_update().select_related("model_version__model").filter(pk=job_id).first()
+        if job is None:
+            return Claim(None, f"compile job {job_id} no longer exists")
+        if job.is_finished:
+            return Claim(None, f"compile job {job_id} is already {job.status}")
+        if task_id and job.celery_task_id and job.celery_task_id != task_id:
+            return Claim(None, f"compile job {job_id} was re-queued as task {job.celery_task_id}")
+        fresh = job.heartbeat_at and timezone.now() - job.heartbeat_at < timedelta(seconds=stale_after_s())
+        if job.status == CompileJob.Status.RUNNING and fresh and job.worker != worker:
+            return Claim(None, f"compile job {job_id} is running on {job.worker}")
+        job.status = CompileJob.Status.RUNNING
+        job.attempts += 1
+        job.worker = worker
+        job.celery_task_id = task_id or job.celery_task_id
+        job.started_at = job.started_at or timezone.now()
+        job.heartbeat_at = timezone.now()
+        job.error = ""
+        job.append_log(f"attempt {job.attempts} started on {worker or 'this process'}")
+        job.save()
+        return Claim(job, "claimed")
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: int, interval: float) -> None:
+        super().__init__(daemon=True, name=f"compile-heartbeat-{job_id}")
+        self.job_id, self.interval, self.stopped = job_id, interval, threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                CompileJob.objects.filter(pk=self.job_id, status=CompileJob.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+
+class JobRecorder:
+    """Commits progress to the row as it happens."""
+
+    def __init__(self, job: CompileJob) -> None:
+        self.job = job
+
+    def __call__(self, stage: str, percent: int, line: str = "") -> None:
+        job = self.job
+        if CompileJob.objects.filter(pk=job.pk, status=CompileJob.Status.CANCELLED).exists():
+            raise JobCancelled()
+        job.stage, job.percent = stage, max(job.percent, min(percent, 100))
+        if line:
+            job.append_log(line)
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["stage", "percent", "log", "heartbeat_at"])
+
+
+def finish(job: CompileJob, status: str, *, error: str = "", line: str = "") -> None:
+    job.status = status
+    job.error = error
+    job.finished_at = timezone.now()
+    if status == CompileJob.Status.SUCCEEDED:
+        job.percent = 100
+        job.stage = "done"
+    if line:
+        job.append_log(line)
+    job.save()
+    from .services import on_compile_finished
+
+    on_compile_finished(job)
+
+
+def run_compile_job(job_id: int, task_id: str = "", worker: str = "") -> str:
+    """Execute the job (idempotent); returns a one-line outcome. Raises TransientCompileError to ask for a retry."""
+    claimed = claim(job_id, task_id, worker)
+    if claimed.job is None:
+        log.info(claimed.reason)
+        return claimed.reason
+    job = claimed.job
+    heartbeat = _Heartbeat(job.pk, heartbeat_interval_s())
+    heartbeat.start()
+    try:
+        return _execute(job, JobRecorder(job))
+    except JobCancelled:
+        return "cancelled"
+    except CompileError as exc:
+        finish(job, CompileJob.Status.FAILED, error=str(exc), line=f"failed: {exc}")
+        return f"failed: {exc}"
+    except OSError as exc:
+        job.status = CompileJob.Status.QUEUED
+        job.append_log(f"transient storage error at stage {job.stage or 'start'}: {exc}")
+        job.save(update_fields=["status", "log"])
+        raise TransientCompileError(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure is recorded on the row, never lost
+        message = (
+            f"unexpected {type(exc).__name__} during stage {job.stage or 'start'}: {exc}. "
+            "The log has the traceback; fix the checkpoint or options and queue the compile again"
+        )
+        finish(job, CompileJob.Status.FAILED, error=message, line=traceback.format_exc())
+        return f"failed: {message}"
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join(timeout=5)
+
+
+def _execute(job: CompileJob, progress: JobRecorder) -> str:
+    version = job.model_version
+    options = job.options()
+    src = Path(version.source_uri)
+    if version.source_uri.startswith("s3://"):
+        raise CompileError(
+            f"model version {version} points at {version.source_uri}; compile reads a local directory, "
+            "so copy the checkpoint to this node and register that directory"
+        )
+    _check_options(job)
+    progress("hashing", 5, f"hashing {src}")
+    toolchain = _toolchain(job.target)
+    digest = compute_digest(source_checksum(src, version.checksum), options, toolchain)
+    job.digest = digest
+    job.save(update_fields=["digest"])
+    progress("hashing", 15, f"content address {digest}")
+
+    store = get_store()
+    cached = Artifact.objects.filter(digest=digest).first()
+    if cached is not None and store.exists(digest):
+        job.cache_hit = True
+        job.artifact = cached
+        finish(job, CompileJob.Status.SUCCEEDED, line=f"cache hit: artifact {digest[:12]} already stored at {cached.uri}; no recompile")
+        return "cache hit"
+    if store.exists(digest):
+        progress("storing", 95, f"artifact {digest[:12]} was stored by an earlier attempt; resuming at registration")
+        return _register(job, digest, store.uri(digest), toolchain, options)
+
+    staging_root = Path(settings.APPLIANCE_HOME) / "compile-staging"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"job{job.pk}-", dir=staging_root))
+    try:
+        if job.target == "neuron":
+            extra = _compile_neuron(job, src, staging, progress)
+        else:
+            progress("converting", 20, f"converting weights to {job.dtype} safetensors")
+            convert_checkpoint(src, staging, job.dtype, progress)
+            progress("validating", 60, f"loading the artifact on {job.target} and running a warm-up batch")
+            extra = {"validation": validate_artifact(staging, job.target, progress)}
+        progress("storing", 92, "writing manifest and storing the artifact")
+        write_manifest(staging, digest, options, toolchain, {"model_version": str(version), **extra})
+        uri = store.put_dir(digest, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _register(job, digest, uri, toolchain, options)
+
+
+def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict) -> str:
+    size = _artifact_size(uri)
+    artifact, _ = Artifact.objects.get_or_create(
+        digest=digest,
+        defaults={"model_version": job.model_version, "target": job.target, "uri": uri, "size_bytes": size,
+                  "toolchain_version": toolchain, "options": options},
+    )
+    job.artifact = artifact
+    finish(job, CompileJob.Status.SUCCEEDED, line=f"stored artifact {digest[:12]} at {uri} ({size} bytes)")
+    return "succeeded"
+
+
+def _artifact_size(uri: str) -> int:
+    path = Path(uri)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _check_options(job: CompileJob) -> None:
+    if job.target in ("cpu", "cuda"):
+        if job.tp_degree != 1:
+            raise CompileError(f"tp_degree {job.tp_degree} needs target neuron; cpu and cuda artifacts use tp_degree 1")
+        if job.quantization != CompileJob.Quantization.NONE:
+            raise CompileError(f"quantization {job.quantization!r} is only available for target neuron; use 'none'")
+        if job.kernels:
+            raise CompileError("NKI kernels run only on Neuron; turn kernels off for target " + job.target)
+    for field in ("batch_buckets", "seq_len_buckets"):
+        values = getattr(job, field) or []
+        if not isinstance(values, list) or any(not isinstance(v, int) or v < 1 for v in values):
+            raise CompileError(f"{field} must be a list of positive integers, got {values!r}")
+
+
+def _toolchain(target: str) -> str:
+    if target == "neuron":
+        try:
+            from appliance.runtime.neuron.compile import toolchain_version as neuron_toolchain
+
+            return neuron_toolchain()
+        except Exception:  # noqa: BLE001 - the SDK is absent; the compile step reports that plainly
+            return "neuron-sdk-unavailable"
+    return toolchain_version(target)
+
+
+def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder) -> dict:
+    try:
+        from appliance.runtime.neuron.compile import compile_artifact
+    except ImportError as exc:
+        raise CompileError(
+            "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the "
+            f"Neuron SDK 2.28 (NxD Inference); this worker cannot import the Neuron compiler ({exc}). "
+            "Run the compile on the appliance AMI, or choose target cpu"
+        ) from exc
+
+    def cb(stage: str, percent: int, line: str = "") -> None:
+        progress(stage, 20 + int(70 * percent / 100), line)
+
+    try:
+        manifest = compile_artifact(src, job.options(), out, cb)
+    except (ImportError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
+        raise CompileError(str(exc)) from exc
+    return {"neuron": manifest if isinstance(manifest, dict) else {}}
+
+
+def sweep_stale_jobs(max_attempts: int | None = None) -> list[tuple[int, str]]:
+    """Re-queue (or, after max_attempts, fail) running jobs whose worker stopped heartbeating."""
+    max_attempts = max_attempts or int(setting("COMPILE_MAX_ATTEMPTS"))
+    cutoff = timezone.now() - timedelta(seconds=stale_after_s())
+    outcomes: list[tuple[int, str]] = []
+    stale_ids = list(
+        CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    for job_id in stale_ids:
+        with transaction.atomic():
+            job = CompileJob.objects.select_for_update(skip_locked=True).filter(
+                pk=job_id, status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff
+            ).first()
+            if job is None:
+                continue
+            lost = f"worker {job.worker or '?'} stopped heartbeating during stage {job.stage or 'start'}"
+            if job.attempts >= max_attempts:
+                finish(
+                    job,
+                    CompileJob.Status.FAILED,
+                    error=(
+                        f"the compile worker was lost {job.attempts} times ({lost}); giving up. Check the worker's "
+                        "memory and logs (killed or out of memory?), then queue the compile again"
+                    ),
+                    line=f"{lost}; attempt {job.attempts} of {max_attempts}: failed",
+                )
+                outcomes.append((job.pk, "failed"))
+            else:
+                from .services import enqueue_compile
+
+                job.status = CompileJob.Status.QUEUED
+                job.append_log(f"{lost}; re-queued (attempt {job.attempts + 1} of {max_attempts} next)")
+                job.save(update_fields=["status", "log"])
+                enqueue_compile(job)
+                outcomes.append((job.pk, "requeued"))
+    return outcomes

@@ -1,0 +1,82 @@
+"""What a node has to offer: engine slots on CPU, GPUs on CUDA, chips/NeuronCores/HBM on Neuron."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .conf import setting
+
+HBM_PER_NEURONCORE = 16 * 2**30
+
+
+@dataclass
+class Inventory:
+    device: str
+    cores: int
+    chips: int = 0
+    memory_per_core_bytes: int = 0
+    instance_type: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_inventory() -> Inventory:
+    slots = int(setting("CPU_ENGINE_SLOTS")) or (os.cpu_count() or 1)
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory().total
+    except ImportError:  # pragma: no cover
+        memory = 0
+    return Inventory("cpu", cores=slots, memory_per_core_bytes=memory // max(slots, 1),
+                     raw={"cpu_count": os.cpu_count(), "memory_bytes": memory, "engine_slots": slots})
+
+
+def cuda_inventory() -> Inventory:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = [torch.cuda.get_device_properties(i) for i in range(count)]
+    return Inventory("cuda", cores=count, memory_per_core_bytes=min((g.total_memory for g in gpus), default=0),
+                     raw={"gpus": [{"name": g.name, "memory_bytes": g.total_memory} for g in gpus]})
+
+
+def neuron_inventory() -> Inventory:
+    """From `neuron-ls --json-output` through the telemetry module's reader; zero cores where it is unavailable."""
+    try:
+        from appliance.telemetry.neuron_ls import read_inventory  # the telemetry side's hook
+    except ImportError:
+        return Inventory("neuron", cores=0, raw={"error": "neuron-ls reader not available in this build"})
+    try:
+        devices = read_inventory()
+    except Exception as exc:  # noqa: BLE001 - no Neuron driver/tools on this machine
+        return Inventory("neuron", cores=0, raw={"error": f"neuron-ls failed: {exc}"})
+    chips = len(devices)
+    cores = sum(int(d.get("nc_count", d.get("neuroncore_count", 0))) for d in devices)
+    return Inventory("neuron", cores=cores, chips=chips, memory_per_core_bytes=HBM_PER_NEURONCORE,
+                     raw={"neuron_ls": devices})
+
+
+DETECTORS: dict[str, Callable[[], Inventory]] = {
+    "cpu": cpu_inventory, "cuda": cuda_inventory, "neuron": neuron_inventory,
+}
+
+
+def detect(device: str) -> Inventory:
+    if device not in DETECTORS:
+        raise ValueError(f"device must be one of {', '.join(DETECTORS)}, got {device!r}")
+    return DETECTORS[device]()
+
+
+def register_node(name: str, device: str = "cpu", address: str = "127.0.0.1", cores: int | None = None):
+    """Create or refresh this machine's Node row from its detected inventory (cores may be overridden)."""
+    from appliance.catalog.models import Node
+
+    inv = detect(device)
+    node, _ = Node.objects.update_or_create(
+        name=name,
+        defaults={"device": device, "cores": cores if cores is not None else inv.cores, "chips": inv.chips,
+                  "memory_per_core_bytes": inv.memory_per_core_bytes, "inventory": inv.raw, "address": address,
+                  "instance_type": inv.instance_type},
+    )
+    return node

@@ -1,0 +1,188 @@
+"""Lifecycle operations shared by the management commands, the admin API and the console."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from appliance.catalog.models import Deployment, Device, Model, ModelVersion, Node, Pool
+
+from . import placement
+from .models import CompileJob
+
+MODES = [m.value for m in Deployment.Mode]
+DEVICES = [d.value for d in Device]
+
+
+class LifecycleError(ValueError):
+    """Bad input to a lifecycle operation; the message names what to fix."""
+
+
+def enqueue_compile(job: CompileJob) -> None:
+    """Give the job a fresh Celery task id and send it once the row's transaction commits."""
+    from .tasks import compile_model
+
+    job.celery_task_id = uuid.uuid4().hex
+    job.save(update_fields=["celery_task_id"])
+    task_id, job_id = job.celery_task_id, job.pk
+    transaction.on_commit(lambda: compile_model.apply_async(args=[job_id], task_id=task_id))
+
+
+def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: int = 1,
+                    batch_buckets: list[int] | None = None, seq_len_buckets: list[int] | None = None,
+                    dtype: str | None = None, quantization: str = "none", kernels: bool = False) -> CompileJob:
+    """Queue a compile of `version` for `target` (an identical queued or running job is reused)."""
+    if target not in DEVICES:
+        raise LifecycleError(f"target must be one of {', '.join(DEVICES)}, got {target!r}")
+    if quantization not in CompileJob.Quantization.values:
+        raise LifecycleError(f"quantization must be one of {', '.join(CompileJob.Quantization.values)}")
+    if tp_degree < 1:
+        raise LifecycleError("tp_degree must be at least 1")
+    fields = dict(model_version=version, target=target, tp_degree=tp_degree, batch_buckets=sorted(batch_buckets or []),
+                  seq_len_buckets=sorted(seq_len_buckets or []), dtype=dtype or version.dtype or "float32",
+                  quantization=quantization, kernels=kernels)
+    with transaction.atomic():
+        live = CompileJob.objects.filter(status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING], **fields)
+        job = live.first()
+        if job is not None:
+            return job
+        job = CompileJob.objects.create(**fields)
+        job.append_log(f"queued: {version} -> {target}")
+        job.save(update_fields=["log"])
+        enqueue_compile(job)
+    return job
+
+
+def cancel_compile(job: CompileJob) -> CompileJob:
+    with transaction.atomic():
+        job = CompileJob.objects.select_for_update().get(pk=job.pk)
+        if not job.is_finished:
+            job.status = CompileJob.Status.CANCELLED
+            job.finished_at = timezone.now()
+            job.append_log("cancelled by an administrator")
+            job.save()
+    return job
+
+
+def on_compile_finished(job: CompileJob) -> None:
+    """Hand a new artifact to the deployments waiting for it (or let them report the failure)."""
+    deps = Deployment.objects.filter(model_version=job.model_version, device=job.target)
+    if job.status == CompileJob.Status.SUCCEEDED and job.artifact_id:
+        deps.filter(artifact=None).update(artifact=job.artifact)
+    for dep_id in list(deps.values_list("pk", flat=True)):
+        transaction.on_commit(lambda dep_id=dep_id: placement.place(dep_id))
+
+
+def local_node(device: str = "cpu") -> Node:
+    from .inventory import register_node
+
+    node = Node.objects.filter(name=settings.NODE_NAME).first()
+    return node if node is not None else register_node(settings.NODE_NAME, device)
+
+
+@dataclass
+class DeployResult:
+    deployment: Deployment
+    compile_job: CompileJob | None
+    message: str
+
+
+def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_replicas: int | None = None,
+           max_replicas: int | None = None, idle_timeout: int | None = None, mode: str | None = None,
+           cores_per_replica: int | None = None, pool: str | None = None, compile: bool = True,
+           dtype: str | None = None) -> DeployResult:
+    """Create or update the deployment named after model `name` (latest version), compile if needed, place it."""
+    if device not in DEVICES:
+        raise LifecycleError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if mode is not None and mode not in MODES:
+        raise LifecycleError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for flag, value in (("--replicas", replicas), ("--min-replicas", min_replicas), ("--max-replicas", max_replicas),
+                        ("--idle-timeout", idle_timeout)):
+        if value is not None and value < 0:
+            raise LifecycleError(f"{flag} must be 0 or more, got {value}")
+    if cores_per_replica is not None and cores_per_replica < 1:
+        raise LifecycleError(f"--cores-per-replica must be at least 1, got {cores_per_replica}")
+    model = Model.objects.filter(name=name).first()
+    if model is None:
+        raise LifecycleError(f"no model named {name!r}; register it first: python manage.py register_model {name} DIR")
+    version = model.versions.order_by("-version").first()
+    if version is None:
+        raise LifecycleError(f"model {name!r} has no versions; register one with register_model")
+
+    local_node(device)
+    with transaction.atomic():
+        dep = Deployment.objects.select_for_update().filter(name=name).first()
+        creating = dep is None
+        if creating:
+            dep = Deployment(name=name, model_version=version, device=device)
+        if dep.model_version_id != version.pk or dep.device != device:
+            dep.artifact = None
+        dep.model_version, dep.device, dep.is_active = version, device, True
+        dep.mode = mode or dep.mode
+        if cores_per_replica is not None:
+            dep.cores_per_replica = cores_per_replica
+        if idle_timeout is not None:
+            dep.idle_timeout_s = idle_timeout
+        _apply_replica_counts(dep, creating, replicas, min_replicas, max_replicas)
+        if pool is not None:
+            dep.pool = _pool(pool, device, dep.cores_per_replica)
+        if dep.mode == Deployment.Mode.SHARED and dep.pool is None:
+            raise LifecycleError("--mode shared needs --pool NAME (the pool the model loads into)")
+        if dep.status in (Deployment.Status.STOPPED, Deployment.Status.FAILED):
+            dep.status = Deployment.Status.PENDING
+        dep.save()
+        job = None
+        if compile:
+            job = request_compile(version, device, dtype=dtype)
+        else:
+            dep.artifact = None
+            dep.save(update_fields=["artifact"])
+    if job is not None and job.is_finished and job.status == CompileJob.Status.SUCCEEDED:
+        Deployment.objects.filter(pk=dep.pk).update(artifact=job.artifact)
+    message = placement.place(dep.pk)
+    dep.refresh_from_db()
+    return DeployResult(dep, job, message)
+
+
+def _apply_replica_counts(dep: Deployment, creating: bool, replicas: int | None, min_r: int | None,
+                          max_r: int | None) -> None:
+    if creating and dep.mode == Deployment.Mode.SHARED:
+        dep.min_replicas, dep.max_replicas, dep.desired_replicas = 0, 1, 0
+    elif creating and dep.mode == Deployment.Mode.PER_MODEL and min_r is None:
+        dep.min_replicas = 0
+    if replicas is not None:
+        dep.desired_replicas = replicas
+        dep.min_replicas = replicas if min_r is None and dep.mode == Deployment.Mode.DEDICATED else dep.min_replicas
+        dep.max_replicas = max(dep.max_replicas, replicas) if max_r is None else dep.max_replicas
+    if min_r is not None:
+        dep.min_replicas = min_r
+    if max_r is not None:
+        dep.max_replicas = max_r
+    if dep.mode == Deployment.Mode.SHARED:
+        dep.min_replicas, dep.max_replicas = 0, 1
+    dep.max_replicas = max(dep.max_replicas, dep.min_replicas, 1)
+    if replicas is None:
+        dep.desired_replicas = min(max(dep.desired_replicas, dep.min_replicas), dep.max_replicas)
+        if creating and dep.mode != Deployment.Mode.DEDICATED:
+            dep.desired_replicas = dep.min_replicas
+    if dep.desired_replicas > dep.max_replicas:
+        raise LifecycleError(f"--replicas {dep.desired_replicas} exceeds --max-replicas {dep.max_replicas}")
+
+
+def _pool(name: str, device: str, cores: int) -> Pool:
+    pool = Pool.objects.filter(name=name).first()
+    if pool is None:
+        pool = Pool.objects.create(name=name, node=local_node(device), cores=cores)
+    return pool
+
+
+def wake(deployment: Deployment) -> None:
+    """What the gateway does for a request to a deployment with no ready replica: ask for one, now."""
+    Deployment.objects.filter(pk=deployment.pk).update(
+        desired_replicas=Greatest(F("desired_replicas"), 1), last_request_at=timezone.now()
+    )

@@ -1,0 +1,98 @@
+"""Engine configuration."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CPU_KV_FRACTION = 0.2
+DEFAULT_GPU_KV_FRACTION = 0.5
+MAX_DEFAULT_KV_BYTES = 8 << 30
+
+
+def _total_ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_kv_cache_bytes(device: str) -> int:
+    """The KV budget when none is given: $APPLIANCE_KV_CACHE_BYTES, else a fraction of RAM (CPU) or free GPU memory."""
+    env = os.environ.get("APPLIANCE_KV_CACHE_BYTES")
+    if env:
+        return int(env)
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(free * DEFAULT_GPU_KV_FRACTION)
+    return min(int(_total_ram_bytes() * DEFAULT_CPU_KV_FRACTION), MAX_DEFAULT_KV_BYTES)
+
+
+@dataclass
+class EngineConfig:
+    """Everything that shapes one engine replica.
+
+    dtype: "float32" | "bfloat16" | "float16" | None. None means the checkpoint's torch_dtype on CUDA and float32 on
+    the CPU (half-precision matmuls are slow on most CPUs and float32 is what exactness tests compare against).
+    num_kv_blocks: None sizes the paged KV cache from kv_cache_memory_bytes (itself defaulting to
+    $APPLIANCE_KV_CACHE_BYTES or a fraction of memory). max_model_len: None means max_position_embeddings.
+    """
+
+    model: str
+    device: str = "cpu"
+    dtype: str | None = None
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    block_size: int = 16
+    num_kv_blocks: int | None = None
+    kv_cache_memory_bytes: int | None = None
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    scheduling_policy: str = "fcfs"
+    seed: int = 0
+    num_threads: int | None = None
+    bucketing: Any = None  # None, or {"batch_sizes", "context_lengths", "token_lengths"} / a BucketSet: static shapes
+    hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        path = Path(self.model)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model must be a directory with config.json, got {self.model!r}")
+        self.hf_config = json.loads((path / "config.json").read_text())
+        context = int(self.hf_config.get("max_position_embeddings", 2048))
+        if self.max_model_len is None:
+            self.max_model_len = context
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.bucketing is not None:
+            from appliance.runtime.neuron.buckets import BucketSet
+
+            if not isinstance(self.bucketing, BucketSet):
+                try:
+                    self.bucketing = BucketSet.build(**self.bucketing)
+                except TypeError as exc:
+                    raise ValueError(f"bucketing must give batch_sizes, context_lengths and token_lengths: {exc}") from None
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError("num_kv_blocks must be >= 1")
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError("max_num_batched_tokens must be >= max_model_len when chunked prefill is off")
+
+    @property
+    def torch_dtype_name(self) -> str:
+        if self.dtype:
+            return self.dtype
+        if self.device == "cpu":
+            return "float32"
+        return str(self.hf_config.get("torch_dtype") or self.hf_config.get("dtype") or "float32")

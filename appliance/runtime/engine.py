@@ -1,0 +1,294 @@
+"""EngineCore: one replica's synchronous engine. add_request / abort_request / step, in one process.
+
+Each step: the scheduler picks sequences and token counts, the executor runs them over the paged KV cache, the
+sampler picks next tokens, the detokenizer turns them into text and watches for stop strings, and finished
+sequences give their blocks back. The async loop and the internal server drive this class.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.runtime.block_manager import BlockManager
+from appliance.runtime.config import EngineConfig
+from appliance.runtime.detokenizer import IncrementalDetokenizer
+from appliance.runtime.executor.interface import Executor, StepBatch
+from appliance.runtime.model.args import ModelArgs
+from appliance.runtime.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from appliance.runtime.sampler import SampleState, Sampler
+from appliance.runtime.sampling_params import SamplingParams
+from appliance.runtime.scheduler import Scheduler, SchedulerOutput
+from appliance.runtime.sequence import Sequence
+from appliance.runtime.stats import EngineStats
+
+
+class ContextLengthExceeded(ValueError):
+    """The prompt does not fit the model's context; the gateway answers 400 context_length_exceeded."""
+
+    code = "context_length_exceeded"
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    metrics: RequestMetrics
+    seqs: list[Sequence] = field(default_factory=list)
+    detoks: list[IncrementalDetokenizer] = field(default_factory=list)
+    states: list[SampleState] = field(default_factory=list)
+    logprobs: list[list[dict[str, Any]]] = field(default_factory=list)
+    pending_siblings: list[Sequence] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending_siblings and all(s.is_finished for s in self.seqs)
+
+
+def _eos_token_ids(model_dir: str, args: ModelArgs, tokenizer: Any) -> set[int]:
+    import json
+
+    ids = set(args.eos_token_ids)
+    gen = Path(model_dir) / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids |= {eos} if isinstance(eos, int) else set(eos or [])
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class EngineCore:
+    """The engine of one replica. Not thread-safe: drive it from one thread (or one asyncio loop)."""
+
+    def __init__(self, config: EngineConfig, executor: Executor | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.args = ModelArgs.from_hf(config.hf_config)
+        if self.args.sliding_window and self.args.sliding_window < config.max_model_len:
+            config.max_model_len = self.args.sliding_window  # no sliding-window attention: stay exact instead
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        if executor is None:
+            from appliance.runtime.executor import create_executor
+
+            executor = create_executor(config, self.args)
+        self.executor = executor
+        self.num_kv_blocks = executor.num_kv_blocks
+        config.max_model_len = min(config.max_model_len, self.num_kv_blocks * config.block_size)
+        self.max_model_len = config.max_model_len
+        self.vocab_size = self.args.vocab_size
+        self.eos_token_ids = _eos_token_ids(config.model, self.args, self.tokenizer)
+        self.block_manager = BlockManager(self.num_kv_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(
+            self.block_manager,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.enable_chunked_prefill,
+            config.scheduling_policy,
+        )
+        self.sampler = Sampler(config.device, config.seed)
+        self.requests: dict[str, _Request] = {}
+        self._stats = EngineStats(kv_blocks_total=self.num_kv_blocks)
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        cache_salt: str | None = None,
+        priority: int = 0,
+    ) -> None:
+        """Queue a request. Raises ValueError naming the offending field; other requests are unaffected."""
+        params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise ValueError("params must be a SamplingParams")
+        params.validate()
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError("request_id must be a non-empty string")
+        if request_id in self.requests:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        if cache_salt is not None and not isinstance(cache_salt, str):
+            raise ValueError("cache_salt must be a string")
+        if not isinstance(priority, int):
+            raise ValueError("priority must be an integer")
+        text, token_ids = self._tokenize(prompt)
+        now = time.monotonic()
+        req = _Request(request_id, text, token_ids, params, RequestMetrics(arrival_time=now))
+        max_tokens = min(params.max_tokens, self.max_model_len - len(token_ids))
+        for index in range(params.n):
+            seq = Sequence(request_id, token_ids, index, cache_salt, priority, max_tokens, params)
+            seed = None if params.seed is None else params.seed + index
+            req.seqs.append(seq)
+            req.detoks.append(IncrementalDetokenizer(self.tokenizer, token_ids, params.stop, params.skip_special_tokens))
+            req.states.append(SampleState(params, seq.token_ids, len(token_ids), self.sampler.make_generator(seed)))
+            req.logprobs.append([])
+        self.requests[request_id] = req
+        self.scheduler.add(req.seqs[0])
+        req.pending_siblings = req.seqs[1:]
+
+    def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt must not be empty")
+            ids = self.tokenizer(prompt).input_ids
+            text = prompt
+        elif isinstance(prompt, (list, tuple)):
+            ids, text = list(prompt), None
+            if not ids:
+                raise ValueError("prompt must not be empty")
+            bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(f"prompt contains unknown token id {bad[0]!r} (vocab size {self.vocab_size})")
+        else:
+            raise ValueError("prompt must be a string or a list of token ids")
+        if not ids:
+            raise ValueError("prompt must not be empty")
+        if len(ids) >= self.max_model_len:
+            raise ContextLengthExceeded(
+                f"prompt is {len(ids)} tokens, which leaves no room in the model's context length "
+                f"(max_model_len {self.max_model_len})"
+            )
+        return text, ids
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request now and free its KV blocks; unknown or finished ids are ignored."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return
+        for seq in req.seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def step(self) -> list[RequestOutput]:
+        """Run one scheduling step; returns an output for every request that made progress or finished."""
+        t0 = time.perf_counter()
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            self._record_step(sched, t0, 0.0)
+            return []
+        now = time.monotonic()
+        batch = StepBatch()
+        sampled_seqs: list[Sequence] = []
+        for seq, n in sched.scheduled:
+            start = seq.num_computed_tokens
+            needs_logits = start + n == len(seq)
+            batch.add(seq.token_ids[start : start + n], start, seq.block_table, needs_logits)
+            if needs_logits:
+                sampled_seqs.append(seq)
+            req = self.requests[seq.request_id]
+            if req.metrics.first_scheduled_time is None:
+                req.metrics.first_scheduled_time = now
+        t1 = time.perf_counter()
+        logits = self.executor.execute(batch)
+        forward = time.perf_counter() - t1
+        self.scheduler.postprocess(sched)
+        self._stats.prompt_tokens_total += sched.num_batched_tokens - len(sampled_seqs)
+        outputs = self._process_samples(logits, sampled_seqs) if sampled_seqs else []
+        self._record_step(sched, t0, forward)
+        return outputs
+
+    def _process_samples(self, logits: Any, seqs: list[Sequence]) -> list[RequestOutput]:
+        states = [self.requests[s.request_id].states[s.index] for s in seqs]
+        result = self.sampler(logits, states)
+        now = time.monotonic()
+        touched: dict[str, _Request] = {}
+        stepped = {s.seq_id for s in seqs}
+        for seq, token, lp in zip(seqs, result.token_ids, result.logprobs):
+            req = self.requests[seq.request_id]
+            touched[req.request_id] = req
+            seq.append_token(token)
+            self._stats.generation_tokens_total += 1
+            if lp is not None:
+                req.logprobs[seq.index].append(self._logprob_entry(token, lp))
+            reason = self._check_finish(seq, req, token)
+            if reason:
+                req.detoks[seq.index].flush_pending()
+                self.scheduler.finish(seq, reason)
+            if seq.index == 0:
+                m = req.metrics
+                if m.first_token_time is None:
+                    m.first_token_time = now
+                else:
+                    m.inter_token_latencies.append(now - m.last_token_time)
+                m.last_token_time = now
+            if req.pending_siblings and seq.index == 0:
+                for sibling in req.pending_siblings:
+                    self.scheduler.add(sibling)
+                req.pending_siblings = []
+        outputs = []
+        for req in touched.values():
+            if req.finished:
+                req.metrics.finished_time = now
+                del self.requests[req.request_id]
+            outputs.append(self._make_output(req, stepped))
+        return outputs
+
+    def _check_finish(self, seq: Sequence, req: _Request, token: int) -> str | None:
+        params = req.params
+        if not params.ignore_eos and token in self.eos_token_ids:
+            return "stop"
+        if token in params.stop_token_ids:
+            return "stop"
+        if req.detoks[seq.index].add_token(token):
+            return "stop"
+        if seq.num_completion_tokens >= seq.max_tokens:
+            return "length"
+        return None
+
+    def _logprob_entry(self, token: int, lp: tuple[float, list[tuple[int, float]]]) -> dict[str, Any]:
+        decode = self.tokenizer.decode
+        return {
+            "token_id": token,
+            "token": decode([token]),
+            "logprob": lp[0],
+            "top": [{"token_id": t, "token": decode([t]), "logprob": v} for t, v in lp[1]],
+        }
+
+    def _make_output(self, req: _Request, stepped: set[int]) -> RequestOutput:
+        completions = []
+        for seq, detok, lps in zip(req.seqs, req.detoks, req.logprobs):
+            finished = seq.is_finished
+            delta = detok.take_delta(finished)
+            new_ids = seq.token_ids[-1:] if seq.seq_id in stepped else []
+            completions.append(
+                CompletionOutput(
+                    index=seq.index,
+                    token_ids=seq.completion_token_ids,
+                    text=detok.text[: detok.emitted],
+                    new_token_ids=new_ids,
+                    new_text=delta,
+                    logprobs=list(lps) if req.params.logprobs is not None else None,
+                    finish_reason=seq.finish_reason,
+                )
+            )
+        return RequestOutput(req.request_id, req.prompt_token_ids, completions, req.metrics, req.prompt)
+
+    def _record_step(self, sched: SchedulerOutput, t0: float, forward: float) -> None:
+        s = self._stats
+        elapsed = time.perf_counter() - t0
+        if sched.scheduled:
+            s.steps += 1
+            s.step_time_s, s.forward_time_s = elapsed, forward
+            s.step_time_total_s += elapsed
+            s.forward_time_total_s += forward
+        s.last_step_num_batched_tokens = sched.num_batched_tokens
+        s.last_step_num_seqs = len(sched.scheduled)
+
+    def stats(self) -> EngineStats:
+        s = self._stats
+        s.num_running = len(self.scheduler.running)
+        s.num_waiting = len(self.scheduler.waiting)
+        s.kv_blocks_used = self.block_manager.num_used_blocks
+        s.prefix_cache_queried_tokens = self.block_manager.prefix_queried_tokens
+        s.prefix_cache_hit_tokens = self.block_manager.prefix_hit_tokens
+        s.num_preemptions = self.scheduler.num_preemptions
+        from dataclasses import replace
+
+        return replace(s)

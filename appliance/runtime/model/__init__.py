@@ -1,0 +1,1 @@
+"""Model code: checkpoint loading and the Llama-family decoder written for the paged KV cache."""

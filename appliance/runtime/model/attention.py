@@ -1,0 +1,70 @@
+"""Attention over the paged KV cache: write this step's K/V into its slots, then read through block tables.
+
+Tokens of a step are laid out decodes first (one query token per sequence, served by the batched
+``kernels.paged_decode_attention``), then prefill chunks (several query tokens of one sequence each, causal, over the
+sequence's cached prefix plus the chunk).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from appliance.runtime import kernels
+
+
+@dataclass
+class PrefillChunk:
+    start: int  # first token of the chunk in the step's flat token layout
+    end: int
+    context_len: int  # tokens in the cache once the chunk is written (cached prefix + chunk)
+    block_table: torch.Tensor  # long [blocks]
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # long [T]: block_id * block_size + offset for every token of the step
+    num_decode_tokens: int
+    decode_block_tables: torch.Tensor | None = None  # int32 [num_decodes, max_blocks]
+    decode_context_lens: torch.Tensor | None = None  # int32 [num_decodes]
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """q[T,Hq,D], k/v[T,Hkv,D] of this step; caches [num_blocks, block_size, Hkv, D] -> [T,Hq,D]."""
+    num_blocks, block_size, hkv, d = k_cache.shape
+    k_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, k)
+    v_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, v)
+    out = torch.empty_like(q)
+    nd = meta.num_decode_tokens
+    if nd:
+        out[:nd] = kernels.paged_decode_attention(
+            q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale
+        )
+    for chunk in meta.prefills:
+        qs = q[chunk.start : chunk.end]
+        n = chunk.end - chunk.start
+        if chunk.context_len == n:
+            ks, vs = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
+            mask, causal = None, True
+        else:
+            ks = k_cache[chunk.block_table].view(-1, hkv, d)[: chunk.context_len]
+            vs = v_cache[chunk.block_table].view(-1, hkv, d)[: chunk.context_len]
+            offset = chunk.context_len - n
+            rows = torch.arange(n, device=q.device)[:, None] + offset
+            mask, causal = torch.arange(chunk.context_len, device=q.device)[None, :] <= rows, False
+        o = F.scaled_dot_product_attention(
+            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1),
+            attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True,
+        )
+        out[chunk.start : chunk.end] = o.transpose(0, 1)
+    return out

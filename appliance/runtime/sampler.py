@@ -1,0 +1,139 @@
+"""Turn a step's logits into next tokens: greedy, temperature, top-k, top-p, min-p, penalties, seeds, logprobs.
+
+Vectorized over the batch; the all-greedy batch without penalties or logprobs is one argmax. A request with a seed
+draws from its own ``torch.Generator`` (its Gumbel-style exponential race uses only that generator), so its tokens
+do not depend on what else is in the batch. Logprobs are of the model's raw distribution (log-softmax of the
+logits, before penalties and temperature).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from appliance.runtime.sampling_params import SamplingParams
+
+
+@dataclass
+class SampleState:
+    """What the sampler needs to know of one sequence."""
+
+    params: SamplingParams
+    token_ids: list[int]  # prompt + completion so far
+    num_prompt_tokens: int
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[tuple[float, list[tuple[int, float]]] | None]  # per row: (sampled logprob, top-N [(id, lp)])
+
+
+def _needs_penalty(p: SamplingParams) -> bool:
+    return bool(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0)
+
+
+class Sampler:
+    def __init__(self, device: str = "cpu", seed: int = 0) -> None:
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def make_generator(self, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        g = torch.Generator(device=self.device)
+        g.manual_seed(seed)
+        return g
+
+    @torch.inference_mode()
+    def __call__(self, logits: torch.Tensor, states: list[SampleState]) -> SamplerOutput:
+        n = len(states)
+        params = [s.params for s in states]
+        want_lp = [p.logprobs is not None for p in params]
+        if not any(want_lp) and all(p.temperature == 0 and not _needs_penalty(p) for p in params):
+            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * n)
+
+        raw = torch.log_softmax(logits, dim=-1) if any(want_lp) else None
+        pen_rows = [i for i, p in enumerate(params) if _needs_penalty(p)]
+        if pen_rows:
+            logits = logits.clone()
+            self._apply_penalties(logits, [states[i] for i in pen_rows], pen_rows)
+
+        chosen = logits.argmax(dim=-1)
+        rand_rows = [i for i, p in enumerate(params) if p.temperature > 0]
+        if rand_rows:
+            idx = torch.tensor(rand_rows, device=logits.device)
+            chosen[idx] = self._sample(logits[idx], [states[i] for i in rand_rows])
+        token_ids = chosen.tolist()
+
+        out_lp: list[tuple[float, list[tuple[int, float]]] | None] = [None] * n
+        if raw is not None:
+            rows = [i for i in range(n) if want_lp[i]]
+            sub = raw[rows]
+            sampled = sub.gather(1, chosen[rows][:, None]).squeeze(1).tolist()
+            k = max(params[i].logprobs for i in rows)
+            top_v, top_i = (sub.topk(k, dim=-1) if k else (sub[:, :0], sub[:, :0].long()))
+            top_v, top_i = top_v.tolist(), top_i.tolist()
+            for j, i in enumerate(rows):
+                kk = params[i].logprobs
+                out_lp[i] = (sampled[j], list(zip(top_i[j][:kk], top_v[j][:kk])))
+        return SamplerOutput(token_ids, out_lp)
+
+    def _apply_penalties(self, logits: torch.Tensor, states: list[SampleState], rows: list[int]) -> None:
+        dev = logits.device
+        vocab = logits.shape[1]
+        m = len(rows)
+        longest_out = max(len(s.token_ids) - s.num_prompt_tokens for s in states)
+        longest_all = max(len(s.token_ids) for s in states)
+        out_ids = torch.full((m, max(longest_out, 1)), vocab, dtype=torch.int64)
+        all_ids = torch.full((m, max(longest_all, 1)), vocab, dtype=torch.int64)
+        for j, s in enumerate(states):
+            completion = s.token_ids[s.num_prompt_tokens :]
+            if completion:
+                out_ids[j, : len(completion)] = torch.tensor(completion)
+            all_ids[j, : len(s.token_ids)] = torch.tensor(s.token_ids)
+        out_ids, all_ids = out_ids.to(dev), all_ids.to(dev)
+        counts = torch.zeros(m, vocab + 1, device=dev).scatter_add_(1, out_ids, torch.ones_like(out_ids, dtype=torch.float))
+        counts = counts[:, :vocab]
+        seen = torch.zeros(m, vocab + 1, dtype=torch.bool, device=dev).scatter_(1, all_ids, True)[:, :vocab]
+        ps = [s.params for s in states]
+        rep = torch.tensor([p.repetition_penalty for p in ps], device=dev)[:, None]
+        freq = torch.tensor([p.frequency_penalty for p in ps], device=dev)[:, None]
+        pres = torch.tensor([p.presence_penalty for p in ps], device=dev)[:, None]
+        idx = torch.tensor(rows, device=dev)
+        sub = logits[idx]
+        sub = torch.where(seen, torch.where(sub > 0, sub / rep, sub * rep), sub)
+        sub = sub - freq * counts - pres * (counts > 0)
+        logits[idx] = sub
+
+    def _sample(self, logits: torch.Tensor, states: list[SampleState]) -> torch.Tensor:
+        dev = logits.device
+        ps = [s.params for s in states]
+        temp = torch.tensor([p.temperature for p in ps], device=dev, dtype=logits.dtype)[:, None]
+        logits = logits / temp
+        vocab = logits.shape[1]
+        ks = [p.top_k if 0 < p.top_k < vocab else vocab for p in ps]
+        if min(ks) < vocab:
+            kth = logits.topk(max(ks), dim=-1).values
+            cut = kth.gather(1, torch.tensor(ks, device=dev)[:, None] - 1)
+            logits = logits.masked_fill(logits < cut, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if any(p.top_p < 1.0 for p in ps):
+            top_p = torch.tensor([p.top_p for p in ps], device=dev, dtype=probs.dtype)[:, None]
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop_sorted = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
+            drop_sorted[:, 0] = False
+            probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted), 0.0)
+        if any(p.min_p > 0 for p in ps):
+            min_p = torch.tensor([p.min_p for p in ps], device=dev, dtype=probs.dtype)[:, None]
+            probs = probs.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
+        noise = torch.empty_like(probs)
+        unseeded = [j for j, s in enumerate(states) if s.generator is None]
+        if unseeded:
+            noise[unseeded] = torch.empty(len(unseeded), vocab, device=dev).exponential_(generator=self.generator)
+        for j, s in enumerate(states):
+            if s.generator is not None:
+                noise[j].exponential_(generator=s.generator)
+        return (probs / noise).argmax(dim=-1)

@@ -1,0 +1,177 @@
+"""One engine replica's internal server process.
+
+    python -m appliance.runtime.server --model DIR --device cpu --port 0 [--host 127.0.0.1] [--uds PATH]
+        [--served-model-name NAME] [--max-num-seqs N ...any EngineConfig field...]
+
+Binds first (GET /health answers 503 while the model loads), loads the engine, then prints one line to stdout:
+``READY http://HOST:PORT`` or ``READY unix:PATH``. If loading fails it prints ``FAILED <reason>`` and exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import stat
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from appliance.runtime.server_app import ReplicaApp
+
+log = logging.getLogger("appliance.runtime.server")
+
+_SKIP_FIELDS = {"model", "model_dir", "device"}
+
+
+def _engine_config_cls():
+    from appliance.runtime.config import EngineConfig
+
+    return EngineConfig
+
+
+def _scalar_type(tp: Any) -> type | None:
+    """int/float/str/bool for a field annotated with one of those (optionally `| None`); None otherwise."""
+    if isinstance(tp, str):
+        tp = {"int": int, "float": float, "str": str, "bool": bool}.get(tp.replace(" | None", "").strip(), None)
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union,
+                                                                                               types.UnionType) else [tp]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m appliance.runtime.server", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="Hugging Face-format checkpoint directory")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed in the READY line)")
+    p.add_argument("--uds", default=None, help="serve on this Unix socket instead of TCP")
+    p.add_argument("--served-model-name", default=None, help="name reported by /health and /metrics")
+    p.add_argument("--log-level", default="warning")
+    engine = p.add_argument_group("engine (EngineConfig fields)")
+    try:
+        cls = _engine_config_cls()
+    except ImportError:
+        return p
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _scalar_type(hints.get(f.name, f.type))
+        if f.name in _SKIP_FIELDS or tp is None:
+            continue
+        engine.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_parse_bool if tp is bool else tp,
+                            default=argparse.SUPPRESS, help=f"default: {_default_of(f)}")
+    return p
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return "computed"
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        names = {f.name for f in dataclasses.fields(_engine_config_cls())}
+    except ImportError:
+        return {}
+    return {k: v for k, v in vars(args).items() if k in names and k not in _SKIP_FIELDS}
+
+
+def build_engine(model: str, device: str, served_model_name: str, **kwargs: Any):
+    """Load the model and start the engine's stepping thread; returns (AsyncEngine, facts for /health)."""
+    from appliance.runtime.async_engine import AsyncEngine
+    from appliance.runtime.engine import EngineCore
+    from appliance.runtime.metrics import EngineMetrics
+
+    config = _engine_config_cls()(model=model, device=device, **kwargs)
+    core = EngineCore(config)
+    facts = engine_facts(core)
+    metrics = EngineMetrics(served_model_name, info={"device": device, "max_model_len": facts["max_model_len"]})
+    return AsyncEngine(core, metrics), facts
+
+
+def engine_facts(core: Any) -> dict[str, Any]:
+    cfg = core.config
+    return {
+        "max_model_len": int(getattr(cfg, "max_model_len", 0) or 0),
+        "max_num_seqs": getattr(cfg, "max_num_seqs", None),
+        "block_size": getattr(cfg, "block_size", None),
+        "device": str(getattr(cfg, "device", "")),
+    }
+
+
+def bind(host: str, port: int, uds: str | None) -> tuple[socket.socket, str]:
+    """A listening socket and the URL to announce."""
+    if uds:
+        path = Path(uds)
+        if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        os.chmod(path, 0o660)
+        url = f"unix:{path}"
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound = sock.getsockname()[1]
+        url = f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock, url
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    name = args.served_model_name or Path(args.model).name
+    app = ReplicaApp(name)
+    sock, url = bind(args.host, args.port, args.uds)
+    config = uvicorn.Config(app, lifespan="off", log_level=args.log_level, access_log=False,
+                            timeout_keep_alive=30, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        engine, facts = await asyncio.to_thread(build_engine, args.model, args.device, name, **engine_kwargs(args))
+    except Exception as exc:
+        log.exception("loading the model failed")
+        app.load_error = f"{type(exc).__name__}: {exc}"
+        print(f"FAILED {app.load_error}", flush=True)
+        server.should_exit = True
+        await serving
+        return 1
+    app.engine, app.max_model_len = engine, facts["max_model_len"]
+    app.info = {k: v for k, v in facts.items() if k != "max_model_len"}
+    print(f"READY {url}", flush=True)
+    try:
+        await serving
+    finally:
+        engine.shutdown()
+        if args.uds:
+            Path(args.uds).unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

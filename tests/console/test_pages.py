@@ -1,0 +1,139 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from appliance.catalog.models import Deployment, Node, Replica
+from appliance.tenancy.models import APIKey, AuditLog, Tenant, UsageRecord
+from appliance.tenancy.services import authenticate_key, create_api_key, create_tenant
+from tests.admin_fixtures import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def console(client, staff):
+    client.force_login(staff)
+    return client
+
+
+PAGES = ["/", "/tenants/", "/tenants/new/", "/models/", "/models/register/", "/usage/"]
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_pages_need_a_staff_login(client, regular_user, url):
+    response = client.get(url)
+    assert response.status_code == 302 and response.url.startswith("/login/")
+    client.force_login(regular_user)
+    assert client.get(url).status_code == 302
+
+
+def test_live_json_refuses_anonymous(client):
+    assert client.get("/console/live.json").status_code == 403
+
+
+def test_non_staff_cannot_log_in(client, regular_user, staff):
+    response = client.post("/login/", {"username": "bob", "password": PASSWORD})
+    assert response.status_code == 200 and "staff account" in response.content.decode()
+    response = client.post("/login/", {"username": "admin", "password": PASSWORD})
+    assert response.status_code == 302
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_pages_render_for_staff(console, url, catalog_model):
+    Tenant.objects.create(name="acme")
+    assert console.get(url).status_code == 200
+
+
+def test_create_tenant_and_key_shows_plaintext_once(console, staff, catalog_model):
+    response = console.post("/tenants/new/", {"name": "acme", "all_models": "", "allowed_models": ["tiny-llama"],
+                                              "is_active": "on", "rpm": "30"})
+    assert response.status_code == 302 and response.url == "/tenants/acme/"
+    tenant = Tenant.objects.get(name="acme")
+    assert tenant.rpm == 30 and not tenant.all_models and list(tenant.allowed_models.all()) == [catalog_model]
+    created = console.post("/tenants/acme/keys/", {"name": "web", "expires_in_days": "30"})
+    assert created.status_code == 200 and "no-store" in created["Cache-Control"]
+    key = APIKey.objects.get()
+    page = created.content.decode()
+    plaintext = page.split('id="new-key">', 1)[1].split("<", 1)[0]
+    assert authenticate_key(plaintext).pk == key.pk
+    assert key.expires_at > timezone.now() + timedelta(days=29)
+    detail = console.get("/tenants/acme/").content.decode()
+    assert key.prefix in detail and plaintext not in detail
+    assert AuditLog.objects.filter(object_type="tenancy.apikey", actor=staff).exists()
+
+
+def test_form_errors_are_shown_not_500(console):
+    create_tenant("acme")
+    duplicate = console.post("/tenants/new/", {"name": "acme", "all_models": "on", "is_active": "on"})
+    assert duplicate.status_code == 200 and "already exists" in duplicate.content.decode()
+    negative = console.post("/tenants/new/", {"name": "beta", "rpm": "-5", "is_active": "on"})
+    assert negative.status_code == 200 and Tenant.objects.count() == 1
+    bad_key = console.post("/tenants/acme/keys/", {"expires_in_days": "0"})
+    assert bad_key.status_code == 400 and not APIKey.objects.exists()
+    assert console.post("/tenants/ghost/keys/", {}).status_code == 404
+
+
+def test_key_form_only_offers_the_tenants_models(console, catalog_model, other_model):
+    create_tenant("acme", models=["tiny-llama"])
+    page = console.get("/tenants/acme/").content.decode()
+    assert "tiny-llama" in page and "other-model" not in page
+    response = console.post("/tenants/acme/keys/", {"allowed_models": ["other-model"]})
+    assert response.status_code == 400 and not APIKey.objects.exists()
+
+
+def test_revoke_from_the_console(console):
+    key, plaintext = create_api_key(create_tenant("acme"))
+    assert console.get(f"/keys/{key.pk}/revoke/").status_code == 405
+    response = console.post(f"/keys/{key.pk}/revoke/")
+    assert response.status_code == 302 and authenticate_key(plaintext) is None
+
+
+def test_register_model_from_the_console(console, tiny_llama, tmp_path):
+    response = console.post("/models/register/", {"name": "tiny", "path": str(tiny_llama)})
+    assert response.status_code == 302 and response.url == "/models/tiny/"
+    page = console.get("/models/tiny/").content.decode()
+    assert "LlamaForCausalLM" in page and "v1" in page
+    bad = console.post("/models/register/", {"name": "tiny", "path": str(tmp_path)})
+    assert bad.status_code == 200 and "no config.json" in bad.content.decode()
+
+
+def _usage(tenant, model, latencies, ttft=None):
+    for latency in latencies:
+        UsageRecord.objects.create(tenant=tenant, model_name=model, request_id="r", endpoint="completions",
+                                   prompt_tokens=10, completion_tokens=20, latency_ms=latency, ttft_ms=ttft)
+
+
+def test_live_json_reports_deployments_and_last_hour_usage(console, catalog_model):
+    version = catalog_model.versions.get()
+    deployment = Deployment.objects.create(name="llama-chat", model_version=version, status="running",
+                                           desired_replicas=2, max_replicas=2)
+    node = Node.objects.create(name="n1")
+    Replica.objects.create(deployment=deployment, node=node, index=0, state="ready", cold_start_s=1.5)
+    Replica.objects.create(deployment=deployment, node=node, index=1, state="starting")
+    tenant = create_tenant("acme")
+    _usage(tenant, "llama-chat", [100, 200, 300], ttft=20)
+    old = UsageRecord.objects.create(tenant=tenant, model_name="llama-chat", request_id="old", endpoint="x",
+                                     prompt_tokens=999, latency_ms=5000)
+    UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    data = console.get("/console/live.json").json()
+    [row] = data["deployments"]
+    assert row["name"] == "llama-chat" and row["model"] == "tiny-llama" and row["status"] == "running"
+    assert row["replicas"]["ready"] == 1 and row["replicas"]["total"] == 2 and row["replicas"]["desired"] == 2
+    assert row["requests"] == 3 and row["prompt_tokens"] == 30 and row["completion_tokens"] == 60
+    assert row["p50_latency_ms"] == 200 and row["p50_ttft_ms"] == 20
+    assert len(row["requests_per_minute"]) == 60 and sum(row["requests_per_minute"]) == 3
+    assert data["totals"]["requests"] == 3 and data["totals"]["deployments_running"] == 1
+    page = console.get("/").content.decode()
+    assert "llama-chat" in page and "200.0" in page
+
+
+def test_usage_page_filters_by_tenant(console):
+    acme, beta = create_tenant("acme", monthly_tokens=300), create_tenant("beta")
+    _usage(acme, "acme-model", [1, 2])
+    _usage(beta, "beta-model", [1])
+    page = console.get("/usage/", {"tenant": "acme", "window": "1h"}).content.decode()
+    assert "acme-model" in page and "beta-model" not in page
+    assert "20.0 %" in page
+    everything = console.get("/usage/", {"window": "nonsense"}).content.decode()
+    assert "acme-model" in everything and "beta-model" in everything

@@ -1,0 +1,230 @@
+"""A live appliance for the gateway tests: a real engine replica process on a tiny random checkpoint, and the
+gateway under uvicorn in a subprocess, both on free ports, against the real PostgreSQL test database and Redis.
+
+Rows the server must see are committed (outside test transactions) and live until the test database is dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Engine:
+    process: subprocess.Popen
+    port: int
+    model_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/health", timeout=5).json()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 120) -> Engine:
+    """`python -m appliance.runtime.server ...`, waiting for its READY line."""
+    argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
+            "--port", "0", "--host", "127.0.0.1"]
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {proc.returncode}; see {log_path}")
+            continue
+        if line.startswith(b"READY"):
+            port = int(line.split()[1].rsplit(b":", 1)[1])
+            break
+    else:
+        proc.kill()
+        raise RuntimeError(f"engine not ready in {timeout_s}s; see {log_path}")
+    return Engine(proc, port, model_dir)
+
+
+@pytest.fixture(scope="session")
+def engine(request, tmp_path_factory) -> Engine:
+    if os.environ.get("GATEWAY_DEV_FAKE_ENGINE"):  # TEMPORARY, removed once the engine server lands
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, os.environ["GATEWAY_DEV_FAKE_ENGINE"], str(port)])
+        time.sleep(1.5)
+        yield Engine(proc, port, Path("/tmp/fake"))
+        proc.kill()
+        return
+    tiny_llama = request.getfixturevalue("tiny_llama")
+    eng = start_engine(tiny_llama, tmp_path_factory.mktemp("engine") / "engine.log")
+    yield eng
+    eng.stop()
+
+
+@dataclass
+class Appliance:
+    url: str
+    process: subprocess.Popen
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+
+def committed(fn, *args, **kwargs):
+    """Run ORM work on its own connection in autocommit, outside any test transaction, so the server sees it.
+
+    Tests run inside pytest-django's transaction (``django_db``); reads there still see these commits.
+    """
+    from django.db import connections
+
+    def run():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def make_deployment(name: str, model_name: str, model_dir: Path | str, engine: Engine | None = None,
+                    context_length: int = 256):
+    """Model + version + active Deployment; with `engine`, a READY replica pointing at it."""
+    from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
+
+    model, _ = Model.objects.get_or_create(name=model_name, defaults={"architecture": "LlamaForCausalLM",
+                                                                       "family": "llama"})
+    version, _ = ModelVersion.objects.get_or_create(model=model, version=1, defaults={
+        "source_uri": str(model_dir), "context_length": context_length})
+    dep = Deployment.objects.create(name=name, model_version=version, status=Deployment.Status.RUNNING,
+                                    min_replicas=0, desired_replicas=0 if engine is None else 1)
+    if engine is not None:
+        node, _ = Node.objects.get_or_create(name="test-node")
+        Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
+                               port=engine.port)
+    return dep
+
+
+def make_key(tenant_name: str, models: list[str] | None, **quotas) -> tuple[object, str]:
+    """A new tenant (quotas on the tenant) and a key; returns (key row, plaintext)."""
+    from appliance.tenancy.services import create_api_key, create_tenant
+
+    tenant = create_tenant(f"{tenant_name}-{uuid.uuid4().hex[:8]}", models=models, **quotas)
+    return create_api_key(tenant)
+
+
+@dataclass
+class World:
+    appliance: Appliance
+    engine: Engine
+    model: str  # a deployment name acme may use
+    other_model: str  # globex's, which acme must never see
+    cold_model: str  # acme's, with no replica
+    acme_key: str
+    globex_key: str
+
+
+@pytest.fixture(scope="session")
+def world(django_db_setup, django_db_blocker, engine, tmp_path_factory) -> World:
+    from django.conf import settings
+    from django.db import connection
+
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    def setup() -> tuple[str, str]:
+        make_deployment("tiny-chat", "tiny", engine.model_dir, engine, context_length=_context(engine))
+        make_deployment("secret-model", "secret", engine.model_dir, engine)
+        make_deployment("tiny-cold", "tiny", engine.model_dir, None)
+        return make_key("acme", ["tiny"])[1], make_key("globex", ["secret"])[1]
+
+    with django_db_blocker.unblock():
+        acme, globex = committed(setup)
+    db_name = connection.settings_dict["NAME"]
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings_test",
+           "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}", "REDIS_URL": settings.REDIS_URL,
+           "GATEWAY_COLD_START_TIMEOUT_S": "1.5", "GATEWAY_AUTH_CACHE_S": "1", "GATEWAY_ROUTE_CACHE_S": "0.5",
+           "LOG_LEVEL": "WARNING"}
+    log_path = tmp_path_factory.mktemp("gateway") / "uvicorn.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/v1/models", timeout=2)
+            break
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield World(Appliance(url, proc), engine, "tiny-chat", "secret-model", "tiny-cold", acme, globex)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    print(f"gateway log: {log_path}")
+
+
+def _context(engine: Engine) -> int:
+    try:
+        return int(engine.health().get("max_model_len") or 256)
+    except Exception:
+        return 256
+
+
+@pytest.fixture
+def client(world):
+    import openai
+
+    with openai.OpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(world):
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0,
+                                  timeout=60) as c:
+        yield c
+
+
+def raw_post(world: World, path: str, body, key: str | None = None, **kw) -> httpx.Response:
+    """POST to /v1/<path>; key None: acme's key, "": no Authorization header."""
+    key = world.acme_key if key is None else key
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{world.appliance.v1}/{path}", content=content, headers=headers, timeout=60, **kw)

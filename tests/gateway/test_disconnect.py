@@ -1,0 +1,69 @@
+"""A client that goes away mid-stream cancels its engine request (KV blocks freed); a replica that dies
+mid-stream gives its client a clean error, not a hang."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from .conftest import World, committed, make_deployment, start_engine
+
+pytestmark = pytest.mark.django_db
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world: World):
+    from appliance.tenancy.models import UsageRecord
+
+    body = {"model": world.model, "prompt": "a long story", "max_tokens": 300, "ignore_eos": True,
+            "stream": True}
+    headers = {"Authorization": f"Bearer {world.acme_key}"}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{world.appliance.v1}/completions", json=body, headers=headers) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            health = world.engine.health()
+            assert health["in_flight"] >= 1 and health["kv_blocks_used"] > 0
+    # the connection is closed: the gateway must abort the engine request
+    assert wait_for(lambda: (lambda h: h["in_flight"] == 0 and h["kv_blocks_used"] == 0)(world.engine.health())), \
+        world.engine.health()
+    assert wait_for(lambda: UsageRecord.objects.filter(request_id=first["id"]).exists())
+    row = UsageRecord.objects.get(request_id=first["id"])
+    assert row.status_code == 499 and 1 <= row.completion_tokens < 300
+
+
+@pytest.mark.slow
+def test_replica_dying_mid_stream_gives_a_clean_error(world: World, tmp_path):
+    from appliance.tenancy.models import UsageRecord
+
+    engine = start_engine(world.engine.model_dir, tmp_path / "fragile.log")
+    try:
+        committed(make_deployment, "tiny-fragile", "tiny", engine.model_dir, engine)
+        client = openai.OpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0, timeout=30)
+        stream = client.completions.create(model="tiny-fragile", prompt="go", max_tokens=400, stream=True,
+                                           extra_body={"ignore_eos": True})
+        it = iter(stream)
+        first = next(it)
+        engine.process.kill()
+        started = time.monotonic()
+        with pytest.raises(openai.APIError) as exc:
+            for _ in it:
+                pass
+        assert time.monotonic() - started < 10
+        assert "replica" in str(exc.value.message)
+        assert wait_for(lambda: UsageRecord.objects.filter(request_id=first.id).exists())
+        assert UsageRecord.objects.get(request_id=first.id).status_code == 503
+    finally:
+        engine.stop()

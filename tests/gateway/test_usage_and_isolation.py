@@ -1,0 +1,57 @@
+"""Usage rows match what clients received; tenants never see each other's models, keys or usage."""
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from .conftest import World, raw_post
+
+pytestmark = pytest.mark.django_db
+
+
+def usage_row(request_id: str):
+    from appliance.tenancy.models import UsageRecord
+
+    return UsageRecord.objects.select_related("tenant", "api_key").get(request_id=request_id)
+
+
+def test_usage_rows_equal_the_tokens_the_client_received(client, world: World):
+    whole = client.chat.completions.create(model=world.model, messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=5)
+    row = usage_row(whole.id)
+    assert (row.prompt_tokens, row.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    assert row.status_code == 200 and row.endpoint == "/v1/chat/completions" and row.model_name == world.model
+    assert row.tenant.name.startswith("acme") and row.latency_ms > 0 and row.ttft_ms is not None
+
+    chunks = list(client.completions.create(model=world.model, prompt="count", max_tokens=6, n=2, stream=True,
+                                            stream_options={"include_usage": True}))
+    streamed_usage = chunks[-1].usage
+    row = usage_row(chunks[0].id)
+    assert row.completion_tokens == streamed_usage.completion_tokens
+    assert row.prompt_tokens == streamed_usage.prompt_tokens
+
+
+def test_errors_are_recorded_with_their_status(client, world: World):
+    response = raw_post(world, "completions", {"model": world.model, "prompt": "x", "temperature": -1})
+    assert response.status_code == 400
+    from appliance.tenancy.models import UsageRecord
+
+    assert UsageRecord.objects.filter(status_code=400, tenant__name__startswith="acme").exists()
+
+
+def test_a_key_sees_only_its_tenants_models(world: World):
+    mine = openai.OpenAI(base_url=world.appliance.v1, api_key=world.globex_key, max_retries=0)
+    assert [m.id for m in mine.models.list()] == [world.other_model]
+    with pytest.raises(openai.NotFoundError):
+        mine.completions.create(model=world.model, prompt="x", max_tokens=1)
+    out = mine.completions.create(model=world.other_model, prompt="x", max_tokens=2)
+    assert usage_row(out.id).tenant.name.startswith("globex")
+
+
+@pytest.mark.parametrize("path", ["/api/tenancy/api-keys/", "/api/tenancy/usage-records/", "/api/tenancy/tenants/",
+                                  "/api/tenancy/usage-rollups/", "/api/catalog/deployments/"])
+def test_tenant_api_keys_open_no_admin_endpoint(world: World, path: str):
+    response = httpx.get(world.appliance.url + path, headers={"Authorization": f"Bearer {world.acme_key}"})
+    assert response.status_code in (401, 403, 404)
+    assert "sk-" not in response.text and "globex" not in response.text

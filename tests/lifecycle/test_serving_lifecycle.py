@@ -1,0 +1,78 @@
+"""The whole path with real processes: node agent -> real engine replicas (appliance.runtime.server), gateway under
+uvicorn, the official openai client. Scale to zero and back, and a replica killed mid-stream.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import openai
+import pytest
+
+from appliance.catalog.models import Deployment, Replica
+from appliance.lifecycle.services import deploy
+
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.slow]
+
+
+def client_for(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=240)
+
+
+def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
+        start_agent, start_gateway, register_version, tiny_llama, api_key):
+    register_version("coldy", tiny_llama)
+    dep = deploy("coldy", mode="per-model", min_replicas=0, max_replicas=1, idle_timeout=3, compile=False).deployment
+    assert dep.status == "scaled-to-zero" and not dep.replicas.exists()
+    start_agent(cores=2)
+    client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["coldy"]))
+
+    started = time.monotonic()
+    first = client.completions.create(model="coldy", prompt="Hello", max_tokens=3)
+    waited = time.monotonic() - started
+    assert first.usage.completion_tokens == 3
+    replica = Replica.objects.get(deployment=dep)
+    assert replica.cold_start_s and 0 < replica.cold_start_s <= waited + 1
+    assert replica.restart_count == 0
+
+    wait_until(lambda: Replica.objects.filter(pk=replica.pk, state="stopped").exists(), 60,
+               "the idle deployment to scale to zero")
+    dep.refresh_from_db()
+    assert dep.desired_replicas == 0 and dep.status == "scaled-to-zero"
+
+    second = client.completions.create(model="coldy", prompt="Hello again", max_tokens=2)
+    assert second.usage.completion_tokens == 2
+    again = Replica.objects.exclude(pk=replica.pk).get(deployment=dep)
+    assert again.state == "ready" and again.cold_start_s > 0 and again.pid != replica.pid
+
+
+def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
+        start_agent, start_gateway, register_version, tiny_llama, api_key):
+    register_version("fragile", tiny_llama)
+    dep = deploy("fragile", replicas=1, compile=False).deployment
+    start_agent(cores=2)
+    client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["fragile"]))
+    replica = wait_until(lambda: Replica.objects.filter(deployment=dep, state="ready").first(), 240,
+                         "the first replica")
+
+    stream = client.completions.create(model="fragile", prompt="go", max_tokens=400, stream=True,
+                                       extra_body={"ignore_eos": True})
+    chunks = iter(stream)
+    next(chunks)
+    os.kill(replica.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    with pytest.raises(openai.APIError):
+        for _ in chunks:
+            pass
+    assert time.monotonic() - killed < 15, "the client waited too long for its error"
+
+    restarted = wait_until(lambda: Replica.objects.filter(pk=replica.pk, state="ready", restart_count=1).first(),
+                           240, "the agent to restart the replica")
+    assert restarted.pid != replica.pid and "code -9" in restarted.last_error
+    for _ in range(3):
+        done = client.completions.create(model="fragile", prompt="still there?", max_tokens=2)
+        assert done.usage.completion_tokens == 2
+    assert Deployment.objects.get(pk=dep.pk).status == "running"

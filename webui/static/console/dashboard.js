@@ -1,0 +1,82 @@
+// Dashboard: poll live.json and redraw the deployments table and tiles. No framework, no build step.
+(() => {
+  const script = document.currentScript;
+  const url = script.dataset.url;
+  const PERIOD_MS = 5000;
+  const ms = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1));
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    return node;
+  }
+
+  function sparkline(values, width = 120, height = 24) {
+    const svgNS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(svgNS, "svg");
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const max = Math.max(1, ...values);
+    const step = values.length > 1 ? width / (values.length - 1) : width;
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+    const line = document.createElementNS(svgNS, "polyline");
+    line.setAttribute("points", points.join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", "#2f5bd3");
+    line.setAttribute("stroke-width", "1.5");
+    svg.append(line);
+    const title = document.createElementNS(svgNS, "title");
+    title.textContent = `peak ${max} req/min`;
+    svg.append(title);
+    return svg;
+  }
+
+  function row(d) {
+    const tokens = d.prompt_tokens + d.completion_tokens;
+    const tr = el("tr", { "data-name": d.name },
+      el("td", {}, el("strong", {}, d.name)),
+      el("td", {}, `${d.model}:v${d.version}`),
+      el("td", {}, `${d.device} · ${d.mode}`),
+      el("td", { title: d.status_message || "" }, el("span", { class: `status ${d.status}` }, d.status)),
+      el("td", {}, `${d.replicas.ready}/${d.replicas.desired}`),
+      el("td", { class: "num" }, d.requests),
+      el("td", { class: "num" }, d.errors),
+      el("td", { class: "num" }, tokens),
+      el("td", { class: "num" }, ms(d.p50_latency_ms)),
+      el("td", { class: "num" }, ms(d.p50_ttft_ms)),
+      el("td", { class: "spark" }, sparkline(d.requests_per_minute)),
+    );
+    return tr;
+  }
+
+  function render(data) {
+    const body = document.querySelector("#deployments tbody");
+    if (data.deployments.length) {
+      body.replaceChildren(...data.deployments.map(row));
+    } else if (!body.querySelector("tr.empty")) {
+      body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 11 }, "No deployments.")));
+    }
+    document.getElementById("t-running").textContent = data.totals.deployments_running;
+    document.getElementById("t-deployments").textContent = data.totals.deployments;
+    document.getElementById("t-requests").textContent = data.totals.requests;
+    document.getElementById("t-tokens").textContent = data.totals.tokens;
+    document.getElementById("t-p50").textContent = ms(data.totals.p50_latency_ms);
+    document.getElementById("updated").textContent = `updated ${new Date(data.generated_at).toLocaleTimeString()}`;
+    document.body.dataset.live = "ok";
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) render(await response.json());
+      else document.getElementById("updated").textContent = `refresh failed: HTTP ${response.status}`;
+    } catch (err) {
+      document.getElementById("updated").textContent = `refresh failed: ${err}`;
+    }
+  }
+
+  poll();
+  setInterval(poll, PERIOD_MS);
+})();
