@@ -104,6 +104,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A worker started without -Q consumes every queue listed here; batches have their own queue so a deployment can
+# give them their own workers (celery worker -Q batch) and keep them off the compile/async workers.
+from kombu import Queue  # noqa: E402
+
+CELERY_TASK_QUEUES = [Queue("default"), Queue("compile"), Queue("batch")]
+CELERY_TASK_ROUTES = {"jobs.run_batch": {"queue": "batch"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
     "tenancy.rollup_usage": {"task": "tenancy.rollup_usage", "schedule": 300.0},

@@ -1,16 +1,31 @@
-"""Runs one OpenAI request body on behalf of a batch line or an async request, through the gateway's own path
-(validation, routing to a replica, usage metering, the tenant's monthly token budget) at a lower priority than
-live traffic."""
+"""Runs one OpenAI request body on behalf of a batch line or an async request through the gateway's own path
+(``appliance.gateway.internal.run_request``: validation, model access, routing, usage, the monthly token budget)
+at a lower engine priority than live traffic (0)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-BATCH_PRIORITY = 10  # live traffic runs at priority 0; the engine's priority policy serves lower numbers first
+from django.conf import settings
+
+BATCH_PRIORITY = 10
 ASYNC_PRIORITY = 5
 
 
-async def execute(api_key, endpoint: str, body: dict[str, Any], priority: int) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, response body or {"error": {...}}) for one non-streaming request."""
-    from appliance.gateway.services import run_request
+def unavailable_retries() -> int:
+    """How many more times a request is tried when no replica could take it (503), e.g. a cold start that took
+    longer than the gateway's cold-start wait."""
+    return int(getattr(settings, "JOBS_UNAVAILABLE_RETRIES", 3))
 
-    return await run_request(api_key, endpoint, body, priority=priority, source="batch")
+
+async def execute(api_key: Any, endpoint: str, body: dict[str, Any], priority: int,
+                  source: str = "batch") -> tuple[int, dict[str, Any]]:
+    """(HTTP status, response body or {"error": {...}}) for one non-streaming request."""
+    from appliance.gateway.internal import run_request
+
+    for attempt in range(unavailable_retries() + 1):
+        status, body_out = await run_request(api_key, endpoint, body, priority=priority, source=source)
+        if status != 503 or attempt == unavailable_retries():
+            return status, body_out
+        await asyncio.sleep(min(30.0, 2.0 * 2**attempt))
+    return status, body_out

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from appliance.gateway.errors import APIError, invalid
+
 from .models import AsyncRequest, Batch, BatchItem, File
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
@@ -18,12 +20,9 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_BATCH_LINES = 50_000
 
 
-class JobError(ValueError):
-    """A request the client can fix; carries the OpenAI error fields."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.param, self.code, self.status = param, code, status
+def not_found(kind: str, object_id: Any, param: str = "id") -> APIError:
+    """Identical for an object that does not exist and another tenant's."""
+    return APIError(404, f"No {kind} found with id '{object_id}'.", param=param, code="not_found")
 
 
 def files_dir() -> Path:
@@ -32,10 +31,11 @@ def files_dir() -> Path:
     return path
 
 
-def store_file(tenant, name: str, chunks: Iterable[bytes], purpose: str) -> File:
+def store_file(tenant_id: int, name: str, chunks: Iterable[bytes], purpose: str) -> File:
+    """Store an uploaded file for `tenant_id` (streamed to disk; the row is written only once the file is)."""
     if purpose not in (File.Purpose.BATCH,):
-        raise JobError(f"purpose must be 'batch', got {purpose!r}", param="purpose")
-    record = File(tenant=tenant, purpose=purpose, filename=name[:255] or "upload.jsonl")
+        raise invalid(f"'purpose' must be 'batch', got {purpose!r}.", param="purpose")
+    record = File(tenant_id=tenant_id, purpose=purpose, filename=name[:255] or "upload.jsonl")
     target = files_dir() / f"{record.id}.jsonl"
     size = 0
     with open(target, "wb") as out:
@@ -44,15 +44,16 @@ def store_file(tenant, name: str, chunks: Iterable[bytes], purpose: str) -> File
             if size > MAX_FILE_BYTES:
                 out.close()
                 target.unlink(missing_ok=True)
-                raise JobError(f"file is larger than {MAX_FILE_BYTES} bytes", param="file", status=413)
+                raise APIError(413, f"The file is larger than {MAX_FILE_BYTES} bytes.", param="file",
+                               type="invalid_request_error")
             out.write(chunk)
     record.bytes, record.path = size, str(target)
     record.save()
     return record
 
 
-def write_output_file(tenant, name: str, lines: list[dict]) -> File:
-    record = File(tenant=tenant, purpose=File.Purpose.BATCH_OUTPUT, filename=name)
+def write_output_file(tenant_id: int, name: str, lines: list[dict]) -> File:
+    record = File(tenant_id=tenant_id, purpose=File.Purpose.BATCH_OUTPUT, filename=name)
     target = files_dir() / f"{record.id}.jsonl"
     data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
     target.write_bytes(data)
@@ -66,21 +67,24 @@ def delete_file(record: File) -> None:
     record.delete()
 
 
-def create_batch(tenant, api_key, input_file_id: Any, endpoint: Any, completion_window: Any, metadata: Any) -> Batch:
+def create_batch(tenant_id: int, api_key_id: int | None, input_file_id: Any, endpoint: Any, completion_window: Any,
+                 metadata: Any) -> Batch:
     if endpoint not in ENDPOINTS:
-        raise JobError(f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint")
+        raise invalid(f"'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}.", param="endpoint")
     if completion_window != "24h":
-        raise JobError("completion_window must be '24h'", param="completion_window")
+        raise invalid(f"'completion_window' must be '24h', got {completion_window!r}.", param="completion_window")
     if metadata is not None and (
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()) or len(metadata) > 16
     ):
-        raise JobError("metadata must be an object of at most 16 string values", param="metadata")
-    input_file = File.objects.filter(tenant=tenant, pk=input_file_id, purpose=File.Purpose.BATCH).first()
+        raise invalid("'metadata' must be an object of at most 16 string values.", param="metadata")
+    if not isinstance(input_file_id, str) or not input_file_id:
+        raise invalid("'input_file_id' must be a file id.", param="input_file_id")
+    input_file = File.objects.filter(tenant_id=tenant_id, pk=input_file_id, purpose=File.Purpose.BATCH).first()
     if input_file is None:
-        raise JobError(f"No file found with id {input_file_id!r}", param="input_file_id", code="not_found", status=404)
+        raise not_found("file", input_file_id, param="input_file_id")
     return Batch.objects.create(
-        tenant=tenant,
-        api_key=api_key,
+        tenant_id=tenant_id,
+        api_key_id=api_key_id,
         endpoint=endpoint,
         input_file=input_file,
         completion_window=completion_window,
@@ -89,7 +93,7 @@ def create_batch(tenant, api_key, input_file_id: Any, endpoint: Any, completion_
     )
 
 
-def _line_error(line_no: int, message: str, custom_id: str = "") -> dict:
+def _line_error(line_no: int, message: str) -> dict:
     return {"code": "invalid_request", "message": f"line {line_no}: {message}", "line": line_no}
 
 
@@ -127,7 +131,7 @@ def expand_batch(batch: Batch) -> None:
             if not raw.strip():
                 continue
             if len(items) >= MAX_BATCH_LINES:
-                raise JobError(f"a batch holds at most {MAX_BATCH_LINES} requests", param="input_file_id")
+                raise invalid(f"A batch holds at most {MAX_BATCH_LINES} requests.", param="input_file_id")
             custom_id, request, error = parse_line(line_no, raw, batch.endpoint, seen)
             items.append(
                 BatchItem(
@@ -140,7 +144,7 @@ def expand_batch(batch: Batch) -> None:
                 )
             )
     if not items:
-        raise JobError("the input file holds no requests", param="input_file_id")
+        raise invalid("The input file holds no requests.", param="input_file_id")
     BatchItem.objects.bulk_create(items)
     batch.total = len(items)
     batch.failed = sum(1 for i in items if i.status == BatchItem.Status.FAILED)
@@ -169,6 +173,21 @@ def record_item(item: BatchItem, status_code: int, body: dict) -> None:
             )
 
 
+CANCELLED = {"code": "batch_cancelled", "message": "The batch was cancelled before this request ran."}
+
+
+def fail_pending(batch_id: str, error: dict) -> int:
+    """Fail the lines still pending with `error` (none may be running), keeping the counters right."""
+    from django.db.models import F
+
+    with transaction.atomic():
+        pending = BatchItem.objects.filter(batch_id=batch_id, status=BatchItem.Status.PENDING)
+        count = pending.update(status=BatchItem.Status.FAILED, error=error)
+        if count:
+            Batch.objects.filter(pk=batch_id).update(failed=F("failed") + count)
+    return count
+
+
 def finalize_batch(batch: Batch) -> None:
     """Write the output and error files: every line lands in exactly one of them."""
     outputs, errors = [], []
@@ -187,7 +206,7 @@ def finalize_batch(batch: Batch) -> None:
             response = None
             if item.status_code:
                 response = {"status_code": item.status_code, "request_id": request_id, "body": {"error": item.error}}
-            error = item.error or {"code": "cancelled", "message": "the batch was cancelled before this request ran"}
+            error = item.error or CANCELLED
             errors.append(
                 {
                     "id": request_id,
@@ -198,9 +217,9 @@ def finalize_batch(batch: Batch) -> None:
             )
     with transaction.atomic():
         if outputs:
-            batch.output_file = write_output_file(batch.tenant, f"{batch.id}_output.jsonl", outputs)
+            batch.output_file = write_output_file(batch.tenant_id, f"{batch.id}_output.jsonl", outputs)
         if errors:
-            batch.error_file = write_output_file(batch.tenant, f"{batch.id}_errors.jsonl", errors)
+            batch.error_file = write_output_file(batch.tenant_id, f"{batch.id}_errors.jsonl", errors)
         batch.save(update_fields=["output_file", "error_file"])
 
 
@@ -217,11 +236,24 @@ def cancel_batch(batch: Batch) -> Batch:
     return transition(batch.id, Batch.Status.CANCELLING)
 
 
-def create_async_request(tenant, api_key, endpoint: str, body: Any) -> AsyncRequest:
+def check_request(endpoint: str, body: Any, allowed_models: frozenset[str]) -> None:
+    """Validate a body as the live endpoint would (params.parse, model access) so a bad one is refused at once."""
+    from appliance.catalog.models import Deployment
+    from appliance.gateway.errors import model_not_found
+    from appliance.gateway.params import parse
+
     if endpoint not in ENDPOINTS:
-        raise JobError(f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint")
+        raise invalid(f"'endpoint' must be one of {', '.join(ENDPOINTS)}.", param="endpoint")
     if not isinstance(body, dict):
-        raise JobError("the request body must be a JSON object")
-    if body.get("stream"):
-        raise JobError("stream is not supported for asynchronous requests", param="stream")
-    return AsyncRequest.objects.create(tenant=tenant, api_key=api_key, endpoint=endpoint, body=body)
+        raise invalid("The request body must be a JSON object.")
+    req = parse("chat" if endpoint == "/v1/chat/completions" else "completions", json.dumps(body).encode())
+    if req.stream:
+        raise invalid("'stream' is not supported for asynchronous requests.", param="stream")
+    if not Deployment.objects.filter(name=req.model, is_active=True,
+                                     model_version__model__name__in=allowed_models).exists():
+        raise model_not_found(req.model)
+
+
+def create_async_request(tenant_id: int, api_key_id: int | None, endpoint: str, body: Any) -> AsyncRequest:
+    """Queue a request (already checked with check_request); it runs on a Celery worker."""
+    return AsyncRequest.objects.create(tenant_id=tenant_id, api_key_id=api_key_id, endpoint=endpoint, body=body)

@@ -1,97 +1,138 @@
-"""Celery tasks for batches (queue "batch", below live traffic) and async requests (queue "default").
+"""Celery tasks for batches (routed to queue "batch" by settings.CELERY_TASK_ROUTES) and async requests.
 
 Each task takes a row id, locks the row, and does nothing if the job already finished, so redelivery is safe;
-a batch resumes from its pending items after a worker dies (acks_late + reject_on_worker_lost).
+a batch resumes from its pending items after a worker dies (acks_late + reject_on_worker_lost). A batch runs in
+slices of at most ``JOBS_BATCH_SLICE_S`` seconds: at the end of a slice the task queues itself again and returns,
+so a long batch never holds a worker slot for hours (other jobs get their turn) nor outlives the broker's
+visibility timeout (after which Redis would hand the same message to a second worker).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from celery import shared_task
-from django.db import connections, transaction
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from . import services
-from .executor import ASYNC_PRIORITY, BATCH_PRIORITY, execute
-from appliance.tenancy.models import APIKey
+from appliance.gateway.db import run_db
 
+from . import loop, services
+from .executor import ASYNC_PRIORITY, BATCH_PRIORITY, execute
 from .models import AsyncRequest, Batch, BatchItem
 
 log = logging.getLogger(__name__)
 BATCH_CONCURRENCY = 8  # lines in flight at once: the engine batches them together
 
 
-@shared_task(name="jobs.run_batch", queue="batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_batch(batch_id: str) -> None:
+def slice_s() -> float:
+    return float(getattr(settings, "JOBS_BATCH_SLICE_S", 300))
+
+
+def _start(batch_id: str) -> Batch | None:
+    """Lock the batch; expand its input on first delivery. None when there is nothing (more) to run."""
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
         if batch is None or batch.status in Batch.FINISHED:
-            return
+            return None
         if batch.status == Batch.Status.VALIDATING:
             try:
                 services.expand_batch(batch)
-            except (services.JobError, OSError) as exc:
-                services.transition(batch.id, Batch.Status.FAILED, errors={
-                    "object": "list", "data": [{"code": "invalid_input_file", "message": str(exc), "param": "input_file_id"}],
-                })
-                return
+            except (services.APIError, OSError) as exc:
+                services.transition(batch.id, Batch.Status.FAILED, errors={"object": "list", "data": [
+                    {"code": "invalid_input_file", "message": str(exc), "param": "input_file_id", "line": None}]})
+                return None
             batch = services.transition(batch.id, Batch.Status.IN_PROGRESS)
-    api_key = APIKey.objects.select_related("tenant").filter(pk=batch.api_key_id).first()
-    asyncio.run(_run_items(batch, api_key))
+        return batch
+
+
+@shared_task(name="jobs.run_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_batch(batch_id: str) -> None:
+    batch = _start(batch_id)
+    if batch is None:
+        return
+    more = loop.run(_run_items(batch, time.monotonic() + slice_s()))
     batch.refresh_from_db()
     if batch.status == Batch.Status.CANCELLING:
+        services.fail_pending(batch.id, services.CANCELLED)
+        batch.refresh_from_db()
         services.finalize_batch(batch)
         services.transition(batch.id, Batch.Status.CANCELLED)
+        return
+    if more:
+        run_batch.delay(batch_id)
         return
     services.transition(batch.id, Batch.Status.FINALIZING)
     services.finalize_batch(batch)
     services.transition(batch.id, Batch.Status.COMPLETED)
 
 
-async def _run_items(batch: Batch, api_key: APIKey | None) -> None:
-    from asgiref.sync import sync_to_async
+def _pending(batch_id: str) -> list[BatchItem]:
+    return list(BatchItem.objects.filter(batch_id=batch_id, status=BatchItem.Status.PENDING))
 
-    pending = await sync_to_async(list)(BatchItem.objects.filter(batch=batch, status=BatchItem.Status.PENDING))
-    queue: asyncio.Queue = asyncio.Queue()
-    for item in pending:
+
+def _status(batch_id: str) -> str:
+    return Batch.objects.values_list("status", flat=True).get(pk=batch_id)
+
+
+def _out_of_budget(status: int, body: dict) -> bool:
+    return status == 429 and (body.get("error") or {}).get("code") == "insufficient_quota"
+
+
+async def _run_items(batch: Batch, deadline: float) -> bool:
+    """Run the batch's pending lines, BATCH_CONCURRENCY at a time, until done, cancelled or the deadline.
+    True when lines are left for another slice."""
+    queue: asyncio.Queue[BatchItem] = asyncio.Queue()
+    for item in await run_db(_pending, batch.id):
         queue.put_nowait(item)
-
-    async def cancelled() -> bool:
-        status = await sync_to_async(lambda: Batch.objects.values_list("status", flat=True).get(pk=batch.pk))()
-        return status == Batch.Status.CANCELLING
+    stop: list[str] = []  # why the workers stop early: "cancel", "budget", "slice"
+    out_of_budget: dict = {}
 
     async def worker() -> None:
-        while not queue.empty():
-            item = queue.get_nowait()
-            if await cancelled():
+        while not stop and not queue.empty():
+            if time.monotonic() > deadline:
+                stop.append("slice")
                 return
+            if await run_db(_status, batch.id) == Batch.Status.CANCELLING:
+                stop.append("cancel")
+                return
+            if stop or queue.empty():
+                return
+            item = queue.get_nowait()
             try:
-                status, body = await execute(api_key, batch.endpoint, item.request, BATCH_PRIORITY)
+                status, body = await execute(batch.api_key_id, batch.endpoint, item.request, BATCH_PRIORITY, "batch")
             except Exception as exc:  # one line's failure is recorded, the batch goes on
                 log.exception("batch %s line %s failed", batch.id, item.line_no)
-                status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}", "type": "server_error"}}
-            await sync_to_async(services.record_item)(item, status, body)
+                status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}",
+                                               "type": "server_error", "code": None}}
+            await run_db(services.record_item, item, status, body)
+            if _out_of_budget(status, body):
+                out_of_budget.update(body["error"])
+                stop.append("budget")
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(BATCH_CONCURRENCY)))
-    finally:
-        await sync_to_async(connections.close_all)()  # the executor thread's connection dies with this loop
+    await asyncio.gather(*(worker() for _ in range(BATCH_CONCURRENCY)))
+    if out_of_budget:  # the lines not started fail with the same error (those in flight have finished)
+        await run_db(services.fail_pending, batch.id, out_of_budget)
+        return False
+    return "slice" in stop and "cancel" not in stop
 
 
-@shared_task(name="jobs.run_async_request", queue="default", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name="jobs.run_async_request", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_async_request(request_id: str) -> None:
     with transaction.atomic():
-        req = AsyncRequest.objects.select_for_update().select_related("api_key__tenant").filter(pk=request_id).first()
+        req = AsyncRequest.objects.select_for_update().filter(pk=request_id).first()
         if req is None or req.status in AsyncRequest.FINISHED:
             return
         req.status, req.started_at = AsyncRequest.Status.IN_PROGRESS, timezone.now()
         req.save(update_fields=["status", "started_at"])
     try:
-        status, body = asyncio.run(execute(req.api_key, req.endpoint, req.body, ASYNC_PRIORITY))
+        status, body = loop.run(execute(req.api_key_id, req.endpoint, req.body, ASYNC_PRIORITY, "async"))
     except Exception as exc:
         log.exception("async request %s failed", request_id)
-        status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}", "type": "server_error"}}
+        status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}",
+                                       "type": "server_error", "code": None}}
     ok = 200 <= status < 300
     AsyncRequest.objects.filter(pk=request_id).exclude(status=AsyncRequest.Status.CANCELLED).update(
         status=AsyncRequest.Status.COMPLETED if ok else AsyncRequest.Status.FAILED,

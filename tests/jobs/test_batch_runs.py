@@ -8,7 +8,8 @@ from appliance.jobs import services, tasks
 from appliance.jobs.models import Batch, BatchItem
 from appliance.tenancy.models import Tenant
 
-pytestmark = pytest.mark.django_db(transaction=True)  # items are recorded from the task's own threads
+pytestmark = pytest.mark.django_db
+ran_by_task = pytest.mark.django_db(transaction=True)  # the task records items from its own DB threads
 
 EP = "/v1/completions"
 
@@ -20,8 +21,8 @@ def tenant():
 
 def make_batch(tenant, lines: list) -> Batch:
     raw = [ln if isinstance(ln, bytes) else json.dumps(ln).encode() for ln in lines]
-    record = services.store_file(tenant, "in.jsonl", [b"\n".join(raw) + b"\n"], "batch")
-    return services.create_batch(tenant, None, record.id, EP, "24h", {"team": "ml"})
+    record = services.store_file(tenant.id, "in.jsonl", [b"\n".join(raw) + b"\n"], "batch")
+    return services.create_batch(tenant.id, None, record.id, EP, "24h", {"team": "ml"})
 
 
 def request_line(i: int) -> dict:
@@ -32,7 +33,7 @@ def request_line(i: int) -> dict:
 def executed(monkeypatch):
     calls = []
 
-    async def fake_execute(api_key, endpoint, body, priority):
+    async def fake_execute(api_key, endpoint, body, priority, source):
         calls.append((body["prompt"], priority))
         if body["prompt"] == "p13":
             return 400, {"error": {"message": "max_tokens must be >= 1", "type": "invalid_request_error", "code": None}}
@@ -48,6 +49,7 @@ def read_jsonl(file) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
+@ran_by_task
 def test_every_line_lands_in_exactly_one_output_or_error_file(tenant, executed):
     batch = make_batch(tenant, [request_line(i) for i in range(20)] + [b"{broken"])
     tasks.run_batch(batch.id)
@@ -65,6 +67,7 @@ def test_every_line_lands_in_exactly_one_output_or_error_file(tenant, executed):
     assert all(priority == tasks.BATCH_PRIORITY for _, priority in executed)
 
 
+@ran_by_task
 def test_a_redelivered_batch_resumes_pending_items_only(tenant, executed):
     batch = make_batch(tenant, [request_line(i) for i in range(5)])
     services.expand_batch(batch)
@@ -79,6 +82,7 @@ def test_a_redelivered_batch_resumes_pending_items_only(tenant, executed):
     assert len(executed) == 4
 
 
+@ran_by_task
 def test_a_cancelled_batch_accounts_for_unrun_lines_as_cancelled(tenant, executed):
     batch = make_batch(tenant, [request_line(i) for i in range(6)])
     services.cancel_batch(batch)  # cancelling before the worker picks it up
@@ -87,16 +91,18 @@ def test_a_cancelled_batch_accounts_for_unrun_lines_as_cancelled(tenant, execute
     batch.refresh_from_db()
     assert batch.status == Batch.Status.CANCELLED and executed == []
     errors = read_jsonl(batch.error_file)
-    assert len(errors) == 6 and {e["error"]["code"] for e in errors} == {"cancelled"}
+    assert len(errors) == 6 and {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+    assert (batch.completed, batch.failed) == (0, 6)
 
 
+@ran_by_task
 def test_an_empty_input_file_fails_the_batch_with_a_reason(tenant, executed):
-    record = services.store_file(tenant, "empty.jsonl", [b"\n\n"], "batch")
-    batch = services.create_batch(tenant, None, record.id, EP, "24h", None)
+    record = services.store_file(tenant.id, "empty.jsonl", [b"\n\n"], "batch")
+    batch = services.create_batch(tenant.id, None, record.id, EP, "24h", None)
     tasks.run_batch(batch.id)
     batch.refresh_from_db()
     assert batch.status == Batch.Status.FAILED
-    assert "no requests" in batch.errors["data"][0]["message"]
+    assert "holds no requests" in batch.errors["data"][0]["message"]
 
 
 @pytest.mark.parametrize(
@@ -109,10 +115,10 @@ def test_an_empty_input_file_fails_the_batch_with_a_reason(tenant, executed):
     ],
 )
 def test_create_batch_rejects_bad_arguments_by_name(tenant, args, param):
-    record = services.store_file(tenant, "in.jsonl", [json.dumps(request_line(0)).encode()], "batch")
+    record = services.store_file(tenant.id, "in.jsonl", [json.dumps(request_line(0)).encode()], "batch")
     fields = dict(input_file_id=record.id, endpoint=EP, completion_window="24h", metadata=None) | args
-    with pytest.raises(services.JobError) as exc:
-        services.create_batch(tenant, None, fields["input_file_id"], fields["endpoint"],
+    with pytest.raises(services.APIError) as exc:
+        services.create_batch(tenant.id, None, fields["input_file_id"], fields["endpoint"],
                               fields["completion_window"], fields["metadata"])
     assert exc.value.param == param
     assert not Batch.objects.exists()
