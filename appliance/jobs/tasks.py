@@ -37,13 +37,17 @@ def _start(batch_id: str) -> Batch | None:
         batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
         if batch is None or batch.status in Batch.FINISHED:
             return None
-        if batch.status == Batch.Status.VALIDATING:
+        if batch.status in (Batch.Status.VALIDATING, Batch.Status.CANCELLING):
             try:
-                services.expand_batch(batch)
+                services.expand_batch(batch)  # once: a cancelled batch's lines are accounted for too
             except (services.APIError, OSError) as exc:
-                services.transition(batch.id, Batch.Status.FAILED, errors={"object": "list", "data": [
-                    {"code": "invalid_input_file", "message": str(exc), "param": "input_file_id", "line": None}]})
+                if batch.status == Batch.Status.CANCELLING:
+                    services.transition(batch.id, Batch.Status.CANCELLED)
+                else:
+                    services.transition(batch.id, Batch.Status.FAILED, errors={"object": "list", "data": [
+                        {"code": "invalid_input_file", "message": str(exc), "param": "input_file_id", "line": None}]})
                 return None
+        if batch.status == Batch.Status.VALIDATING:
             batch = services.transition(batch.id, Batch.Status.IN_PROGRESS)
         return batch
 
