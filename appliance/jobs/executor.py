@@ -4,6 +4,7 @@ at a lower engine priority than live traffic (0)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from django.conf import settings
@@ -12,10 +13,16 @@ BATCH_PRIORITY = 10
 ASYNC_PRIORITY = 5
 
 
+def setting(name: str, default: float) -> float:
+    """A Django setting of that name, else the environment, else the default."""
+    value = getattr(settings, name, None)
+    return float(os.environ.get(name, default) if value is None else value)
+
+
 def unavailable_retries() -> int:
     """How many more times a request is tried when no replica could take it (503), e.g. a cold start that took
     longer than the gateway's cold-start wait."""
-    return int(getattr(settings, "JOBS_UNAVAILABLE_RETRIES", 3))
+    return int(setting("JOBS_UNAVAILABLE_RETRIES", 3))
 
 
 async def execute(api_key: Any, endpoint: str, body: dict[str, Any], priority: int,

@@ -13,14 +13,13 @@ import logging
 import time
 
 from celery import shared_task
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from appliance.gateway.db import run_db
 
 from . import loop, services
-from .executor import ASYNC_PRIORITY, BATCH_PRIORITY, execute
+from .executor import ASYNC_PRIORITY, BATCH_PRIORITY, execute, setting
 from .models import AsyncRequest, Batch, BatchItem
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ BATCH_CONCURRENCY = 8  # lines in flight at once: the engine batches them togeth
 
 
 def slice_s() -> float:
-    return float(getattr(settings, "JOBS_BATCH_SLICE_S", 300))
+    return setting("JOBS_BATCH_SLICE_S", 300)
 
 
 def _start(batch_id: str) -> Batch | None:

@@ -26,6 +26,7 @@ from tests.lifecycle.conftest import Proc, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("JOBS_TEST_BROKER_URL", "redis://127.0.0.1:6379/8")
+SLICE_S = 2  # batch tasks requeue themselves every 2 s, so the tests run batches across several deliveries
 
 
 @dataclass
@@ -56,7 +57,7 @@ def live(django_db_setup, django_db_blocker, tiny_llama, tmp_path_factory) -> Li
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "REDIS_URL": settings.REDIS_URL, "CELERY_BROKER_URL": BROKER_URL, "APPLIANCE_HOME": str(logs / "home"),
            "GATEWAY_AUTH_CACHE_S": "0.5", "GATEWAY_ROUTE_CACHE_S": "0.5", "LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "JOBS_BATCH_SLICE_S": str(SLICE_S)}
     port = free_port()
     gateway = Proc([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host", "127.0.0.1",
                     "--port", str(port), "--no-access-log"], env, logs / "gateway.log")

@@ -49,7 +49,13 @@ def usage_rows(request_ids: list[str]) -> dict[str, tuple[int, int, int]]:
     return {r.request_id: (r.prompt_tokens, r.completion_tokens, r.status_code) for r in rows}
 
 
-def test_a_batch_of_200_completes_every_line_and_a_malformed_line_goes_to_the_error_file(make_tenant, openai_client):
+def deliveries(live) -> int:
+    return sum(1 for ln in live.worker.output().splitlines() if "jobs.run_batch[" in ln and "received" in ln)
+
+
+def test_a_batch_of_200_completes_every_line_and_a_malformed_line_goes_to_the_error_file(live, make_tenant,
+                                                                                         openai_client):
+    delivered_before = deliveries(live)
     # per-minute limits far below what the batch needs: a batch is not throttled by them
     tenant = make_tenant(rpm=5, tpm=200, max_concurrency=1)
     client = openai_client(tenant.key)
@@ -63,6 +69,7 @@ def test_a_batch_of_200_completes_every_line_and_a_malformed_line_goes_to_the_er
 
     batch = run_to_end(client, batch.id)
     assert batch.status == "completed", batch
+    assert deliveries(live) - delivered_before >= 2  # it ran in slices (JOBS_BATCH_SLICE_S), requeueing itself
     assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (203, 200, 3)
 
     outputs = jsonl(client, batch.output_file_id)
@@ -184,3 +191,37 @@ def test_bad_batch_arguments_are_refused_by_name(make_tenant, openai_client):
     failed = run_to_end(client, empty.id, timeout=30)
     assert failed.status == "failed" and "no requests" in failed.errors.data[0].message
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_batch_resumes_after_its_worker_process_is_killed(live, make_tenant, openai_client):
+    import os
+    import signal
+
+    import psutil
+
+    from appliance.jobs.models import BatchItem
+
+    tenant = make_tenant()
+    client = openai_client(tenant.key)
+    lines = [line(f"k{i}", tenant.model, max_tokens=12, ignore_eos=True) for i in range(160)]
+    batch = client.batches.create(input_file_id=upload(client, lines), endpoint=EP, completion_window="24h")
+    wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 16, 60, "lines to complete",
+               interval=0.1)
+    children = psutil.Process(live.worker.popen.pid).children()
+    assert len(children) == 1
+    os.kill(children[0].pid, signal.SIGKILL)  # the pool process running the task; the broker redelivers it
+    killed_at = client.batches.retrieve(batch.id).request_counts.completed
+
+    batch = run_to_end(client, batch.id, timeout=90)
+    assert batch.status == "completed" and killed_at < 160
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (160, 0)
+    outputs = jsonl(client, batch.output_file_id)
+    assert sorted(o["custom_id"] for o in outputs) == sorted(f"k{i}" for i in range(160))
+    assert BatchItem.objects.filter(batch_id=batch.id, status=BatchItem.Status.SUCCEEDED).count() == 160
+    # resumed, not restarted: lines finished before the kill did not run again (at most those in flight did)
+    from appliance.tenancy.models import UsageRecord
+
+    ran = UsageRecord.objects.filter(tenant_id=tenant.id, status_code=200).count()
+    assert 160 <= ran <= 160 + BATCH_CONCURRENCY < 160 + killed_at
+    assert "WorkerLostError" in live.worker.output() or "SIGKILL" in live.worker.output()

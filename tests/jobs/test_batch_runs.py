@@ -120,4 +120,4 @@ def test_create_batch_rejects_bad_arguments_by_name(tenant, args, param):
         services.create_batch(tenant.id, None, fields["input_file_id"], fields["endpoint"],
                               fields["completion_window"], fields["metadata"])
     assert exc.value.param == param
-    assert not Batch.objects.exists()
+    assert not Batch.objects.filter(tenant=tenant).exists()
