@@ -216,6 +216,10 @@ def finalize_batch(batch: Batch) -> None:
                 }
             )
     with transaction.atomic():
+        for stale in (batch.output_file, batch.error_file):  # a redelivered finalize replaces its own files
+            if stale is not None:
+                delete_file(stale)
+        batch.output_file = batch.error_file = None
         if outputs:
             batch.output_file = write_output_file(batch.tenant_id, f"{batch.id}_output.jsonl", outputs)
         if errors:
@@ -231,7 +235,7 @@ def transition(batch_id: str, status: str, **fields: Any) -> Batch:
 
 
 def cancel_batch(batch: Batch) -> Batch:
-    if batch.status in Batch.FINISHED or batch.status == Batch.Status.CANCELLING:
+    if batch.status in Batch.FINISHED or batch.status in (Batch.Status.CANCELLING, Batch.Status.FINALIZING):
         return batch
     return transition(batch.id, Batch.Status.CANCELLING)
 
