@@ -49,6 +49,14 @@ def usage_rows(request_ids: list[str]) -> dict[str, tuple[int, int, int]]:
     return {r.request_id: (r.prompt_tokens, r.completion_tokens, r.status_code) for r in rows}
 
 
+def broker_queue_length(name: str) -> int:
+    import redis
+
+    from tests.jobs.conftest import BROKER_URL
+
+    return redis.Redis.from_url(BROKER_URL).llen(name)
+
+
 def deliveries(live) -> int:
     return sum(1 for ln in live.worker.output().splitlines() if "jobs.run_batch[" in ln and "received" in ln)
 
@@ -70,6 +78,7 @@ def test_a_batch_of_200_completes_every_line_and_a_malformed_line_goes_to_the_er
     batch = run_to_end(client, batch.id)
     assert batch.status == "completed", batch
     assert deliveries(live) - delivered_before >= 2  # it ran in slices (JOBS_BATCH_SLICE_S), requeueing itself
+    assert broker_queue_length("compile") == 0  # a batch task goes to the batch queue only, never a copy elsewhere
     assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (203, 200, 3)
 
     outputs = jsonl(client, batch.output_file_id)
