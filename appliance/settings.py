@@ -108,8 +108,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # give them their own workers (celery worker -Q batch) and keep them off the compile/async workers.
 from kombu import Queue  # noqa: E402
 
-# Each queue needs its own routing key: without one, Celery binds every queue with the default key, and a task
-# sent to one would be delivered to all three.
+# Explicit routing keys: left out, Celery binds every queue to the default exchange with the key "default".
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", "compile", "batch")]
 CELERY_TASK_ROUTES = {"jobs.run_batch": {"queue": "batch"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
