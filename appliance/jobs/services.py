@@ -145,7 +145,7 @@ def expand_batch(batch: Batch) -> None:
             )
     if not items:
         raise invalid("The input file holds no requests.", param="input_file_id")
-    BatchItem.objects.bulk_create(items)
+    BatchItem.objects.bulk_create(items, batch_size=2000)
     batch.total = len(items)
     batch.failed = sum(1 for i in items if i.status == BatchItem.Status.FAILED)
     batch.save(update_fields=["total", "failed"])
