@@ -112,9 +112,6 @@ from kombu import Queue  # noqa: E402
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", "compile", "batch")]
 CELERY_TASK_ROUTES = {"jobs.run_batch": {"queue": "batch"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_BEAT_SCHEDULE = {
-    "tenancy.rollup_usage": {"task": "tenancy.rollup_usage", "schedule": 300.0},
-}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -171,5 +168,6 @@ LOGGING = {
 
 # Periodic work on celery beat (each app's beat.py).
 from appliance.lifecycle.beat import BEAT_SCHEDULE as _LIFECYCLE_BEAT  # noqa: E402
+from appliance.tenancy.beat import BEAT_SCHEDULE as _TENANCY_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT}
+CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT, **_TENANCY_BEAT}

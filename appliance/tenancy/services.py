@@ -82,7 +82,11 @@ def create_tenant(
         name=name, display_name=display_name, is_active=is_active, all_models=models is None, **quotas
     )
     tenant.full_clean()
-    tenant.save()
+    try:
+        with transaction.atomic():
+            tenant.save()
+    except IntegrityError:
+        raise ValueError(f"a tenant named {name!r} already exists") from None
     tenant.allowed_models.set(model_rows)
     record_audit(actor, "create", tenant, snapshot(tenant))
     return tenant
