@@ -35,7 +35,8 @@ def test_an_async_chat_request_is_queued_polled_and_its_result_fetched(live, mak
     result = done["response"]
     assert result["object"] == "chat.completion" and result["choices"][0]["message"]["role"] == "assistant"
     assert 1 <= result["usage"]["completion_tokens"] <= 5
-    row = UsageRecord.objects.get(request_id=result["id"])
+    # the gateway writes usage rows in batches, within ~50 ms of a request's end
+    row = wait_until(lambda: UsageRecord.objects.filter(request_id=result["id"]).first(), 10, "the usage row")
     assert "-async-" in row.request_id and row.tenant_id == tenant.id and row.status_code == 200
     assert (row.prompt_tokens, row.completion_tokens) == (result["usage"]["prompt_tokens"],
                                                           result["usage"]["completion_tokens"])
