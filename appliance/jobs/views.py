@@ -66,7 +66,10 @@ def _batch(request: HttpRequest, batch_id: str) -> Batch:
 def files(request: HttpRequest) -> JsonResponse:
     tenant_id = request.caller.tenant_id
     if request.method == "GET":
-        return page([f.to_openai() for f in File.objects.filter(tenant_id=tenant_id).order_by("-created_at")[:1000]])
+        rows = File.objects.filter(tenant_id=tenant_id).order_by("-created_at")
+        if request.GET.get("purpose"):
+            rows = rows.filter(purpose=request.GET["purpose"])
+        return page([f.to_openai() for f in rows[:1000]])
     upload = request.FILES.get("file")
     if upload is None:
         raise APIError(400, "A multipart 'file' field is required.", param="file")
@@ -88,7 +91,12 @@ def file_detail(request: HttpRequest, file_id: str) -> JsonResponse:
 @api_view("GET")
 def file_content(request: HttpRequest, file_id: str) -> FileResponse:
     record = _file(request, file_id)
-    return FileResponse(open(record.path, "rb"), content_type="application/jsonl", filename=record.filename)
+    try:
+        handle = open(record.path, "rb")
+    except OSError:
+        raise APIError(404, f"The content of file '{file_id}' is no longer available.", param="file_id",
+                       code="not_found")
+    return FileResponse(handle, content_type="application/jsonl", filename=record.filename)
 
 
 @api_view("GET", "POST")
