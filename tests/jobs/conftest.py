@@ -21,6 +21,7 @@ import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from tests.conftest import flush_database  # noqa: E402
 from tests.gateway.conftest import Engine, committed, free_port, make_deployment, start_engine  # noqa: E402
 from tests.lifecycle.conftest import Proc, wait_until  # noqa: E402
 
@@ -39,6 +40,13 @@ class Live:
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def flush_committed_rows(django_db_setup, django_db_blocker):
+    """Tenants, keys and deployments here are committed for the server processes; remove them afterwards."""
+    yield
+    flush_database(django_db_blocker)
 
 
 @pytest.fixture(scope="session")
