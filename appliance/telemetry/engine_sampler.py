@@ -39,25 +39,29 @@ class EngineReading:
 
 
 def parse_metrics(text: str) -> EngineReading:
-    """Pick the engine's gauges, counters and histograms out of a Prometheus text exposition (summed over labels)."""
+    """Pick the engine's gauges, counters and histograms out of a Prometheus text exposition (summed over labels).
+    Matched by sample name, so it does not depend on the TYPE lines."""
     reading = EngineReading()
     for family in text_string_to_metric_families(text):
-        name = family.name.removeprefix(PREFIX)
-        if family.name == name:
-            continue
         for sample in family.samples:
-            if name in GAUGES and sample.name == family.name:
+            name = sample.name.removeprefix(PREFIX)
+            if name == sample.name:
+                continue
+            if name in GAUGES:
                 reading.gauges[name] = reading.gauges.get(name, 0.0) + sample.value
-            elif name in COUNTERS and sample.name.endswith("_total"):
-                reading.counters[name] = reading.counters.get(name, 0.0) + sample.value
-            elif name in HISTOGRAMS:
-                hist = reading.histograms.setdefault(name, {"buckets": {}, "sum": 0.0, "count": 0.0})
-                suffix = sample.name.removeprefix(family.name)
-                if suffix == "_bucket":
+            elif name.endswith("_total") and name[: -len("_total")] in COUNTERS:
+                key = name[: -len("_total")]
+                reading.counters[key] = reading.counters.get(key, 0.0) + sample.value
+            else:
+                base, _, suffix = name.rpartition("_")
+                if base not in HISTOGRAMS or suffix not in ("bucket", "sum", "count"):
+                    continue
+                hist = reading.histograms.setdefault(base, {"buckets": {}, "sum": 0.0, "count": 0.0})
+                if suffix == "bucket":
                     le = sample.labels["le"]
                     hist["buckets"][le] = hist["buckets"].get(le, 0.0) + sample.value
-                elif suffix in ("_sum", "_count"):
-                    hist[suffix[1:]] += sample.value
+                else:
+                    hist[suffix] += sample.value
     return reading
 
 

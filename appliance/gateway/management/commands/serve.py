@@ -1,8 +1,8 @@
 """python manage.py serve [--host H] [--port P]
 
 Runs the whole single-node appliance in the foreground: applies migrations, then the web server (console, admin
-API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), the telemetry sampler, a Celery worker and
-Celery beat. Ctrl-C stops everything.
+API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), the telemetry sampler,
+a Celery worker and Celery beat. Ctrl-C stops everything.
 """
 from __future__ import annotations
 
