@@ -35,9 +35,19 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/deployments.html", {"deployments": deployments, "nav": "deployments"})
 
 
+def deploy_initial(model_name: str) -> dict:
+    """The deploy form's starting values: the deployment's current settings when the model is deployed."""
+    dep = Deployment.objects.select_related("pool").filter(name=model_name).first()
+    if dep is None:
+        return {"model": model_name}
+    return {"model": model_name, "device": dep.device, "mode": dep.mode, "cores_per_replica": dep.cores_per_replica,
+            "min_replicas": dep.min_replicas, "max_replicas": dep.max_replicas, "idle_timeout": dep.idle_timeout_s,
+            "pool": dep.pool.name if dep.pool else ""}
+
+
 @staff_required
 def deployment_create(request: HttpRequest) -> HttpResponse:
-    form = DeployForm(request.POST or None, initial={"model": request.GET.get("model", "")})
+    form = DeployForm(request.POST or None, initial=deploy_initial(request.GET.get("model", "")))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         name = data["model"].name

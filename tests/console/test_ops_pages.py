@@ -150,6 +150,12 @@ def test_deploy_form_errors_are_shown_and_create_nothing(console, catalog_model,
     assert not Deployment.objects.exists() and not CompileJob.objects.exists()
 
 
+def test_deploy_form_starts_from_the_deployments_settings(console, deployment):
+    form = console.get("/deployments/new/?model=tiny-llama").context["form"]
+    assert form.initial["mode"] == "dedicated" and form.initial["min_replicas"] == 0
+    assert form.initial["max_replicas"] == 2 and form.initial["idle_timeout"] == 600
+
+
 def test_deployment_detail_shows_replicas_and_scale_to_zero(console, deployment):
     page = console.get("/deployments/tiny-llama/").content.decode()
     assert "2.25 s" in page and "127.0.0.1:1234" in page
