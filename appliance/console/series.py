@@ -34,6 +34,10 @@ CHARTS: list[tuple[str, str, str, Callable[[EngineSample], float | None], float 
 ]
 
 
+ENGINE_FIELDS = ("replica_id", "created_at", "interval_s", "ttft_p50_s", "itl_p50_s", "tokens_per_s",
+                 "seqs_per_step", "max_num_seqs", "kv_blocks_used", "kv_blocks_total")
+
+
 def _t(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -47,7 +51,7 @@ def deployment_series(deployment: Deployment, now: datetime | None = None) -> di
     samples = EngineSample.objects.filter(replica__deployment=deployment, created_at__gte=since).order_by("created_at")
     for sample in samples.only(*ENGINE_FIELDS):
         for key, _title, _unit, value, _max in CHARTS:
-            if sample.interval_s is None and key not in ("kv",):
+            if sample.interval_s is None and key != "kv":  # a first sample has gauges but no rates yet
                 continue
             engine[key][sample.replica_id].append([_t(sample.created_at), value(sample)])
     charts = [
@@ -57,10 +61,6 @@ def deployment_series(deployment: Deployment, now: datetime | None = None) -> di
     ]
     charts.append(_utilization(deployment, since, labels))
     return {"since": _t(since), "until": _t(now), "charts": charts}
-
-
-ENGINE_FIELDS = ("replica_id", "created_at", "interval_s", "ttft_p50_s", "itl_p50_s", "tokens_per_s",
-                 "seqs_per_step", "max_num_seqs", "kv_blocks_used", "kv_blocks_total")
 
 
 def _utilization(deployment: Deployment, since: datetime, labels: dict[int, str]) -> dict[str, Any]:

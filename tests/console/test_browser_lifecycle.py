@@ -88,3 +88,11 @@ def test_register_compile_deploy_and_watch_the_charts(live_server, page, staff, 
     assert page.locator("figure.chart").count() == 6
     assert "ready" in page.inner_text("#replicas") and " s" in page.inner_text("#replicas")
     shot(page, "deployment")
+
+    page.click("header nav >> text=Nodes")
+    node_row = page.locator("#nodes tr[data-name=console-node]")
+    assert "tiny-chat#0" in node_row.inner_text() and "1 / 1" in node_row.inner_text()
+    shot(page, "nodes")
+    page.click("header nav >> text=Dashboard")
+    page.click("#deployments a:has-text('tiny-chat')")
+    page.wait_for_url(f"{base}/deployments/tiny-chat/")
