@@ -96,6 +96,7 @@ def deployment_detail(request: HttpRequest, name: str) -> HttpResponse:
     replicas = [r for r in dep.replicas.all() if r.state != Replica.State.STOPPED or r.restart_count]
     return render(request, "console/deployment_detail.html", {
         "dep": dep, "replicas": replicas, "zero": scale_to_zero(dep, now), "nav": "deployments",
+        "windows": list(series.WINDOWS), "window": series.DEFAULT_WINDOW,
         "compile_jobs": dep.model_version.compile_jobs.filter(target=dep.device).order_by("-created_at")[:5],
     })
 
@@ -106,7 +107,7 @@ def deployment_series(request: HttpRequest, name: str) -> JsonResponse:
     dep = Deployment.objects.filter(name=name).prefetch_related("replicas").first()
     if dep is None:
         return JsonResponse({"error": f"no deployment named {name!r}"}, status=404)
-    data = series.deployment_series(dep)
+    data = series.deployment_series(dep, request.GET.get("window", series.DEFAULT_WINDOW))
     now = timezone.now()
     data["status"] = dep.status
     data["replicas"] = [{"index": r.index, "state": r.state, "cold_start_s": r.cold_start_s,

@@ -1,4 +1,4 @@
-"""A deployment's charts over the last hour, from telemetry's time series: one line per replica.
+"""A deployment's charts over the last hour (or 15 minutes, or 6 hours), from telemetry's time series: one line per replica.
 
 EngineSample gives TTFT and inter-token latency (p50 per sample interval), tokens/s, batch occupancy (mean
 sequences per step / max_num_seqs) and KV cache use; OccupancySample gives core (GPU, CPU) utilization.
@@ -14,7 +14,8 @@ from django.utils import timezone
 from appliance.catalog.models import Deployment
 from appliance.telemetry.models import EngineSample, OccupancySample
 
-WINDOW = timedelta(hours=1)
+WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6)}
+DEFAULT_WINDOW = "1h"
 
 
 def _ms(value: float | None) -> float | None:
@@ -42,10 +43,13 @@ def _t(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def deployment_series(deployment: Deployment, now: datetime | None = None) -> dict[str, Any]:
-    """{"since", "until" (epoch ms), "charts": [{key, title, unit, max, series: [{label, points: [[t, v]]}]}]}."""
+def deployment_series(deployment: Deployment, window: str = DEFAULT_WINDOW,
+                      now: datetime | None = None) -> dict[str, Any]:
+    """{"window", "since", "until" (epoch ms), "charts": [{key, title, unit, max, series: [{label, points}]}]},
+    points being [t_ms, value]. `window` is one of WINDOWS (anything else: the default)."""
+    window = window if window in WINDOWS else DEFAULT_WINDOW
     now = now or timezone.now()
-    since = now - WINDOW
+    since = now - WINDOWS[window]
     labels = {r.pk: f"replica {r.index}" for r in deployment.replicas.all()}
     engine: dict[str, dict[int, list]] = {key: defaultdict(list) for key, *_ in CHARTS}
     samples = EngineSample.objects.filter(replica__deployment=deployment, created_at__gte=since).order_by("created_at")
@@ -60,7 +64,7 @@ def deployment_series(deployment: Deployment, now: datetime | None = None) -> di
         for key, title, unit, _value, ceiling in CHARTS
     ]
     charts.append(_utilization(deployment, since, labels))
-    return {"since": _t(since), "until": _t(now), "charts": charts}
+    return {"window": window, "since": _t(since), "until": _t(now), "charts": charts}
 
 
 def _utilization(deployment: Deployment, since: datetime, labels: dict[int, str]) -> dict[str, Any]:

@@ -87,6 +87,9 @@ def test_register_compile_deploy_and_watch_the_charts(live_server, page, staff, 
     assert tokens.locator(".series").count() >= 1
     assert page.locator("figure.chart").count() == 6
     assert "ready" in page.inner_text("#replicas") and " s" in page.inner_text("#replicas")
+    page.click("#windows button[data-window='15m']")
+    page.wait_for_selector("body[data-window='15m']")
+    assert page.locator("figure.chart[data-key=tokens] .series").count() >= 1
     shot(page, "deployment")
 
     page.click("header nav >> text=Nodes")

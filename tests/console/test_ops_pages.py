@@ -193,6 +193,9 @@ def test_series_json_charts_the_engine_and_occupancy_samples(console, deployment
     assert charts["util"]["title"] == "CPU utilization" and charts["kv"]["max"] == 100.0
     assert data["replicas"] == [{"index": 0, "state": "ready", "cold_start_s": 2.25, "restarts": 3}]
     assert data["scale_to_zero"]["state"] == "armed"
+    short = console.get("/deployments/tiny-llama/series.json?window=15m").json()
+    assert short["window"] == "15m" and short["until"] - short["since"] == 15 * 60 * 1000
+    assert console.get("/deployments/tiny-llama/series.json?window=bogus").json()["window"] == "1h"
 
 
 def test_nodes_page_shows_inventory_and_heartbeat(console, deployment):
