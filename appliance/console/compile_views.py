@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from appliance.lifecycle.models import CompileJob
@@ -47,6 +48,7 @@ def compile_jobs(request: HttpRequest) -> HttpResponse:
     form = CompileForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        asked_at = timezone.now()
         try:
             job = request_compile(
                 data["model_version"], data["target"], tp_degree=data["tp_degree"],
@@ -56,8 +58,11 @@ def compile_jobs(request: HttpRequest) -> HttpResponse:
         except LifecycleError as exc:
             form.add_error(None, str(exc))
         else:
-            record_audit(request.user, "create", job, {k: v for k, v in snapshot(job).items() if k != "log"})
-            messages.success(request, f"Compile #{job.pk} of {job.model_version} for {job.target} is {job.status}.")
+            if job.created_at >= asked_at:
+                record_audit(request.user, "create", job, {k: v for k, v in snapshot(job).items() if k != "log"})
+                messages.success(request, f"Compile #{job.pk} of {job.model_version} for {job.target} is queued.")
+            else:
+                messages.info(request, f"An identical compile, #{job.pk}, is already {job.status}; follow it below.")
             return redirect("console:compile-jobs")
     status = 400 if request.method == "POST" else 200
     return render(request, "console/compile_jobs.html",

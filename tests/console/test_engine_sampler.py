@@ -109,3 +109,20 @@ appliance_engine_generation_tokens_total{model="m"} %d
     steady = engine_sampler.build_sample(replica, parse_metrics(text % 600), before,
                                          before.created_at.timestamp() + 10)
     assert steady.tokens_per_s == pytest.approx(10.0) and steady.ttft_p50_s is None
+
+
+def test_old_engine_samples_are_pruned(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from appliance.telemetry.tasks import prune_samples
+
+    model = Model.objects.create(name="m")
+    version = ModelVersion.objects.create(model=model, version=1, source_uri="/x")
+    replica = Replica.objects.create(deployment=Deployment.objects.create(name="m", model_version=version),
+                                     node=Node.objects.create(name="n"))
+    old, new = EngineSample.objects.create(replica=replica), EngineSample.objects.create(replica=replica)
+    EngineSample.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=8))
+    assert prune_samples() == 1
+    assert list(EngineSample.objects.values_list("pk", flat=True)) == [new.pk]

@@ -71,6 +71,11 @@ def test_compile_form_queues_a_job_with_its_options(console, staff, catalog_mode
     assert audit.actor == staff and audit.action == "create" and audit.changes["tp_degree"] == 2
     listing = console.get("/compile/").content.decode()
     assert f'data-id="{job.pk}"' in listing and "tiny-llama:v1" in listing and "batch 1,4,8" in listing
+    again = console.post("/compile/", {"model_version": version.pk, "target": "neuron", "tp_degree": "2",
+                                       "batch_buckets": "1,4,8", "seq_len_buckets": "512,128", "dtype": "bfloat16",
+                                       "quantization": "int8", "kernels": "on"}, follow=True)
+    assert f"An identical compile, #{job.pk}, is already queued" in again.content.decode()
+    assert CompileJob.objects.count() == 1 and AuditLog.objects.filter(object_type="lifecycle.compilejob").count() == 1
 
 
 @pytest.mark.parametrize("fields, field, message", [
