@@ -40,3 +40,17 @@ def engine_read_timeout_s() -> float:
 def last_request_write_s() -> float:
     """Deployment.last_request_at is written at most this often per deployment per process."""
     return _get("GATEWAY_LAST_REQUEST_WRITE_S", 10)
+
+
+def inflight_ttl_s() -> int:
+    """A concurrency slot is freed after this long even if its request never reported back."""
+    return int(_get("GATEWAY_INFLIGHT_TTL_S", 900))
+
+
+def default_max_tokens() -> int:
+    """max_tokens of a chat request that sets none (the engine also stops at the model's context length)."""
+    return int(_get("GATEWAY_DEFAULT_MAX_TOKENS", 256))
+
+
+def max_n() -> int:
+    return int(_get("GATEWAY_MAX_N", 16))

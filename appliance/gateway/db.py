@@ -21,6 +21,7 @@ def _register_thread() -> None:
 
 
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db", initializer=_register_thread)
+_write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-db-write", initializer=_register_thread)
 
 
 def close_connections() -> None:
@@ -42,5 +43,12 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 async def run_db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` on a reader thread (lookups: never queued behind writes)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool, functools.partial(_call, fn, *args, **kwargs))
+
+
+async def run_db_write(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` on the writer thread (one, so writes never contend with each other in-process)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_write_pool, functools.partial(_call, fn, *args, **kwargs))

@@ -5,10 +5,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
-
 from appliance.runtime.sampling_params import SamplingParams
 
+from . import conf
 from .errors import APIError, invalid
 
 CHAT_ROLES = {"system", "developer", "user", "assistant"}
@@ -105,7 +104,7 @@ def _common(body: dict, endpoint: str) -> ParsedRequest:
         raise invalid("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     include_usage = bool(_typed(options or {}, "include_usage", (bool,), "a boolean", False))
     user = _typed(body, "user", (str,), "a string", None)
-    max_n = int(getattr(settings, "GATEWAY_MAX_N", 16))
+    max_n = conf.max_n()
     sampling: dict[str, Any] = {
         "n": _integer(body, "n", 1, max_n, 1),
         "temperature": _number(body, "temperature", 0, 2, 1.0),
@@ -210,7 +209,7 @@ def parse_chat(body: dict) -> ParsedRequest:
         parsed.append({"role": "system" if role == "developer" else role,
                        "content": _message_content(msg.get("content"), i)})
     req.messages = parsed
-    default = int(getattr(settings, "GATEWAY_DEFAULT_MAX_TOKENS", 256))
+    default = conf.default_max_tokens()
     max_tokens, mt_name = _max_tokens(body, ("max_completion_tokens", "max_tokens"), default)
     req.sampling["max_tokens"] = max_tokens
     logprobs = bool(_typed(body, "logprobs", (bool,), "a boolean", False))

@@ -173,7 +173,9 @@ async def month_tokens_used(scope: Scope) -> int:
 
 
 def inflight_ttl_s() -> int:
-    return int(getattr(settings, "GATEWAY_INFLIGHT_TTL_S", 900))
+    from .conf import inflight_ttl_s as ttl
+
+    return ttl()
 
 
 _ADMIT_LUA = """

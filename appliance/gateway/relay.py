@@ -29,6 +29,14 @@ CLIENT_CLOSED = 499
 MAX_ATTEMPTS = 3
 
 
+CONTEXT_CODE = "context_length_exceeded"
+
+
+def _is_context_error(message: str) -> bool:
+    text = message.lower()
+    return "context length" in text or "max_model_len" in text or "context window" in text
+
+
 class ReplicaFailed(Exception):
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
@@ -64,14 +72,16 @@ class Call:
             await self._open()
         except APIError as exc:
             await self.settle(exc.status)
-            exc.headers = {**self.decision.headers, **exc.headers}
+            exc.headers = {**self.decision.headers, **exc.headers, "x-request-id": self.request_id}
             return exc.response()
         except BaseException:
             await self.settle(CLIENT_CLOSED)
             raise
         if not self.req.stream:
             return await self._whole()
-        response = StreamingHttpResponse(self._sse(), content_type="text/event-stream")
+        stream = self._sse()
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response.raw_stream = stream  # the gateway's ASGI fast path sends it as is
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         self._headers(response)
@@ -93,8 +103,10 @@ class Call:
             except EngineRejected as exc:
                 err = exc.error
                 status = exc.status if 400 <= exc.status < 500 else 400
-                raise APIError(status, err.get("message", "The request was rejected."), param=err.get("param"),
-                               code=err.get("code"), type=err.get("type"))
+                message = err.get("message") or "The request was rejected."
+                code = err.get("code") or (CONTEXT_CODE if _is_context_error(message) else None)
+                param = "messages" if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
+                raise APIError(status, message, param=param, code=code, type=err.get("type"))
             except EngineUnavailable as exc:
                 log.warning("replica %s of %s unavailable: %s", target.replica_id, route.name, exc)
                 await self._release_target()
@@ -148,7 +160,8 @@ class Call:
             await self._abort()
             message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
             await self.settle(status)
-            return APIError(status, message, headers={"retry-after": "1"} if status >= 500 else {}).response()
+            headers = {"x-request-id": self.request_id, **({"retry-after": "1"} if status >= 500 else {})}
+            return APIError(status, message, headers=headers).response()
         except BaseException:
             await self._abort()
             await self.settle(CLIENT_CLOSED)

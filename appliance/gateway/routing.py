@@ -16,7 +16,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import conf, keys
-from .db import run_db
+from .db import run_db, run_db_write
 from .errors import unavailable
 
 
@@ -102,6 +102,7 @@ class Router:
         self._touched: dict[int, float] = {}
         self._scripts: dict[int, tuple] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._suspect: dict[int, float] = {}  # replica id -> until when it is skipped (refused a connection)
 
     async def route(self, name: str, fresh: bool = False) -> Route | None:
         """The deployment serving model id `name`, or None if there is none (or it is inactive)."""
@@ -111,8 +112,12 @@ class Router:
         route = await run_db(_load_route, name)
         if route is None:
             self._routes.pop(name, None)
-        else:
-            self._routes[name] = route
+            return None
+        if self._suspect:
+            now = time.monotonic()
+            self._suspect = {rid: until for rid, until in self._suspect.items() if until > now}
+            route.targets = [t for t in route.targets if t.replica_id not in self._suspect]
+        self._routes[name] = route
         return route
 
     async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int]]:
@@ -120,10 +125,11 @@ class Router:
         rows = await run_db(_list_routes, model_names, name)
         return [(name, int(created.timestamp())) for name, created in rows]
 
-    def forget(self, route: Route, target: Target) -> None:
-        """A replica refused the connection: stop sending it requests until the database is read again."""
-        if target in route.targets:
-            route.targets = [t for t in route.targets if t != target]
+    def forget(self, route: Route, target: Target, for_s: float = 5.0) -> None:
+        """A replica refused the connection: send it nothing for a few seconds (its node agent will restart it
+        or mark it failed), whatever the database says meanwhile."""
+        self._suspect[target.replica_id] = time.monotonic() + for_s
+        route.targets = [t for t in route.targets if t != target]
         self._routes.pop(route.name, None)
 
     def _redis_scripts(self):
@@ -164,12 +170,12 @@ class Router:
         if self._touched.get(route.deployment_id, 0) + conf.last_request_write_s() > now:
             return
         self._touched[route.deployment_id] = now
-        task = asyncio.get_running_loop().create_task(run_db(_touch, route.deployment_id))
+        task = asyncio.get_running_loop().create_task(run_db_write(_touch, route.deployment_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_replica(self, route: Route) -> Route:
-        await run_db(_wake, route.deployment_id)
+        await run_db_write(_wake, route.deployment_id)
         self._touched[route.deployment_id] = time.monotonic()
         deadline = time.monotonic() + conf.cold_start_timeout_s()
         delay = 0.1

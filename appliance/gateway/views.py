@@ -57,7 +57,9 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         else:
             await record(Usage(caller.tenant_id, caller.key_id, model if model != UNKNOWN_MODEL else "",
                                request_id, endpoint, exc.status, latency_s=latency))
-        return exc.response()
+        response = exc.response()
+        response["x-request-id"] = request_id
+        return response
     return await Call(caller, req, route, decision, request_id, started).run()
 
 

@@ -1,6 +1,8 @@
 """The one dispatch layer for the model's hot operations.
 
-These are the PyTorch reference implementations, used on the CPU and CUDA. The Neuron executor routes the same
+These are the PyTorch implementations, used on the CPU and CUDA: rms_norm, rotary_embedding and swiglu_mlp are the
+references beside the NKI kernels; paged_decode_attention here gathers through the block table and makes one SDPA
+call (faster on the CPU than the NKI reference's einsum form, and checked against it numerically). The Neuron executor routes the same
 names, with the same signatures, to NKI kernels (nki_kernels/); model code calls only these functions.
 Shapes: T tokens, H hidden, I intermediate, Hq/Hkv query/key-value heads, D head_dim, B sequences.
 """
@@ -10,31 +12,10 @@ import torch
 import torch.nn.functional as F
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x[T,H], weight[H] -> [T,H]; the variance in float32, as Hugging Face's LlamaRMSNorm."""
-    dtype = x.dtype
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rotary_embedding(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q[T,Hq,D], k[T,Hkv,D], cos/sin[T,D] (the rotate_half convention of Hugging Face) -> (q, k)."""
-    cos = cos.unsqueeze(1)
-    sin = sin.unsqueeze(1)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def swiglu_mlp(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """x[T,H], w_gate[I,H], w_up[I,H], w_down[H,I] (nn.Linear [out,in] layout) -> [T,H]."""
-    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+# The PyTorch references of these three live beside their NKI kernels; the engine uses them as they are.
+from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402
+from nki_kernels.rotary_embedding.reference import rotary_embedding  # noqa: E402
+from nki_kernels.swiglu_mlp.reference import swiglu_mlp  # noqa: E402
 
 
 def paged_decode_attention(
@@ -52,17 +33,17 @@ def paged_decode_attention(
     [B,Hq,D].
     """
     b, hq, d = q.shape
-    _, block_size, hkv, _ = k_cache.shape
-    idx = block_tables.long()
-    length = idx.shape[1] * block_size
-    k = k_cache[idx].view(b, length, hkv, d)
-    v = v_cache[idx].view(b, length, hkv, d)
-    qg = q.view(b, hkv, hq // hkv, d)
-    scores = torch.einsum("bhgd,blhd->bhgl", qg, k).float() * scale
-    pad = torch.arange(length, device=q.device)[None, :] >= context_lens[:, None]
-    scores.masked_fill_(pad[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.einsum("bhgl,blhd->bhgd", probs, v).reshape(b, hq, d)
+    num_blocks, block_size, hkv, _ = k_cache.shape
+    flat = block_tables.reshape(-1).long()
+    k = k_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    v = v_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    valid = torch.arange(k.shape[1], device=q.device)[None, :] < context_lens[:, None]
+    # The query heads sharing a KV head act as that head's "query positions": one SDPA call, no repeat of K/V.
+    out = F.scaled_dot_product_attention(
+        q.view(b, hkv, hq // hkv, d), k.transpose(1, 2), v.transpose(1, 2), attn_mask=valid[:, None, None, :],
+        scale=scale,
+    )
+    return out.reshape(b, hq, d)
 
 
 OPERATIONS = ("rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention")

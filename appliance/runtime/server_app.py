@@ -135,7 +135,10 @@ class ReplicaApp:
         try:
             stream = await engine.add_request(req.request_id, prompt, params, req.cache_salt, req.priority)
         except ValueError as exc:
-            raise BadRequest(str(exc), param_of(exc), code=getattr(exc, "code", None)) from None
+            param = param_of(exc)
+            if param == "prompt" and req.prompt is None:
+                param = "prompt_token_ids" if req.prompt_token_ids is not None else "messages"
+            raise BadRequest(str(exc), param, code=getattr(exc, "code", None)) from None
         except EngineDeadError as exc:
             raise BadRequest(str(exc), None, status=503) from None
         await self._stream(stream, len(prompt), params, receive, send)
@@ -240,7 +243,7 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Token ids of a plain prompt (the tokenizer's special tokens added, as transformers does)."""
     if not text:
         raise BadRequest("prompt must not be empty", "prompt")
-    return list(tokenizer.encode(text))
+    return list(tokenizer(text).input_ids)
 
 
 def encode_messages(tokenizer: Any, messages: Any) -> list[int]:

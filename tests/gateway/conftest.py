@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import flush_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,15 +33,15 @@ def free_port() -> int:
 @dataclass
 class Engine:
     process: subprocess.Popen
-    port: int
+    port: int | None
     model_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    socket_path: str = ""
 
     def health(self) -> dict:
-        return httpx.get(f"{self.url}/health", timeout=5).json()
+        if self.socket_path:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path)) as client:
+                return client.get("http://engine/health", timeout=5).json()
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5).json()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -51,39 +53,52 @@ class Engine:
                 self.process.wait()
 
 
-def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 120) -> Engine:
+class PendingEngine:
+    """An engine process launched but perhaps not ready yet."""
+
+    def __init__(self, model_dir: Path, log_path: Path, uds: str | None = None) -> None:
+        argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
+                *(["--uds", uds] if uds else ["--port", "0", "--host", "127.0.0.1"])]
+        self.model_dir, self.log_path = model_dir, log_path
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "wb"))
+
+    def wait(self, timeout_s: float = 180) -> Engine:
+        """Wait for the READY line."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line.startswith(b"READY unix:"):
+                return Engine(self.process, None, self.model_dir, line.split(b":", 1)[1].strip().decode())
+            if line.startswith(b"READY"):
+                return Engine(self.process, int(line.split()[1].rsplit(b":", 1)[1]), self.model_dir)
+            if not line and self.process.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.process.returncode}; see {self.log_path}")
+        self.process.kill()
+        raise RuntimeError(f"engine not ready in {timeout_s}s; see {self.log_path}")
+
+
+def start_engine(model_dir: Path, log_path: Path, timeout_s: float = 180) -> Engine:
     """`python -m appliance.runtime.server ...`, waiting for its READY line."""
-    argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
-            "--port", "0", "--host", "127.0.0.1"]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {proc.returncode}; see {log_path}")
-            continue
-        if line.startswith(b"READY"):
-            port = int(line.split()[1].rsplit(b":", 1)[1])
-            break
-    else:
-        proc.kill()
-        raise RuntimeError(f"engine not ready in {timeout_s}s; see {log_path}")
-    return Engine(proc, port, model_dir)
+    return PendingEngine(model_dir, log_path).wait(timeout_s)
 
 
 @pytest.fixture(scope="session")
-def engine(request, tmp_path_factory) -> Engine:
-    if os.environ.get("GATEWAY_DEV_FAKE_ENGINE"):  # TEMPORARY, removed once the engine server lands
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, os.environ["GATEWAY_DEV_FAKE_ENGINE"], str(port)])
-        time.sleep(1.5)
-        yield Engine(proc, port, Path("/tmp/fake"))
-        proc.kill()
-        return
-    tiny_llama = request.getfixturevalue("tiny_llama")
-    eng = start_engine(tiny_llama, tmp_path_factory.mktemp("engine") / "engine.log")
+def engines(tiny_llama, tmp_path_factory) -> dict[str, PendingEngine]:
+    """The shared replica (TCP), and a second one on a Unix socket (launched now, loading in parallel) for a test
+    that kills it."""
+    logs = tmp_path_factory.mktemp("engines")
+    pending = {"main": PendingEngine(tiny_llama, logs / "main.log"),
+               "fragile": PendingEngine(tiny_llama, logs / "fragile.log", uds=str(logs / "fragile.sock"))}
+    yield pending
+    for p in pending.values():
+        if p.process.poll() is None:
+            p.process.kill()
+            p.process.wait()
+
+
+@pytest.fixture(scope="session")
+def engine(engines) -> Engine:
+    eng = engines["main"].wait()
     yield eng
     eng.stop()
 
@@ -129,7 +144,7 @@ def make_deployment(name: str, model_name: str, model_dir: Path | str, engine: E
     if engine is not None:
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port)
+                               port=engine.port, socket_path=engine.socket_path)
     return dep
 
 
@@ -152,7 +167,15 @@ class World:
     globex_key: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package", autouse=True)
+def flush_committed_rows(django_db_setup, django_db_blocker):
+    """This package commits rows outside test transactions (the gateway process must see them); remove them all
+    when the package is done so later packages start from an empty database."""
+    yield
+    flush_database(django_db_blocker)
+
+
+@pytest.fixture(scope="package")
 def world(django_db_setup, django_db_blocker, engine, tmp_path_factory) -> World:
     from django.conf import settings
     from django.db import connection

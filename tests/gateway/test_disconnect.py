@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import World, committed, make_deployment, start_engine
+from .conftest import World, committed, make_deployment
 
 pytestmark = pytest.mark.django_db
 
@@ -45,10 +45,10 @@ def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world:
 
 
 @pytest.mark.slow
-def test_replica_dying_mid_stream_gives_a_clean_error(world: World, tmp_path):
+def test_replica_on_a_unix_socket_dying_mid_stream_gives_a_clean_error(world: World, engines):
     from appliance.tenancy.models import UsageRecord
 
-    engine = start_engine(world.engine.model_dir, tmp_path / "fragile.log")
+    engine = engines["fragile"].wait()
     try:
         committed(make_deployment, "tiny-fragile", "tiny", engine.model_dir, engine)
         client = openai.OpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0, timeout=30)
@@ -56,6 +56,7 @@ def test_replica_dying_mid_stream_gives_a_clean_error(world: World, tmp_path):
                                            extra_body={"ignore_eos": True})
         it = iter(stream)
         first = next(it)
+        assert engine.health()["in_flight"] == 1  # served through the Unix socket
         engine.process.kill()
         started = time.monotonic()
         with pytest.raises(openai.APIError) as exc:
@@ -65,5 +66,8 @@ def test_replica_dying_mid_stream_gives_a_clean_error(world: World, tmp_path):
         assert "replica" in str(exc.value.message)
         assert wait_for(lambda: UsageRecord.objects.filter(request_id=first.id).exists())
         assert UsageRecord.objects.get(request_id=first.id).status_code == 503
+        with pytest.raises(openai.InternalServerError) as exc:  # nothing serves it now: 503, not a hang
+            client.completions.create(model="tiny-fragile", prompt="go", max_tokens=1)
+        assert exc.value.status_code == 503 and "retry-after" in exc.value.response.headers
     finally:
         engine.stop()

@@ -1,6 +1,8 @@
 """Usage rows match what clients received; tenants never see each other's models, keys or usage."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -11,9 +13,14 @@ pytestmark = pytest.mark.django_db
 
 
 def usage_row(request_id: str):
+    """The request's usage row (written in batches, so within a moment of the response)."""
     from appliance.tenancy.models import UsageRecord
 
-    return UsageRecord.objects.select_related("tenant", "api_key").get(request_id=request_id)
+    rows = UsageRecord.objects.select_related("tenant", "api_key").filter(request_id=request_id)
+    deadline = time.monotonic() + 10
+    while not rows.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows.get()
 
 
 def test_usage_rows_equal_the_tokens_the_client_received(client, world: World):
@@ -35,9 +42,11 @@ def test_usage_rows_equal_the_tokens_the_client_received(client, world: World):
 def test_errors_are_recorded_with_their_status(client, world: World):
     response = raw_post(world, "completions", {"model": world.model, "prompt": "x", "temperature": -1})
     assert response.status_code == 400
+    usage_row(response.headers["x-request-id"])
     from appliance.tenancy.models import UsageRecord
 
-    assert UsageRecord.objects.filter(status_code=400, tenant__name__startswith="acme").exists()
+    row = UsageRecord.objects.get(request_id=response.headers["x-request-id"])
+    assert row.status_code == 400 and row.tenant.name.startswith("acme") and row.completion_tokens == 0
 
 
 def test_a_key_sees_only_its_tenants_models(world: World):

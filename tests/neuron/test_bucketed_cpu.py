@@ -42,6 +42,17 @@ def test_bucketed_greedy_output_is_token_identical(checkpoint_factory, arch):
     assert all(s["length"] in (32, 64, 128) for s in decodes) and all(s["length"] in (16, 32, 64) for s in prefills)
 
 
+def test_bucketed_output_survives_preemption_and_prefix_hits(tiny_llama):
+    plain_llm = LLM(str(tiny_llama), **{**ENGINE, "num_kv_blocks": 10})
+    bucketed_llm = LLM(str(tiny_llama), **{**ENGINE, "num_kv_blocks": 10}, bucketing=BUCKETS)
+    plain = [o.token_ids for o in plain_llm.generate(PROMPTS, GREEDY)]
+    bucketed = [o.token_ids for o in bucketed_llm.generate(PROMPTS, GREEDY)]
+    assert bucketed == plain
+    assert bucketed_llm.engine.scheduler.num_preemptions > 0
+    assert bucketed_llm.engine.block_manager.prefix_hit_tokens > 0
+    assert bucketed_llm.engine.block_manager.num_blocks == 10 and bucketed_llm.engine.executor.scratch_block == 10
+
+
 def test_bucketing_that_cannot_hold_the_engine_limits_is_an_error(tiny_llama):
     with pytest.raises(ValueError, match="bucketing: max_num_seqs 8 exceeds the largest batch bucket 4"):
         LLM(str(tiny_llama), **ENGINE, bucketing={**BUCKETS, "batch_sizes": [1, 4]})

@@ -116,3 +116,29 @@ def test_qwen2_compiles_with_the_qwen2_model_class(nxdi_sdk, checkpoint_factory,
     assert manifest["family"] == "qwen2" and nxdi_sdk.named("NeuronQwen2ForCausalLM.compile")
     saved = json.loads((tmp_path / "q" / "neuron_config.json").read_text())
     assert saved["neuron_config"]["tp_degree"] == 2
+
+
+def test_a_compile_jobs_options_dict_is_understood(nxdi_sdk, tiny_llama, tmp_path):
+    job = {"target": "neuron", "tp_degree": 2, "batch_buckets": [4], "seq_len_buckets": [64, 256],
+           "dtype": "bfloat16", "quantization": "none", "kernels": False}
+    out = tmp_path / "staging"
+    out.mkdir()  # the lifecycle hands over an empty staging directory
+    manifest = compile_artifact(tiny_llama, job, out)
+    nc = nxdi_sdk.last("NeuronConfig")
+    assert (nc["batch_size"], nc["seq_len"], nc["token_generation_buckets"], nc["context_encoding_buckets"]) == (
+        4, 256, [64, 256], [64, 256])
+    assert manifest["options"]["quantization"] is None and (out / "model.pt").is_file()
+
+
+def test_job_option_errors_name_the_jobs_field(nxdi_sdk, tiny_llama, tmp_path):
+    from appliance.runtime.neuron.options import NeuronOptionsError
+
+    with pytest.raises(NeuronOptionsError, match=r"^batch_buckets: \[1, 4\]: NxD Inference 0.8 does not support") as e:
+        compile_artifact(tiny_llama, {"target": "neuron", "batch_buckets": [1, 4]}, tmp_path / "a")
+    assert e.value.field == "batch_buckets"
+    with pytest.raises(NeuronOptionsError, match="^seq_len_buckets: 1024 exceeds the model's max_position_embeddings 512"):
+        compile_artifact(tiny_llama, {"seq_len_buckets": [128, 1024]}, tmp_path / "b")
+    with pytest.raises(NeuronOptionsError, match="^target: this compiler builds target 'neuron', got 'cpu'"):
+        compile_artifact(tiny_llama, {"target": "cpu"}, tmp_path / "c")
+    manifest = compile_artifact(tiny_llama, {"tp_degree": 1}, tmp_path / "d")
+    assert manifest["options"]["max_model_len"] == 512  # min(2048, max_position_embeddings)

@@ -112,3 +112,31 @@ def test_on_device_sampling_artifacts_are_refused_by_the_engine(nxdi_sdk, tiny_l
     compile_artifact(tiny_llama, {**OPTS, "on_device_sampling": True}, out)
     with pytest.raises(ValueError, match="on_device_sampling: this artifact samples on the device"):
         NeuronExecutor(out, environ=CORES)
+
+
+def test_contiguous_layout_uses_stable_slots_and_refuses_partial_prefills(nxdi_sdk, tiny_llama, tmp_path):
+    out = tmp_path / "contig"
+    compile_artifact(tiny_llama, {**OPTS, "kv_layout": "contiguous", "batch_sizes": [1, 2, 4]}, out)
+    ex = NeuronExecutor(out, environ=CORES)
+    first = StepBatch()
+    first.add([1, 2, 3], 0, [0], True)
+    first.add([4, 5], 0, [16], True)
+    ex.execute(first)
+    second = StepBatch()
+    second.add([6], 2, [16], True)
+    second.add([7], 3, [0], True)
+    ex.execute(second)
+    calls = forward_calls(nxdi_sdk)
+    assert [c["seq_ids"].tolist() for c in calls] == [[0], [1], [1, 0]]
+    assert calls[0]["slot_mapping"] is None and calls[2]["position_ids"].tolist() == [[2], [3]]
+    assert ex.last_calls[-1] == {"kind": "decode", "rows": 2, "batch": 2, "length": 64}
+    partial = StepBatch()
+    partial.add([8, 9], 3, [0], True)
+    with pytest.raises(ValueError, match="contiguous KV layout prefills whole prompts only"):
+        ex.execute(partial)
+
+
+def test_loading_needs_every_file_of_the_layout(nxdi_sdk, artifact):
+    (artifact / "weights" / "tp1_sharded_checkpoint.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="tp1_sharded_checkpoint.safetensors"):
+        NeuronExecutor(artifact)

@@ -71,3 +71,9 @@ def test_engine_generates_through_the_tnx_executor(tnx_sdk, artifact):
             if out.finished:
                 done[out.request_id] = out.outputs[0].token_ids
     assert done == {"a": [4, 5, 6], "b": [51, 52]}
+
+
+def test_loading_needs_every_saved_neff(tnx_sdk, artifact):
+    next(artifact.glob("*.neff")).unlink()
+    with pytest.raises(FileNotFoundError, match="could not find a matching NEFF"):
+        NeuronExecutor(artifact)

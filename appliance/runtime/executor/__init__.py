@@ -2,7 +2,6 @@
 from appliance.runtime.executor.interface import Executor, StepBatch
 
 
-
 def create_executor(config, args) -> Executor:
     """The executor an EngineConfig asks for: the Torch executor, padded to static shapes when config.bucketing."""
     if getattr(config, "bucketing", None) is not None:

@@ -14,7 +14,7 @@ import torch
 
 from appliance.runtime.executor.interface import StepBatch
 from appliance.runtime.executor.torch_executor import TorchExecutor
-from appliance.runtime.model.attention import AttentionMetadata, PrefillChunk
+from appliance.runtime.model.attention import AttentionMetadata, DecodeGroup, PrefillChunk
 from appliance.runtime.neuron.buckets import BucketSet, choose_bucket, pad_row
 
 
@@ -78,8 +78,10 @@ class BucketedTorchExecutor(TorchExecutor):
                 tables.append([self.scratch_block] * width)
                 lens.append(1)
             meta.num_decode_tokens = shape.batch
-            meta.decode_block_tables = torch.tensor(tables, dtype=torch.int32, device=dev)
-            meta.decode_context_lens = torch.tensor(lens, dtype=torch.int32, device=dev)
+            meta.decode_groups.append(DecodeGroup(
+                0, shape.batch, torch.tensor(tables, dtype=torch.int32, device=dev),
+                torch.tensor(lens, dtype=torch.int32, device=dev),
+            ))
             self.last_shapes.append({"kind": "decode", "rows": len(decodes), "batch": shape.batch,
                                      "length": shape.length})
         for i in prefills:

@@ -4,7 +4,10 @@
                      model_checksum=None) -> manifest dict
 
 * `model_dir`: a Hugging Face checkpoint directory (config.json, safetensors, tokenizer files).
-* `options`: NeuronCompileOptions or its dict form (the job's options JSON; unknown keys are an error).
+* `options`: NeuronCompileOptions, its dict form, or a CompileJob's options() dict: `target` (must be "neuron"),
+  `batch_buckets` (= batch_sizes), `seq_len_buckets` (= token_buckets and context_buckets; the largest is
+  max_model_len), `tp_degree`, `dtype`, `quantization` ("none" | "int8"), `kernels`. Unknown keys are an error, and
+  errors name the key the caller used. Without a length, max_model_len is min(2048, max_position_embeddings).
 * `out_dir`: where the artifact goes. The compile runs in a sibling staging directory and is renamed into place
   only when complete, so a failed or interrupted compile never leaves a half-written artifact. If `out_dir` already
   holds an artifact with the same key, it is reused (no compile) and the manifest says `"reused": true`.
@@ -32,9 +35,10 @@ from typing import Any
 
 from appliance.runtime.neuron import sdk
 from appliance.runtime.neuron.model_shape import ModelShape
-from appliance.runtime.neuron.options import NeuronCompileOptions
+from appliance.runtime.neuron.options import NeuronCompileOptions, NeuronOptionsError
 
 MANIFEST = "artifact.json"
+JOB_ALIASES = {"batch_buckets": "batch_sizes", "seq_len_buckets": "token_buckets"}
 FORMAT = "appliance-neuron-artifact/1"
 ProgressCallback = Callable[[str, int, str], None]
 
@@ -66,6 +70,44 @@ def load_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown artifact format {manifest.get('format')!r}")
     return manifest
+
+
+def coerce_options(
+    data: Mapping[str, Any], model_config: Mapping[str, Any]
+) -> tuple[NeuronCompileOptions, dict[str, str]]:
+    """Options from a dict (compile options or a CompileJob's options()); returns them and {option: key used}."""
+    data = dict(data)
+    target = data.pop("target", "neuron")
+    if target != "neuron":
+        raise NeuronOptionsError("target", f"this compiler builds target 'neuron', got {target!r}")
+    used: dict[str, str] = {}
+    for alias, name in JOB_ALIASES.items():
+        value = data.pop(alias, None)
+        if not value:
+            continue
+        if name in data:
+            raise NeuronOptionsError(alias, f"give either {alias} or {name}, not both")
+        data[name] = value
+        used[name] = alias
+    lengths = data.get("token_buckets")
+    if "token_buckets" in used and isinstance(lengths, (list, tuple)) and all(isinstance(v, int) for v in lengths):
+        if "max_model_len" not in data:
+            data["max_model_len"] = max(lengths)
+            used["max_model_len"] = used["token_buckets"]
+        if "context_buckets" not in data:
+            data["context_buckets"] = list(lengths)
+            used["context_buckets"] = used["token_buckets"]
+    data.setdefault("max_model_len", min(2048, int(model_config.get("max_position_embeddings") or 2048)))
+    try:
+        return NeuronCompileOptions.from_dict(data), used
+    except NeuronOptionsError as exc:
+        raise _renamed(exc, used) from None
+
+
+def _renamed(exc: NeuronOptionsError, used: dict[str, str]) -> NeuronOptionsError:
+    if exc.field not in used:
+        return exc
+    return NeuronOptionsError(used[exc.field], str(exc).split(": ", 1)[1])
 
 
 def make_backend(options: NeuronCompileOptions, family: str, api: Any = None) -> Any:
@@ -111,15 +153,18 @@ def compile_artifact(
     """Validate, compile for Neuron and write the artifact with its manifest; see the module docstring."""
     report = progress_cb or (lambda stage, percent, message: None)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not isinstance(options, NeuronCompileOptions):
-        options = NeuronCompileOptions.from_dict(options)
-
     report("validate", 5, f"validating options for {model_dir.name}")
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{model_dir} is not a Hugging Face checkpoint (no config.json)")
     config = json.loads(config_path.read_text())
-    memory = options.validate(config, instance)
+    used: dict[str, str] = {}
+    if not isinstance(options, NeuronCompileOptions):
+        options, used = coerce_options(options, config)
+    try:
+        memory = options.validate(config, instance)
+    except NeuronOptionsError as exc:
+        raise _renamed(exc, used) from None
     shape = ModelShape.from_config(config)
     family = shape.family(options.backend)
 

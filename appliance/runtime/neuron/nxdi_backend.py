@@ -143,6 +143,10 @@ class NxdiBackend:
     def prefill_call(self, step: SeqStep, length_bucket: int) -> BackendCall:
         import torch
 
+        if not self.options.block_layout and step.start_pos != 0:
+            raise ValueError(f"sequence {step.seq_id}: the contiguous KV layout prefills whole prompts only "
+                             f"(got a prefill starting at position {step.start_pos}); disable chunked prefill and "
+                             "prefix caching or compile with kv_layout='block'")
         tokens = list(step.history) + list(step.token_ids)
         if len(tokens) != step.end_pos:
             raise ValueError(f"sequence {step.seq_id}: prefill at position {step.start_pos} needs the "
@@ -163,10 +167,6 @@ class NxdiBackend:
                 full_context_lens=torch.tensor([[n]], dtype=torch.long),
                 computed_context_lens=torch.tensor([[computed]], dtype=torch.long),
             )
-        elif step.start_pos != 0:
-            raise ValueError(f"sequence {step.seq_id}: the contiguous KV layout prefills whole prompts only "
-                             f"(got a prefill starting at position {step.start_pos}); disable chunked prefill and "
-                             "prefix caching or compile with kv_layout='block'")
         return BackendCall("prefill", [step.seq_id], kwargs)
 
     def decode_call(self, steps: list[SeqStep]) -> BackendCall:

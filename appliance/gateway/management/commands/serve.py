@@ -20,7 +20,7 @@ MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 
 
 def appliance_children(host: str, port: int, agent: bool = True, celery: bool = True,
-                       log_level: str = "info") -> list[Child]:
+                       log_level: str = "warning") -> list[Child]:
     """The processes of a single-node appliance, in start order."""
     env = {"DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "appliance.settings")}
     children = [Child("web", python_argv("-m", "uvicorn", "appliance.asgi:application", "--host", host,
@@ -52,12 +52,13 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-agent", action="store_true", help="Do not run the node agent (no engines)")
         parser.add_argument("--no-celery", action="store_true", help="Do not run a Celery worker and beat")
+        parser.add_argument("--log-level", default="warning", help="of uvicorn and Celery (debug, info, warning)")
 
     def handle(self, *args, **opts) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         Path(settings.APPLIANCE_HOME).mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         children = appliance_children(opts["host"], opts["port"], agent=not opts["no_agent"],
-                                      celery=not opts["no_celery"])
+                                      celery=not opts["no_celery"], log_level=opts["log_level"])
         self.stdout.write(f"Serving on http://{opts['host']}:{opts['port']}/  (OpenAI API under /v1/; Ctrl-C stops)")
         raise SystemExit(Supervisor(children, Path(settings.BASE_DIR)).run())

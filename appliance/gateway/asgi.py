@@ -1,0 +1,81 @@
+"""Django's ASGI handler, with the OpenAI API's hot endpoints served on a short path.
+
+Requests to ``/v1/completions``, ``/v1/chat/completions`` and ``/v1/models`` go straight to the gateway's async
+views: no middleware chain (each of Django's sync-style middleware costs a hop to a worker thread per request),
+no per-request thread context and no request_started/finished signals (the gateway keeps its own database
+connections). Everything else (console, admin, admin API, /metrics, other /v1/ routes) takes Django's full path.
+The streaming and client-disconnect handling mirror Django's own handler.
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import django
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
+
+
+def _fast_views() -> dict[str, object]:
+    from . import views
+
+    return {"/v1/completions": views.completions, "/v1/chat/completions": views.chat_completions,
+            "/v1/models": views.models}
+
+
+class GatewayASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast_views = _fast_views()
+
+    async def __call__(self, scope, receive, send) -> None:
+        view = self.fast_views.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if view is None or scope.get("root_path"):
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            await self.send_response(error_response, send)
+            return
+
+        async def respond() -> None:
+            response: HttpResponse = await view(request)
+            await self._send(response, send)
+
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(respond())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except (RequestAborted, asyncio.CancelledError):
+                    pass
+            else:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, RequestAborted):
+                    pass
+        body_file.close()
+
+    async def _send(self, response: HttpResponse, send) -> None:
+        stream = getattr(response, "raw_stream", None)
+        if stream is None:
+            await self.send_response(response, send)
+            return
+        headers = [(k.encode("ascii"), v.encode("latin1")) for k, v in response.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async with aclosing(stream) as parts:
+            async for part in parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def get_application() -> GatewayASGIHandler:
+    django.setup(set_prefix=False)
+    return GatewayASGIHandler()
