@@ -29,6 +29,7 @@ class Command(BaseCommand):
                             help="Seconds samples are kept (default: a week)")
 
     def handle(self, *args, interval: float, node: str, once: bool, retention: float, **options) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per scrape in `serve`'s output
         node_row, _ = Node.objects.get_or_create(name=node)
         monitor = None
         if node_row.device == Device.NEURON and not once:
