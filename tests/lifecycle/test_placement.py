@@ -170,3 +170,14 @@ def test_a_crash_looping_replica_shows_its_error_on_the_deployment(version):
     d.refresh_from_db()
     assert d.status == "pending"
     assert "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message
+
+
+def test_replicas_of_a_silent_node_are_replaced_on_a_live_one(version):
+    dead = Node.objects.create(name="dead", cores=4, last_heartbeat=timezone.now() - timedelta(minutes=5))
+    live_node(name="alive", cores=4)
+    d = deployment(version, "moving", desired_replicas=1)
+    old = Replica.objects.create(deployment=d, node=dead, state="ready", cores=[0], port=1234)
+    placement.place_all()
+    old.refresh_from_db()
+    assert old.state == "stopped" and "node dead stopped heartbeating" in old.last_error
+    assert d.replicas.get(state="pending").node.name == "alive"
