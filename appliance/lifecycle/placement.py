@@ -167,8 +167,8 @@ def _blocked_by_compile(dep: Deployment) -> str:
     if job.status == CompileJob.Status.FAILED:
         set_status(dep, Deployment.Status.FAILED, f"compile job #{job.pk} failed: {job.error}")
     else:
-        set_status(dep, Deployment.Status.PENDING,
-                   f"waiting for compile job #{job.pk} ({job.status}, {job.stage or 'queued'} {job.percent}%)")
+        progress = f"{job.stage} {job.percent}%" if job.status == CompileJob.Status.RUNNING else job.status
+        set_status(dep, Deployment.Status.PENDING, f"waiting for compile job #{job.pk} ({progress})")
     return dep.status_message
 
 
@@ -229,10 +229,23 @@ def model_bytes(dep: Deployment) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else 0
 
 
+def expire_silent_nodes() -> int:
+    """Stop the replica rows of nodes whose agent went silent, so placement can put them on live nodes."""
+    cutoff = timezone.now() - timedelta(seconds=setting("NODE_STALE_AFTER_S"))
+    silent = Replica.objects.filter(node__last_heartbeat__lt=cutoff, state__in=ACTIVE_STATES)
+    for node_name in set(silent.values_list("node__name", flat=True)):
+        silent.filter(node__name=node_name).update(
+            state=Replica.State.STOPPED, pid=None,
+            last_error=f"node {node_name} stopped heartbeating (its agent is down); replaced elsewhere",
+        )
+    return len(silent)
+
+
 def place_all() -> dict[str, str]:
     """One placement pass over every active deployment (agents and the beat task call it; it is idempotent)."""
     from django.db import DatabaseError
 
+    expire_silent_nodes()
     results = {}
     for dep_id, name in Deployment.objects.values_list("pk", "name"):
         try:

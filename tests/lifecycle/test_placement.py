@@ -147,6 +147,13 @@ def test_outstanding_requests_over_target_scale_out_and_idle_scales_back_in(vers
         redis_client().delete(key)
 
 
+def test_a_deployment_not_yet_placed_is_not_scaled_to_zero_before_its_first_replica(version):
+    from appliance.lifecycle.autoscaler import autoscale
+
+    d = deployment(version, "fresh", mode="per-model", desired_replicas=1, min_replicas=0, idle_timeout_s=1)
+    assert autoscale(d) is None and Deployment.objects.get(pk=d.pk).desired_replicas == 1
+
+
 @pytest.mark.parametrize("inputs,expected", [
     (ScaleInputs(1, 1, 4, outstanding=40, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 3),
     (ScaleInputs(1, 1, 2, outstanding=100, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 2),
@@ -170,3 +177,14 @@ def test_a_crash_looping_replica_shows_its_error_on_the_deployment(version):
     d.refresh_from_db()
     assert d.status == "pending"
     assert "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message
+
+
+def test_replicas_of_a_silent_node_are_replaced_on_a_live_one(version):
+    dead = Node.objects.create(name="dead", cores=4, last_heartbeat=timezone.now() - timedelta(minutes=5))
+    live_node(name="alive", cores=4)
+    d = deployment(version, "moving", desired_replicas=1)
+    old = Replica.objects.create(deployment=d, node=dead, state="ready", cores=[0], port=1234)
+    placement.place_all()
+    old.refresh_from_db()
+    assert old.state == "stopped" and "node dead stopped heartbeating" in old.last_error
+    assert d.replicas.get(state="pending").node.name == "alive"

@@ -48,6 +48,8 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     assert second.usage.completion_tokens == 2
     again = Replica.objects.exclude(pk=replica.pk).get(deployment=dep)
     assert again.state == "ready" and again.cold_start_s > 0 and again.pid != replica.pid
+    print(f"cold starts (process start -> first token): {replica.cold_start_s:.2f}s, {again.cold_start_s:.2f}s; "
+          f"first request waited {waited:.2f}s")
 
 
 def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
