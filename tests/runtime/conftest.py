@@ -1,9 +1,16 @@
 """Helpers for engine tests: reference generations from transformers on the same checkpoint."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and on a machine shared with other test runs OpenMP threads
+# waiting on each other make every op many times slower; the engine and the transformers reference both use one.
+os.environ.setdefault("APPLIANCE_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 PROMPTS = [
     "The quick brown fox",
