@@ -24,10 +24,7 @@ class SchedulerOutput:
 
     scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
-
-    @property
-    def num_batched_tokens(self) -> int:
-        return sum(n for _, n in self.scheduled)
+    num_batched_tokens: int = 0
 
     @property
     def is_empty(self) -> bool:
@@ -107,6 +104,7 @@ class Scheduler:
             budget -= n
 
         out.scheduled = list(chosen.items())
+        out.num_batched_tokens = self.max_num_batched_tokens - budget
         return out
 
     def postprocess(self, out: SchedulerOutput) -> None:
