@@ -70,9 +70,9 @@ def paged_attention(
             offset = chunk.context_len - n
             rows = torch.arange(n, device=q.device)[:, None] + offset
             mask, causal = torch.arange(chunk.context_len, device=q.device)[None, :] <= rows, False
-        o = F.scaled_dot_product_attention(
-            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1),
+        o = F.scaled_dot_product_attention(  # 4-D inputs: the CPU flash kernel (3-D falls back to the math path)
+            qs.transpose(0, 1)[None], ks.transpose(0, 1)[None], vs.transpose(0, 1)[None],
             attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True,
         )
-        out[chunk.start : chunk.end] = o.transpose(0, 1)
+        out[chunk.start : chunk.end] = o[0].transpose(0, 1)
     return out
