@@ -1,21 +1,53 @@
 """The one dispatch layer for the model's hot operations.
 
 These are the PyTorch implementations, used on the CPU and CUDA: rms_norm, rotary_embedding and swiglu_mlp are the
-references beside the NKI kernels; paged_decode_attention here gathers through the block table and makes one SDPA
-call (faster on the CPU than the NKI reference's einsum form, and checked against it numerically). The Neuron executor routes the same
-names, with the same signatures, to NKI kernels (nki_kernels/); model code calls only these functions.
+references beside the NKI kernels; paged_decode_attention gathers through the block table into reused buffers and
+makes one SDPA call (faster on the CPU than the NKI reference's einsum form; checked against it numerically). The
+Neuron executor routes the same names, with the same signatures, to NKI kernels (nki_kernels/); model code calls
+only these functions.
 Shapes: T tokens, H hidden, I intermediate, Hq/Hkv query/key-value heads, D head_dim, B sequences.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
-
 
 # The PyTorch references of these three live beside their NKI kernels; the engine uses them as they are.
 from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402
 from nki_kernels.rotary_embedding.reference import rotary_embedding  # noqa: E402
 from nki_kernels.swiglu_mlp.reference import swiglu_mlp  # noqa: E402
+
+
+class _Scratch(threading.local):
+    """Reused gather buffers, per thread: a fresh multi-megabyte tensor per call costs page faults that dwarf the
+    copy itself."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def take(self, slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (slot, like.dtype, like.device)
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
+
+
+_scratch = _Scratch()
+
+
+def gather_blocks(cache: torch.Tensor, block_ids: torch.Tensor, slot: int) -> torch.Tensor:
+    """cache[num_blocks, block_size, Hkv, D] rows ``block_ids`` (long [n]) -> [n * block_size, Hkv, D], in a reused
+    buffer (``slot`` tells apart buffers alive at the same time; the result is valid until the next call)."""
+    num_blocks, block_size, hkv, d = cache.shape
+    out = _scratch.take(slot, (block_ids.numel(), block_size * hkv * d), cache)
+    torch.index_select(cache.view(num_blocks, -1), 0, block_ids, out=out)
+    return out.view(-1, hkv, d)
 
 
 def paged_decode_attention(
@@ -35,8 +67,8 @@ def paged_decode_attention(
     b, hq, d = q.shape
     num_blocks, block_size, hkv, _ = k_cache.shape
     flat = block_tables.reshape(-1).long()
-    k = k_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
-    v = v_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    k = gather_blocks(k_cache, flat, 0).view(b, -1, hkv, d)
+    v = gather_blocks(v_cache, flat, 1).view(b, -1, hkv, d)
     valid = torch.arange(k.shape[1], device=q.device)[None, :] < context_lens[:, None]
     # The query heads sharing a KV head act as that head's "query positions": one SDPA call, no repeat of K/V.
     out = F.scaled_dot_product_attention(

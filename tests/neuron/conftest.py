@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.neuron.sdk_doubles import install_nxdi, install_tnx
+
+# Tiny models gain nothing from intra-op threads; on a shared machine they make every op slower (as tests/runtime).
+os.environ.setdefault("APPLIANCE_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def test_bucketed_output_survives_preemption_and_prefix_hits(tiny_llama):
     assert bucketed == plain
     assert bucketed_llm.engine.scheduler.num_preemptions > 0
     assert bucketed_llm.engine.block_manager.prefix_hit_tokens > 0
+    assert bucketed_llm.engine.executor.last_forward_s > 0
     assert bucketed_llm.engine.block_manager.num_blocks == 10 and bucketed_llm.engine.executor.scratch_block == 10
 
 

@@ -8,6 +8,7 @@ the same as the unbucketed executor's; `last_shapes` says how much of each step 
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ class BucketedTorchExecutor(TorchExecutor):
     def execute(self, batch: StepBatch) -> torch.Tensor:
         dev, bs = self.device, self.block_size
         if not len(batch):
+            self.last_forward_s = 0.0
             return torch.empty(0, self.vocab_size, device=dev)
         decodes = [i for i in range(len(batch)) if len(batch.token_ids[i]) == 1]
         prefills = [i for i in range(len(batch)) if len(batch.token_ids[i]) > 1]
@@ -104,13 +106,13 @@ class BucketedTorchExecutor(TorchExecutor):
                 meta.prefills.append(PrefillChunk(first + n, first + length, pad, torch.tensor([self.scratch_block])))
             self.last_shapes.append({"kind": "prefill", "rows": 1, "tokens": n, "length": length})
         meta.slot_mapping = torch.tensor(slots, dtype=torch.int64, device=dev)
-        hidden = self.model.forward(
-            torch.tensor(ids, dtype=torch.int64, device=dev),
-            torch.tensor(positions, dtype=torch.int64, device=dev),
-            meta,
-            self.kv_caches,
-        )
-        rows = [logit_row[i] for i in range(len(batch)) if batch.needs_logits[i]]
-        if not rows:
-            return torch.empty(0, self.vocab_size, device=dev)
-        return self.model.compute_logits(hidden[torch.tensor(rows, device=dev)])
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
+        pos = torch.tensor(positions, dtype=torch.int64, device=dev)
+        rows = torch.tensor([logit_row[i] for i in range(len(batch)) if batch.needs_logits[i]], device=dev)
+        start = time.perf_counter()
+        hidden = self.model.forward(input_ids, pos, meta, self.kv_caches)
+        logits = self.model.compute_logits(hidden[rows]) if len(rows) else hidden.new_empty(0, self.vocab_size)
+        if dev != "cpu":
+            torch.cuda.synchronize()
+        self.last_forward_s = time.perf_counter() - start
+        return logits.float()

@@ -14,6 +14,7 @@ Two things the StepBatch does not carry, the executor keeps itself:
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,18 @@ class NeuronExecutor(Executor):
             steps.append(SeqStep(i, slots[i], tuple(toks), start, tuple(table), history))
         return steps
 
+    def _run(self, call: Any) -> Any:
+        start = time.perf_counter()
+        out = self.backend.run(call)
+        self.last_forward_s += time.perf_counter() - start
+        return out
+
     def execute(self, batch: StepBatch) -> Any:
         import torch
 
         rows: dict[int, Any] = {}
         self.last_calls = []
+        self.last_forward_s = 0.0
         steps = self._steps(batch)
         for s in steps:
             self._record(list(s.block_table), s.start_pos, list(s.token_ids))
@@ -149,14 +157,14 @@ class NeuronExecutor(Executor):
         for s in prefills:
             length = s.end_pos if self.options.block_layout else len(s.token_ids)
             shape = self.buckets.prefill([length])
-            out = self.backend.run(self.backend.prefill_call(s, shape.length))
+            out = self._run(self.backend.prefill_call(s, shape.length))
             self.last_calls.append({"kind": "prefill", "rows": 1, "batch": 1, "length": shape.length})
             rows[s.seq_id] = out.logits[0]
         if decodes:
             if self.options.block_layout:
                 decodes = [SeqStep(d.seq_id, j, d.token_ids, d.start_pos, d.block_table) for j, d in enumerate(decodes)]
             shape = self.buckets.decode(len(decodes), max(d.end_pos for d in decodes))
-            out = self.backend.run(self.backend.decode_call(decodes))
+            out = self._run(self.backend.decode_call(decodes))
             self.last_calls.append(
                 {"kind": "decode", "rows": len(decodes), "batch": shape.batch, "length": shape.length}
             )
