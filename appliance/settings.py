@@ -97,6 +97,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(APPLIANCE_HOME / "broker"),
         "data_folder_out": str(APPLIANCE_HOME / "broker"),
         "processed_folder": str(APPLIANCE_HOME / "broker-processed"),
+        "control_folder": str(APPLIANCE_HOME / "broker-control"),
     }
 )
 CELERY_RESULT_BACKEND = None

@@ -1,7 +1,6 @@
 """Lifecycle operations shared by the management commands, the admin API and the console."""
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from appliance.celery import ensure_broker_folders
 from appliance.catalog.models import Deployment, Device, Model, ModelVersion, Node, Pool
 
 from . import placement
@@ -35,10 +35,7 @@ def enqueue_compile(job: CompileJob, fresh_task_id: bool = True) -> None:
     task_id, job_id = job.celery_task_id, job.pk
 
     def send() -> None:
-        for folder in ("data_folder_in", "data_folder_out", "processed_folder"):  # the laptop's filesystem broker
-            path = (settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}).get(folder)
-            if path:
-                os.makedirs(path, exist_ok=True)
+        ensure_broker_folders()
         try:
             compile_model.apply_async(args=[job_id], task_id=task_id)
         except Exception as exc:  # noqa: BLE001 - the row says what happened; the job stays queued

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from appliance.celery import ensure_broker_folders
 from appliance.gateway.supervisor import Child, Supervisor, python_argv
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
@@ -31,9 +32,7 @@ def appliance_children(host: str, port: int, agent: bool = True, celery: bool = 
         # Telemetry (console/telemetry helper): occupancy + engine time series for the console's charts.
         children.append(Child("telemetry", python_argv(MANAGE, "run_telemetry"), env=env))
     if celery:
-        home = Path(settings.APPLIANCE_HOME)
-        for folder in ("broker", "broker-processed"):
-            (home / folder).mkdir(parents=True, exist_ok=True)
+        ensure_broker_folders()
         children.append(Child("celery-worker", python_argv("-m", "celery", "-A", "appliance", "worker",
                                                            "--loglevel", log_level, "--concurrency", "1"),
                               env=env))
