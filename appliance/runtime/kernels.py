@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 # The PyTorch references of these three live beside their NKI kernels; the engine uses them as they are.
-from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402
-from nki_kernels.rotary_embedding.reference import rotary_embedding  # noqa: E402
-from nki_kernels.swiglu_mlp.reference import swiglu_mlp  # noqa: E402
+from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402,F401
+from nki_kernels.rotary_embedding.reference import rotary_embedding  # noqa: E402,F401
+from nki_kernels.swiglu_mlp.reference import swiglu_mlp  # noqa: E402,F401
 
 
 class _Scratch(threading.local):

@@ -38,7 +38,7 @@ def appliance_children(host: str, port: int, agent: bool = True, celery: bool = 
                               env=env))
         children.append(Child("celery-beat", python_argv("-m", "celery", "-A", "appliance", "beat",
                                                          "--loglevel", log_level,
-                                                         "--schedule", str(home / "celerybeat-schedule")),
+                                                         "--schedule", str(Path(settings.APPLIANCE_HOME) / "celerybeat-schedule")),
                               env=env))
     return children
 
