@@ -53,10 +53,11 @@ class EngineClient:
         except (ConnectionBroken, OSError, asyncio.TimeoutError) as exc:
             raise EngineUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    async def open(self, target: Target, request: GenerateRequest) -> Response:
-        """Send the request; returns the open streaming response (status 200) or raises EngineRejected /
-        EngineUnavailable."""
-        response = await self._request(target, "/generate", request.to_dict(), conf.engine_read_timeout_s())
+    async def open(self, target: Target, request: GenerateRequest | dict[str, Any]) -> Response:
+        """Send a GenerateRequest (or its wire dict); returns the open streaming response (status 200) or raises
+        EngineRejected / EngineUnavailable."""
+        body = request.to_dict() if isinstance(request, GenerateRequest) else request
+        response = await self._request(target, "/generate", body, conf.engine_read_timeout_s())
         if response.status == 200:
             return response
         try:

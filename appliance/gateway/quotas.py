@@ -85,8 +85,19 @@ class Decision:
         }.get(self.reason or "", "Rate limit reached.")
 
 
+_month_cache: tuple[int, int, str] = (0, -1, "")
+
+
 def month_of(epoch_s: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y%m")
+    """``YYYYMM`` (UTC) of an epoch second; cached for the current day."""
+    global _month_cache
+    lo, hi, month = _month_cache
+    if lo <= epoch_s < hi:
+        return month
+    day = epoch_s - epoch_s % 86400
+    month = dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y%m")
+    _month_cache = (day, day + 86400, month)
+    return month
 
 
 def seconds_to_next_month(epoch_s: int) -> int:
