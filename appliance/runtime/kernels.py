@@ -52,14 +52,14 @@ def paged_decode_attention(
     [B,Hq,D].
     """
     b, hq, d = q.shape
-    _, block_size, hkv, _ = k_cache.shape
-    idx = block_tables.long()
-    length = idx.shape[1] * block_size
-    k = k_cache[idx].view(b, length, hkv, d)
-    v = v_cache[idx].view(b, length, hkv, d)
-    qg = q.view(b, hkv, hq // hkv, d)
-    scores = torch.einsum("bhgd,blhd->bhgl", qg, k).float() * scale
-    pad = torch.arange(length, device=q.device)[None, :] >= context_lens[:, None]
-    scores.masked_fill_(pad[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.einsum("bhgl,blhd->bhgd", probs, v).reshape(b, hq, d)
+    num_blocks, block_size, hkv, _ = k_cache.shape
+    flat = block_tables.reshape(-1).long()
+    k = k_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    v = v_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    valid = torch.arange(k.shape[1], device=q.device)[None, :] < context_lens[:, None]
+    # The query heads sharing a KV head act as that head's "query positions": one SDPA call, no repeat of K/V.
+    out = F.scaled_dot_product_attention(
+        q.view(b, hkv, hq // hkv, d), k.transpose(1, 2), v.transpose(1, 2), attn_mask=valid[:, None, None, :],
+        scale=scale,
+    )
+    return out.reshape(b, hq, d)

@@ -8,16 +8,20 @@ import torch
 from appliance.runtime.config import EngineConfig, default_kv_cache_bytes
 from appliance.runtime.executor.interface import Executor, StepBatch
 from appliance.runtime.model.args import ModelArgs
-from appliance.runtime.model.attention import AttentionMetadata, PrefillChunk
+from appliance.runtime.model.attention import AttentionMetadata, DecodeGroup, PrefillChunk
 from appliance.runtime.model.llama import LlamaForCausalLM
 from appliance.runtime.model.loader import DTYPES, load_weights
+
+
+DECODE_GROUP_SIZE = 16
 
 
 class TorchExecutor(Executor):
     def __init__(self, config: EngineConfig, args: ModelArgs) -> None:
         self.device = config.device
         if self.device == "cpu":
-            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+            threads = config.num_threads or int(os.environ.get("APPLIANCE_NUM_THREADS", 0)) or os.cpu_count() or 1
+            torch.set_num_threads(threads)
         self.dtype = DTYPES[config.torch_dtype_name]
         self.block_size = config.block_size
         self.vocab_size = args.vocab_size
@@ -46,42 +50,56 @@ class TorchExecutor(Executor):
     def execute(self, batch: StepBatch) -> torch.Tensor:
         if not len(batch):
             return torch.empty(0, self.vocab_size, device=self.device)
-        order = sorted(range(len(batch)), key=lambda i: len(batch.token_ids[i]) > 1)
-        input_ids, positions, seq_of_token = [], [], []
-        for j, i in enumerate(order):
-            ids, start = batch.token_ids[i], batch.start_positions[i]
-            input_ids.extend(ids)
-            positions.extend(range(start, start + len(ids)))
-            seq_of_token.extend([j] * len(ids))
-        max_blocks = max(len(batch.block_tables[i]) for i in order)
-        tables = [batch.block_tables[i] + [0] * (max_blocks - len(batch.block_tables[i])) for i in order]
-        dev = self.device
-        bt = torch.tensor(tables, dtype=torch.int64, device=dev)
-        pos = torch.tensor(positions, dtype=torch.int64, device=dev)
-        tok_seq = torch.tensor(seq_of_token, dtype=torch.int64, device=dev)
-        slots = bt[tok_seq, pos // self.block_size] * self.block_size + pos % self.block_size
-
-        num_decodes = sum(1 for i in order if len(batch.token_ids[i]) == 1)
-        meta = AttentionMetadata(slot_mapping=slots, num_decode_tokens=num_decodes)
-        if num_decodes:
-            meta.decode_block_tables = bt[:num_decodes].to(torch.int32)
-            meta.decode_context_lens = torch.tensor(
-                [batch.context_lens[i] for i in order[:num_decodes]], dtype=torch.int32, device=dev
-            )
-        start = num_decodes
-        for j in range(num_decodes, len(order)):
-            i = order[j]
-            n, ctx = len(batch.token_ids[i]), batch.context_lens[i]
-            nblocks = -(-ctx // self.block_size)
-            meta.prefills.append(PrefillChunk(start, start + n, ctx, bt[j, :nblocks]))
-            start += n
-
-        hidden = self.model.forward(torch.tensor(input_ids, dtype=torch.int64, device=dev), pos, meta, self.kv_caches)
-        ends, offset = {}, 0
-        for i in order:
-            offset += len(batch.token_ids[i])
-            ends[i] = offset - 1
-        rows = [ends[i] for i in range(len(batch)) if batch.needs_logits[i]]
+        input_ids, positions, meta, last_token = self.prepare(batch)
+        hidden = self.model.forward(input_ids, positions, meta, self.kv_caches)
+        rows = [last_token[i] for i in range(len(batch)) if batch.needs_logits[i]]
         if not rows:
-            return torch.empty(0, self.vocab_size, device=dev)
-        return self.model.compute_logits(hidden[torch.tensor(rows, device=dev)])
+            return torch.empty(0, self.vocab_size, device=self.device)
+        return self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
+
+    def prepare(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """Flat token layout (decodes sorted by context length, then prefill chunks) and attention metadata."""
+        bs, dev = self.block_size, self.device
+        n = len(batch)
+        ctx = batch.context_lens
+        decodes = sorted((i for i in range(n) if len(batch.token_ids[i]) == 1), key=ctx.__getitem__)
+        prefills = [i for i in range(n) if len(batch.token_ids[i]) > 1]
+        last_token = [0] * n
+        ids = [batch.token_ids[i][0] for i in decodes]
+        pos = [batch.start_positions[i] for i in decodes]
+        slots = []
+        for j, i in enumerate(decodes):
+            p = pos[j]
+            slots.append(batch.block_tables[i][p // bs] * bs + p % bs)
+            last_token[i] = j
+        meta = AttentionMetadata(slot_mapping=None, num_decode_tokens=len(decodes))  # type: ignore[arg-type]
+        num_groups = -(-len(decodes) // DECODE_GROUP_SIZE)
+        for g in range(num_groups):
+            members = decodes[g * len(decodes) // num_groups : (g + 1) * len(decodes) // num_groups]
+            width = -(-ctx[members[-1]] // bs)
+            tables = [batch.block_tables[i][:width] + [0] * (width - min(width, len(batch.block_tables[i]))) for i in members]
+            start = g * len(decodes) // num_groups
+            meta.decode_groups.append(
+                DecodeGroup(
+                    start,
+                    start + len(members),
+                    torch.tensor(tables, dtype=torch.int32, device=dev),
+                    torch.tensor([ctx[i] for i in members], dtype=torch.int32, device=dev),
+                )
+            )
+        slot_parts = [torch.tensor(slots, dtype=torch.int64, device=dev)]
+        offset = len(decodes)
+        for i in prefills:
+            chunk, start = batch.token_ids[i], batch.start_positions[i]
+            ids.extend(chunk)
+            pos.extend(range(start, start + len(chunk)))
+            table = torch.tensor(batch.block_tables[i][: -(-ctx[i] // bs)], dtype=torch.int64, device=dev)
+            p = torch.arange(start, start + len(chunk), device=dev)
+            slot_parts.append(table[p // bs] * bs + p % bs)
+            meta.prefills.append(PrefillChunk(offset, offset + len(chunk), ctx[i], table))
+            offset += len(chunk)
+            last_token[i] = offset - 1
+        meta.slot_mapping = torch.cat(slot_parts) if len(slot_parts) > 1 else slot_parts[0]
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
+        positions = torch.tensor(pos, dtype=torch.int64, device=dev)
+        return input_ids, positions, meta, last_token

@@ -23,11 +23,20 @@ class PrefillChunk:
 
 
 @dataclass
+class DecodeGroup:
+    """Decodes [start, end) of similar context length, so padding their block tables to a common width is cheap."""
+
+    start: int
+    end: int
+    block_tables: torch.Tensor  # int32 [end - start, max_blocks of the group]
+    context_lens: torch.Tensor  # int32 [end - start]
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # long [T]: block_id * block_size + offset for every token of the step
     num_decode_tokens: int
-    decode_block_tables: torch.Tensor | None = None  # int32 [num_decodes, max_blocks]
-    decode_context_lens: torch.Tensor | None = None  # int32 [num_decodes]
+    decode_groups: list[DecodeGroup] = field(default_factory=list)
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -45,10 +54,9 @@ def paged_attention(
     k_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, k)
     v_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, v)
     out = torch.empty_like(q)
-    nd = meta.num_decode_tokens
-    if nd:
-        out[:nd] = kernels.paged_decode_attention(
-            q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale
+    for g in meta.decode_groups:
+        out[g.start : g.end] = kernels.paged_decode_attention(
+            q[g.start : g.end], k_cache, v_cache, g.block_tables, g.context_lens, scale
         )
     for chunk in meta.prefills:
         qs = q[chunk.start : chunk.end]
@@ -57,8 +65,8 @@ def paged_attention(
             ks, vs = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
             mask, causal = None, True
         else:
-            ks = k_cache[chunk.block_table].view(-1, hkv, d)[: chunk.context_len]
-            vs = v_cache[chunk.block_table].view(-1, hkv, d)[: chunk.context_len]
+            ks = k_cache.view(num_blocks, -1).index_select(0, chunk.block_table).view(-1, hkv, d)[: chunk.context_len]
+            vs = v_cache.view(num_blocks, -1).index_select(0, chunk.block_table).view(-1, hkv, d)[: chunk.context_len]
             offset = chunk.context_len - n
             rows = torch.arange(n, device=q.device)[:, None] + offset
             mask, causal = torch.arange(chunk.context_len, device=q.device)[None, :] <= rows, False
