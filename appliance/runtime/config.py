@@ -38,6 +38,8 @@ class EngineConfig:
 
     dtype: "float32" | "bfloat16" | "float16" | None. None means the checkpoint's torch_dtype on CUDA and float32 on
     the CPU (half-precision matmuls are slow on most CPUs and float32 is what exactness tests compare against).
+    num_threads: CPU intra-op threads; None means $APPLIANCE_NUM_THREADS, else every core. On a machine shared with
+    other busy processes, 1 is often much faster than all cores (OpenMP threads wait on each other).
     num_kv_blocks: None sizes the paged KV cache from kv_cache_memory_bytes (itself defaulting to
     $APPLIANCE_KV_CACHE_BYTES or a fraction of memory). max_model_len: None means max_position_embeddings.
     """

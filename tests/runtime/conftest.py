@@ -1,9 +1,16 @@
 """Helpers for engine tests: reference generations from transformers on the same checkpoint."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and on a machine shared with other test runs OpenMP threads
+# waiting on each other make every op many times slower; the engine and the transformers reference both use one.
+os.environ.setdefault("APPLIANCE_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 PROMPTS = [
     "The quick brown fox",
@@ -15,18 +22,20 @@ PROMPTS = [
 
 
 def hf_greedy(model_dir: Path, prompts: list, max_new_tokens: int) -> list[list[int]]:
-    """transformers' own greedy generation, one prompt at a time (no padding effects), exactly max_new_tokens."""
+    """transformers' own greedy generation, one prompt at a time (no padding effects), exactly max_new_tokens.
+
+    EOS neither stops nor is suppressed (the engine's ignore_eos), so EOS is unset rather than using min_new_tokens.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.generation_config.eos_token_id = None
     outs = []
     for prompt in prompts:
         ids = torch.tensor([prompt]) if isinstance(prompt, list) else tok(prompt, return_tensors="pt").input_ids
-        gen = model.generate(
-            ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=3
-        )
+        gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=3)
         outs.append(gen[0, ids.shape[1] :].tolist())
     return outs
 

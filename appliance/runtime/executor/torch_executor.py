@@ -20,7 +20,8 @@ class TorchExecutor(Executor):
     def __init__(self, config: EngineConfig, args: ModelArgs) -> None:
         self.device = config.device
         if self.device == "cpu":
-            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+            threads = config.num_threads or int(os.environ.get("APPLIANCE_NUM_THREADS", 0)) or os.cpu_count() or 1
+            torch.set_num_threads(threads)
         self.dtype = DTYPES[config.torch_dtype_name]
         self.block_size = config.block_size
         self.vocab_size = args.vocab_size
