@@ -19,7 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/engine-server.md
+
+import torch  # noqa: E402
 
 from appliance.runtime.bench_workload import (BENCH_MODEL, QUICK_MODEL, BenchRequest, SystemResult, WorkloadSpec,
                                               check_counts, make_workload)
@@ -114,7 +116,8 @@ def build_report(results: list[SystemResult], spec: WorkloadSpec, requests: list
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m appliance.runtime.bench " + " ".join(sys.argv[1:]),
         "quick": quick,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "loadavg_1m_after": os.getloadavg()[0], "torch_threads": torch.get_num_threads(),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                     "torch": torch.__version__, "transformers": _version("transformers"), "device": device,
                     "cuda_device": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
         "model": {"arch": "llama", "dtype": dtype, **model},
@@ -155,13 +158,19 @@ def print_report(report: dict[str, Any]) -> None:
               f" {fmt(s['itl_p99_s'], 1e3, 'ms'):>9}")
     t = report["targets"]
     o = report["engine_outside_forward_share"]
+
+    def verdict(met: bool | None) -> str:
+        return "n/a" if met is None else "met" if met else "MISSED"
+
     print(f"engine / best baseline ({report['best_baseline']}): {report['ratio_engine_to_best_baseline']}x "
-          f"(target >= {t['ratio_min']}: {'met' if t['ratio_met'] else 'MISSED'})")
+          f"(target >= {t['ratio_min']}: {verdict(t['ratio_met'])})")
     if o:
         large = o.get(f"batch_ge_{LARGE_BATCH}")
         print(f"engine step time outside the model forward: overall {fmt(o['overall'], 100, '%')}, "
               f"at batch >= {LARGE_BATCH} {fmt(large, 100, '%')} over {o[f'steps_batch_ge_{LARGE_BATCH}']} steps "
-              f"(target <= {OUTSIDE_FORWARD_TARGET:.0%}: {'met' if t['outside_forward_met'] else 'MISSED'})")
+              f"(target <= {OUTSIDE_FORWARD_TARGET:.0%}: {verdict(t['outside_forward_met'])})")
+    print(f"1-minute load average on this machine: {report['machine']['loadavg_1m_before']:.1f} before, "
+          f"{report['machine']['loadavg_1m_after']:.1f} after ({report['machine']['cpu_count']} CPUs)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,6 +183,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--static-batch-size", type=int, default=None, help="transformers generate batch size")
     p.add_argument("--num-requests", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for every system (default: all CPUs)")
     p.add_argument("--cache-dir", default="var/bench-models", help="where the random-weight model is cached")
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="EngineConfig override, e.g. max_num_seqs=64 (repeatable)")
@@ -198,22 +208,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    spec = (WorkloadSpec(num_requests=args.num_requests or 8, prompt_len=(8, 64), output_len=(4, 32), seed=args.seed)
+    spec = (WorkloadSpec(num_requests=args.num_requests or 8, prompt_len=(8, 48), output_len=(4, 24), seed=args.seed)
             if args.quick else WorkloadSpec(num_requests=args.num_requests or 64, seed=args.seed))
+    t = time.perf_counter()
     model_dir = ensure_checkpoint(Path(args.cache_dir), args.quick, dtype)
+    print(f"model ready in {time.perf_counter() - t:.1f} s: {model_dir}", file=sys.stderr, flush=True)
     model_cfg = QUICK_MODEL if args.quick else BENCH_MODEL
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     requests = make_workload(spec, 4, min(len(tokenizer), model_cfg["vocab_size"]))
     results: list[SystemResult] = []
+    load_before = os.getloadavg()[0]
     for name in systems:
         print(f"running {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         result = run_system(name, model_dir, requests, args, dtype, tokenizer.pad_token_id or 0)
+        result.extra["setup_s"] = round(time.perf_counter() - started - result.wall_s, 2)
         check_counts(result, requests)
+        result.extra["loadavg_1m"] = os.getloadavg()[0]
         results.append(result)
-        print(f"  {name}: {result.throughput:.1f} output tok/s in {result.wall_s:.1f} s", file=sys.stderr, flush=True)
+        print(f"  {name}: {result.throughput:.1f} output tok/s in {result.wall_s:.1f} s "
+              f"(+{result.extra['setup_s']:.1f} s loading and warm-up)", file=sys.stderr, flush=True)
     report = build_report(results, spec, requests, model_cfg, args.device, dtype, args.quick)
+    report["machine"]["loadavg_1m_before"] = load_before
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -226,8 +244,11 @@ def run_system(name: str, model_dir: Path, requests: list[BenchRequest], args: a
                pad_id: int) -> SystemResult:
     from appliance.runtime import bench_baselines as hf
 
+    threads = args.threads or os.cpu_count() or 1
     if name == "engine":
-        return run_engine(model_dir, requests, args.device, dtype, _engine_args(args.engine_arg, args.quick))
+        engine_args = {"num_threads": threads, **_engine_args(args.engine_arg, args.quick)}
+        return run_engine(model_dir, requests, args.device, dtype, engine_args)
+    torch.set_num_threads(threads)
     model = hf.load_hf_model(str(model_dir), args.device, getattr(torch, dtype))
     try:
         if name == "static":

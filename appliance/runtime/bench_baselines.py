@@ -79,14 +79,22 @@ def run_static(model, requests: list[BenchRequest], batch_size: int, pad_id: int
 @torch.no_grad()
 def run_continuous(model, requests: list[BenchRequest], device: str, cb_overrides: dict[str, Any] | None = None,
                    timeout_s: float = 1800.0) -> SystemResult:
-    """transformers' continuous batching manager, warmed up before the clock starts, EOS disabled."""
+    """transformers' continuous batching manager, warmed up before the clock starts, EOS disabled.
+
+    Its CPU attention (sdpa / paged|eager) reads the whole cache through a dense mask every step, and on the CPU the
+    default sizing takes a fraction of RAM, which makes every step crawl. So the cache is sized to hold exactly the
+    whole workload at once (the same concurrency this engine gets) and the token budget matches the engine's.
+    """
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching.utils import WorkloadHints
 
     max_new = max(r.max_tokens for r in requests)
     gen_config = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=-1)
-    cb_kwargs: dict[str, Any] = dict(cb_overrides or {})
+    page = 64
+    blocks = sum(-(-(len(r.prompt_token_ids) + r.max_tokens) // page) for r in requests)
+    cb_kwargs: dict[str, Any] = {"page_size": page, "num_blocks": blocks, "max_batch_tokens": 2048,
+                                 "max_requests_per_batch": len(requests), **(cb_overrides or {})}
     cb_config = ContinuousBatchingConfig(**cb_kwargs)
     hints = WorkloadHints(
         max_prompt_length=max(len(r.prompt_token_ids) for r in requests),
@@ -115,13 +123,7 @@ def run_continuous(model, requests: list[BenchRequest], device: str, cb_override
                     raise RuntimeError(f"transformers continuous batching failed: {out.error}")
                 results[out.request_id] = out
         wall = perf_counter() - t0
-        settings = {
-            "attn_implementation": model.config._attn_implementation,
-            "page_size": cb_config.page_size,
-            "max_batch_tokens": cb_config.max_batch_tokens,
-            "num_blocks": cb_config.num_blocks,
-            "max_requests_per_batch": cb_config.max_requests_per_batch,
-        }
+        settings = {"attn_implementation": model.config._attn_implementation, **cb_kwargs}
     timings = []
     for r in requests:
         out = results[f"r{r.index}"]

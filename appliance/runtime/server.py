@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
@@ -21,7 +22,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from appliance.runtime.server_app import ReplicaApp
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning OpenMP threads collapse when
+# the node's CPUs are shared with other replicas and the control plane (100x slower steps were measured)
+
+from appliance.runtime.server_app import ReplicaApp  # noqa: E402
 
 log = logging.getLogger("appliance.runtime.server")
 
@@ -144,6 +148,8 @@ async def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, lifespan="off", log_level=args.log_level, access_log=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal it caught once it has stopped:
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))  # make that a no-op, so we clean up
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         engine, facts = await asyncio.to_thread(build_engine, args.model, args.device, name, **engine_kwargs(args))
@@ -154,6 +160,9 @@ async def serve(args: argparse.Namespace) -> int:
         server.should_exit = True
         await serving
         return 1
+    if serving.done():  # stopped while loading
+        engine.shutdown()
+        return 0
     app.engine, app.max_model_len = engine, facts["max_model_len"]
     app.info = {k: v for k, v in facts.items() if k != "max_model_len"}
     print(f"READY {url}", flush=True)

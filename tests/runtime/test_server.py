@@ -1,0 +1,257 @@
+"""The replica's internal server, started as a real process: NDJSON streaming, errors, abort, metrics, sockets."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appliance.runtime.protocol import decode_event
+
+SERVER_ARGS = ["--max-num-seqs", "8", "--num-kv-blocks", "64", "--served-model-name", "tiny"]
+
+
+def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model), *SERVER_ARGS, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY ") or line.startswith("FAILED") or not line:
+            break
+    if not line.startswith("READY "):
+        proc.kill()
+        raise AssertionError(f"server did not become ready: {line!r}")
+    return proc, line.split(" ", 1)[1].strip()
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama):
+    proc, url = start_server(tiny_llama, "--port", "0")
+    assert url.startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+    stop_server(proc)
+
+
+def stream_events(client: httpx.Client, body: dict) -> list:
+    with client.stream("POST", "/generate", json=body) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"] == "application/x-ndjson"
+        return [decode_event(line) for line in r.iter_lines() if line]
+
+
+def counter(client: httpx.Client, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def wait_idle(client: httpx.Client, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = client.get("/health").json()
+        if health["in_flight"] == 0 and health["kv_blocks_used"] == 0 and health["num_running"] == 0:
+            return health
+        if time.monotonic() > deadline:
+            raise AssertionError(f"engine still busy: {health}")
+        time.sleep(0.02)
+
+
+def test_health_reports_model_and_context_length(server):
+    body = server.get("/health").json()
+    assert body["status"] == "ok" and body["model"] == "tiny"
+    assert body["max_model_len"] == 512
+    assert body["kv_blocks_total"] == 64
+
+
+def test_generate_streams_start_deltas_done_matching_llm(server, tiny_llama):
+    from appliance.runtime.llm import LLM
+    from appliance.runtime.sampling_params import SamplingParams
+
+    events = stream_events(server, {"request_id": "g1", "prompt": "The quick brown fox",
+                                    "sampling": {"max_tokens": 10, "temperature": 0, "ignore_eos": True}})
+    start, deltas, done = events[0], events[1:-1], events[-1]
+    assert start.type == "start" and start.request_id == "g1"
+    assert done.type == "done"
+    assert all(e.type == "delta" and e.index == 0 for e in deltas)
+    tokens = [t for e in deltas for t in e.token_ids]
+    assert deltas[-1].finish_reason == "length"
+    assert done.completion_tokens == len(tokens) == 10
+    want = LLM(str(tiny_llama), num_kv_blocks=64).generate(["The quick brown fox"],
+                                                           SamplingParams(max_tokens=10, temperature=0,
+                                                                          ignore_eos=True))[0]
+    assert start.prompt_tokens == done.prompt_tokens == len(want.prompt_token_ids)
+    assert tokens == want.token_ids
+    assert "".join(e.text for e in deltas) == want.text
+    assert done.metrics["ttft_s"] > 0 and done.metrics["e2e_s"] >= done.metrics["ttft_s"]
+
+
+def test_chat_messages_are_rendered_with_the_chat_template(server, tiny_llama):
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    events = stream_events(server, {"request_id": "c1", "messages": messages, "sampling": {"max_tokens": 3}})
+    assert events[0].prompt_tokens == len(tok(text, add_special_tokens=False).input_ids)
+    assert events[-1].completion_tokens >= 1
+
+
+def test_n_completions_and_logprobs_stream_per_index(server):
+    events = stream_events(server, {"request_id": "n2", "prompt": "Once upon a time",
+                                    "sampling": {"max_tokens": 5, "n": 2, "temperature": 0.9, "seed": 7,
+                                                 "ignore_eos": True, "logprobs": 2}})
+    deltas = [e for e in events if e.type == "delta"]
+    for index in (0, 1):
+        mine = [e for e in deltas if e.index == index]
+        tokens = [t for e in mine for t in e.token_ids]
+        assert len(tokens) == 5 and mine[-1].finish_reason == "length"
+        logprobs = [lp for e in mine for lp in e.logprobs]
+        assert [lp["token_id"] for lp in logprobs] == tokens
+        assert all(lp["logprob"] <= 0 and len(lp["top"]) == 2 for lp in logprobs)
+    assert events[-1].completion_tokens == 10
+
+
+def test_stop_token_ids_finish_with_stop(server):
+    greedy = {"max_tokens": 8, "temperature": 0, "ignore_eos": True}
+    first = stream_events(server, {"request_id": "s1", "prompt": "It was the best", "sampling": greedy})
+    tokens = [t for e in first if e.type == "delta" for t in e.token_ids]
+    stop_at = tokens[2]
+    events = stream_events(server, {"request_id": "s2", "prompt": "It was the best",
+                                    "sampling": {**greedy, "stop_token_ids": [stop_at]}})
+    deltas = [e for e in events if e.type == "delta"]
+    assert deltas[-1].finish_reason == "stop"
+    assert events[-1].completion_tokens == tokens.index(stop_at) + 1
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"prompt": "hi", "sampling": {"top_p": 2}}, "top_p"),
+        ({"prompt": "hi", "sampling": {"max_tokens": 0}}, "max_tokens"),
+        ({"prompt": "hi", "sampling": {"temperature": -1}}, "temperature"),
+        ({"prompt": "hi", "sampling": {"bogus": 1}}, "bogus"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "word " * 600}, "prompt"),
+        ({"prompt_token_ids": [1, 10**6]}, "prompt_token_ids"),
+        ({"prompt_token_ids": "nope"}, "prompt_token_ids"),
+        ({"prompt": "hi", "messages": [{"role": "user", "content": "x"}]}, "prompt"),
+        ({"messages": [{"content": "no role"}]}, "messages"),
+        ({"request_id": "", "prompt": "hi"}, "request_id"),
+    ],
+)
+def test_bad_requests_answer_400_with_openai_error_naming_the_param(server, body, param):
+    r = server.post("/generate", json={"request_id": "bad", **body})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert error["message"]
+
+
+def test_malformed_json_and_unknown_routes(server):
+    r = server.post("/generate", content=b"{not json")
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    assert server.get("/nope").status_code == 404
+    assert server.get("/generate").status_code == 405
+
+
+def test_client_disconnect_aborts_and_frees_blocks(server):
+    aborted = counter(server, "appliance_engine_requests_finished_total", finish_reason="abort")
+    body = {"request_id": "d1", "prompt": "go on and on", "sampling": {"max_tokens": 480, "ignore_eos": True}}
+    with httpx.Client(base_url=str(server.base_url), timeout=60) as other:
+        with other.stream("POST", "/generate", json=body) as r:
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["type"] == "start"
+            assert json.loads(next(lines))["type"] == "delta"
+            assert server.get("/health").json()["in_flight"] == 1
+    wait_idle(server)
+    assert counter(server, "appliance_engine_requests_finished_total", finish_reason="abort") == aborted + 1
+
+
+def test_abort_endpoint_ends_the_stream(server):
+    body = {"request_id": "a1", "prompt": "abort me", "sampling": {"max_tokens": 480, "ignore_eos": True}}
+    events: list = []
+    started = threading.Event()
+
+    def consume():
+        with httpx.Client(base_url=str(server.base_url), timeout=60) as c, c.stream("POST", "/generate",
+                                                                                   json=body) as r:
+            for line in r.iter_lines():
+                events.append(decode_event(line))
+                started.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert started.wait(30)
+    r = server.post("/abort", json={"request_id": "a1"})
+    assert r.status_code == 200
+    assert r.json() == {"request_id": "a1", "aborted": True}
+    t.join(30)
+    deltas = [e for e in events if e.type == "delta"]
+    assert deltas[-1].finish_reason == "abort"
+    assert events[-1].type == "done" and events[-1].completion_tokens < 480
+    wait_idle(server)
+    assert server.post("/abort", json={"request_id": "a1"}).json()["aborted"] is False
+    assert server.post("/abort", json={}).status_code == 400
+
+
+def test_metrics_exposes_engine_metric_names(server):
+    stream_events(server, {"request_id": "m1", "prompt": "metrics", "sampling": {"max_tokens": 3}})
+    text = server.get("/metrics").text
+    for name in ["appliance_engine_request_ttft_seconds_bucket", "appliance_engine_request_inter_token_seconds_count",
+                 "appliance_engine_request_e2e_seconds_sum", "appliance_engine_request_queue_seconds_count",
+                 "appliance_engine_num_requests_running", "appliance_engine_num_requests_waiting",
+                 "appliance_engine_kv_blocks_used", "appliance_engine_kv_blocks_total",
+                 "appliance_engine_prefix_cache_hit_tokens_total", "appliance_engine_preemptions_total",
+                 "appliance_engine_step_batched_tokens_bucket", "appliance_engine_step_forward_seconds_sum",
+                 "appliance_engine_step_overhead_seconds_total", 'model="tiny"']:
+        assert name in text
+    assert counter(server, "appliance_engine_generation_tokens_total") >= 3
+
+
+def test_unix_socket_mode(tiny_llama, tmp_path):
+    sock = tmp_path / "replica.sock"
+    proc, url = start_server(tiny_llama, "--uds", str(sock))
+    try:
+        assert url == f"unix:{sock}"
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://replica", timeout=60) as c:
+            assert c.get("/health").json()["status"] == "ok"
+            events = stream_events(c, {"request_id": "u1", "prompt": "over a socket",
+                                       "sampling": {"max_tokens": 4, "ignore_eos": True}})
+            assert events[-1].completion_tokens == 4
+            assert "appliance_engine_kv_blocks_used" in c.get("/metrics").text
+    finally:
+        stop_server(proc)
+    assert not sock.exists()
+
+
+async def test_health_is_503_while_loading():
+    from appliance.runtime.server_app import ReplicaApp
+
+    app = ReplicaApp("loading-model")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replica") as c:
+        r = await c.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+        r = await c.post("/generate", json={"request_id": "x", "prompt": "hi"})
+        assert r.status_code == 503
