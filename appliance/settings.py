@@ -105,9 +105,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_BEAT_SCHEDULE = {
-    "tenancy.rollup_usage": {"task": "tenancy.rollup_usage", "schedule": 300.0},
-}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -164,5 +161,6 @@ LOGGING = {
 
 # Periodic work on celery beat (each app's beat.py).
 from appliance.lifecycle.beat import BEAT_SCHEDULE as _LIFECYCLE_BEAT  # noqa: E402
+from appliance.tenancy.beat import BEAT_SCHEDULE as _TENANCY_BEAT  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT}
+CELERY_BEAT_SCHEDULE = {**_LIFECYCLE_BEAT, **_TENANCY_BEAT}

@@ -75,7 +75,7 @@ class DeploymentAdmin(AuditedModelAdmin):
 
 
 @admin.register(Replica)
-class ReplicaAdmin(admin.ModelAdmin):
+class ReplicaAdmin(AuditedModelAdmin):
     list_display = ("__str__", "node", "state", "port", "pid", "cold_start_s", "restart_count", "last_heartbeat")
     list_filter = ("state", "node")
     search_fields = ("deployment__name",)

@@ -71,6 +71,8 @@ class APIKeyForm(forms.Form):
 
 class RegisterModelForm(forms.Form):
     name = forms.SlugField(max_length=100, help_text="Letters, digits, '-' and '_'")
-    path = forms.CharField(max_length=1000, label="Checkpoint directory",
-                           help_text="A Hugging Face-format directory on this appliance (config.json, weights, tokenizer)")
+    path = forms.CharField(
+        max_length=1000, label="Checkpoint directory",
+        help_text="A Hugging Face-format directory on this appliance (config.json, weights, tokenizer)",
+    )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))

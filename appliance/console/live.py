@@ -1,45 +1,72 @@
 """The numbers behind the console dashboard, served as JSON at /console/live.json and polled by dashboard.js.
 
-Today they come from the catalog rows (deployment status, replicas) and from UsageRecord (requests, tokens,
-p50 latency and time to first token over the last hour, requests per minute). Telemetry can add its own series
-(occupancy, KV use, core utilization) by providing ``appliance.telemetry.feed.deployment_metrics(names, since)``,
-returning ``{deployment_name: {metric: value_or_list}}``; whatever it returns is merged under each deployment's
-``telemetry`` key, and the dashboard draws numeric values as columns and lists as sparklines.
+Per deployment: status and replicas from the catalog; requests, errors, tokens, p50 latency and time to first
+token over the last hour and requests per minute from UsageRecord (written by the gateway); accelerator occupancy
+(utilization, device memory, utilization per minute) from telemetry's OccupancySample rows of its replicas; and
+the replicas' cold-start times.
 """
 from __future__ import annotations
 
-import importlib
-import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from django.db.models import Count, Prefetch
+from django.db.models import Avg, Count, Prefetch
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from appliance.catalog.models import Deployment, Replica
+from appliance.telemetry.models import OccupancySample
 from appliance.tenancy.models import UsageRecord
 from appliance.tenancy.usage import summarize
 
-log = logging.getLogger(__name__)
-
 WINDOW = timedelta(hours=1)
-TELEMETRY_FEED = "appliance.telemetry.feed"
+OCCUPANCY_MAX_AGE = timedelta(minutes=2)
 
 
-def _telemetry_feed() -> Callable[[list[str], datetime], dict[str, dict[str, Any]]] | None:
-    try:
-        module = importlib.import_module(TELEMETRY_FEED)
-    except ImportError:
-        return None
-    return getattr(module, "deployment_metrics", None)
+def minute_buckets(since: datetime, now: datetime) -> tuple[datetime, int]:
+    """The first minute and the number of one-minute buckets; the last bucket is the current minute."""
+    minutes = max(1, int((now - since).total_seconds() // 60))
+    return now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1), minutes
+
+
+def occupancy(names: list[str], since: datetime, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per deployment: mean utilization and summed device memory of its replicas' newest samples (at most two
+    minutes old), and mean utilization per minute over [since, now] (None where no sample)."""
+    start, minutes = minute_buckets(since, now)
+    result: dict[str, dict[str, Any]] = {
+        n: {"utilization_pct": None, "memory_bytes": None, "utilization_per_minute": [None] * minutes} for n in names
+    }
+    newest: dict[tuple, OccupancySample] = {}
+    recent = (
+        OccupancySample.objects.filter(replica__deployment__name__in=names, created_at__gte=now - OCCUPANCY_MAX_AGE)
+        .select_related("replica__deployment")
+        .order_by("created_at")
+    )
+    for sample in recent:
+        newest[(sample.node_id, sample.device, sample.core, sample.replica_id)] = sample
+    grouped: dict[str, list[OccupancySample]] = defaultdict(list)
+    for sample in newest.values():
+        grouped[sample.replica.deployment.name].append(sample)
+    for name, samples in grouped.items():
+        result[name]["utilization_pct"] = sum(s.utilization_pct for s in samples) / len(samples)
+        result[name]["memory_bytes"] = sum(s.memory_bytes for s in samples)
+    rows = (
+        OccupancySample.objects.filter(replica__deployment__name__in=names, created_at__gte=start)
+        .annotate(minute=TruncMinute("created_at"))
+        .values("replica__deployment__name", "minute")
+        .annotate(u=Avg("utilization_pct"))
+    )
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // 60)
+        if 0 <= index < minutes:
+            result[row["replica__deployment__name"]]["utilization_per_minute"][index] = round(row["u"], 1)
+    return result
 
 
 def requests_per_minute(names: list[str], since: datetime, now: datetime) -> dict[str, list[int]]:
     """Requests per minute for each deployment name, oldest minute first; the last entry is the current minute."""
-    minutes = max(1, int((now - since).total_seconds() // 60))
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    start, minutes = minute_buckets(since, now)
     series = {name: [0] * minutes for name in names}
     rows = (
         UsageRecord.objects.filter(model_name__in=names, created_at__gte=start)
@@ -66,17 +93,12 @@ def snapshot(now: datetime | None = None) -> dict[str, Any]:
     names = [d.name for d in deployments]
     recent = UsageRecord.objects.filter(created_at__gte=since)
     per_minute = requests_per_minute(names, since, now)
-    extra: dict[str, dict[str, Any]] = defaultdict(dict)
-    feed = _telemetry_feed()
-    if feed is not None:
-        try:
-            extra.update(feed(names, since) or {})
-        except Exception:  # the dashboard must keep working when telemetry is broken
-            log.exception("telemetry feed failed")
+    occupied = occupancy(names, since, now)
     rows = []
     for d in deployments:
         usage = summarize(recent.filter(model_name=d.name))
         replicas = list(d.replicas.all())
+        cold = [r for r in replicas if r.cold_start_s is not None]
         rows.append({
             "name": d.name,
             "model": d.model_version.model.name,
@@ -102,7 +124,8 @@ def snapshot(now: datetime | None = None) -> dict[str, Any]:
             "p50_ttft_ms": usage.p50_ttft_ms,
             "requests_per_minute": per_minute[d.name],
             "last_request_at": d.last_request_at.isoformat() if d.last_request_at else None,
-            "telemetry": extra.get(d.name, {}),
+            "last_cold_start_s": max(cold, key=lambda r: r.started_at or r.created_at).cold_start_s if cold else None,
+            **occupied[d.name],
         })
     total = summarize(recent)
     return {

@@ -49,10 +49,15 @@ class APIKeyAdmin(AuditedModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records, not settings: usage is what tenants are billed for and the audit log is evidence."""
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -79,6 +84,3 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_filter = ("action", "object_type")
     search_fields = ("object_repr", "object_id", "actor__username")
     date_hierarchy = "created_at"
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -88,7 +88,13 @@ def test_log_in_create_tenant_and_key_see_it_once(live_server, page, staff, cata
 def test_dashboard_shows_deployments_and_live_numbers(live_server, page, staff, catalog_model):
     deployment = Deployment.objects.create(name="llama-chat", model_version=catalog_model.versions.get(),
                                            status="running")
-    Replica.objects.create(deployment=deployment, node=Node.objects.create(name="n1"), state="ready")
+    node = Node.objects.create(name="n1", device="neuron", cores=2)
+    replica = Replica.objects.create(deployment=deployment, node=node, state="ready", cores=[0, 1], cold_start_s=4.2)
+    from appliance.telemetry.models import OccupancySample
+
+    for core, utilization in ((0, 55.0), (1, 65.0)):
+        OccupancySample.objects.create(node=node, replica=replica, device="neuron", core=core,
+                                       utilization_pct=utilization, memory_bytes=6 << 30)
     log_in(page, live_server.url)
     row = page.locator("#deployments tr[data-name='llama-chat']")
     assert "running" in row.inner_text() and "1/1" in row.inner_text()
@@ -103,6 +109,8 @@ def test_dashboard_shows_deployments_and_live_numbers(live_server, page, staff, 
     cells = row.locator("td").all_inner_texts()
     assert cells[5] == "3" and cells[7] == "36" and cells[8] == "50.0"
     assert row.locator("td.spark svg polyline").count() == 1
+    assert row.locator("td.occupancy").inner_text().startswith("60 % · 12.0 GiB")
+    assert cells[11] == "4.2 s"
     shot(page, "dashboard")
     page.click("text=Usage")
     assert "llama-chat" in page.inner_text("#usage-by-model")

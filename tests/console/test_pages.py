@@ -109,8 +109,20 @@ def test_live_json_reports_deployments_and_last_hour_usage(console, catalog_mode
     deployment = Deployment.objects.create(name="llama-chat", model_version=version, status="running",
                                            desired_replicas=2, max_replicas=2)
     node = Node.objects.create(name="n1")
-    Replica.objects.create(deployment=deployment, node=node, index=0, state="ready", cold_start_s=1.5)
-    Replica.objects.create(deployment=deployment, node=node, index=1, state="starting")
+    ready = Replica.objects.create(deployment=deployment, node=node, index=0, state="ready", cold_start_s=1.5,
+                                   cores=[0])
+    starting = Replica.objects.create(deployment=deployment, node=node, index=1, state="starting", cores=[1])
+    from appliance.telemetry.models import OccupancySample
+
+    stale = OccupancySample.objects.create(node=node, replica=ready, device="neuron", core=0, utilization_pct=5,
+                                           memory_bytes=1)
+    OccupancySample.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(minutes=10))
+    OccupancySample.objects.create(node=node, replica=ready, device="neuron", core=0, utilization_pct=10,
+                                   memory_bytes=3 << 30)
+    OccupancySample.objects.create(node=node, replica=ready, device="neuron", core=0, utilization_pct=40,
+                                   memory_bytes=2 << 30)
+    OccupancySample.objects.create(node=node, replica=starting, device="neuron", core=1, utilization_pct=20,
+                                   memory_bytes=1 << 30)
     tenant = create_tenant("acme")
     _usage(tenant, "llama-chat", [100, 200, 300], ttft=20)
     old = UsageRecord.objects.create(tenant=tenant, model_name="llama-chat", request_id="old", endpoint="x",
@@ -123,9 +135,15 @@ def test_live_json_reports_deployments_and_last_hour_usage(console, catalog_mode
     assert row["requests"] == 3 and row["prompt_tokens"] == 30 and row["completion_tokens"] == 60
     assert row["p50_latency_ms"] == 200 and row["p50_ttft_ms"] == 20
     assert len(row["requests_per_minute"]) == 60 and sum(row["requests_per_minute"]) == 3
+    assert row["utilization_pct"] == 30 and row["memory_bytes"] == 3 << 30
+    minutes = [(i, v) for i, v in enumerate(row["utilization_per_minute"]) if v is not None]
+    assert len(row["utilization_per_minute"]) == 60 and len(minutes) == 2
+    assert minutes[0][1] == 5 and minutes[1][1] == pytest.approx(70 / 3, abs=0.1)
+    assert minutes[1][0] - minutes[0][0] == 10
+    assert row["last_cold_start_s"] == 1.5
     assert data["totals"]["requests"] == 3 and data["totals"]["deployments_running"] == 1
     page = console.get("/").content.decode()
-    assert "llama-chat" in page and "200.0" in page
+    assert "llama-chat" in page and "200.0" in page and "30 % · 3.0\xa0GB" in page and "1.5 s" in page
 
 
 def test_usage_page_filters_by_tenant(console):

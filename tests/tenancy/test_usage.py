@@ -122,3 +122,14 @@ def test_rollup_runs_as_a_celery_task():
     record(acme, None)
     result = rollup_usage.apply()
     assert result.successful() and result.get() == 1
+
+
+def test_rollup_is_on_the_beat_schedule():
+    from django.conf import settings
+
+    from appliance.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["tenancy.rollup_usage"]
+    assert entry["task"] == rollup_usage.name and entry["schedule"] <= 3600
+    app.loader.import_default_modules()
+    assert rollup_usage.name in app.tasks

@@ -12,23 +12,43 @@
     return node;
   }
 
-  function sparkline(values, width = 120, height = 24) {
+  function bytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  function occupancy(d) {
+    const cell = el("td", { class: "occupancy" });
+    if (d.utilization_pct === null || d.utilization_pct === undefined) {
+      cell.append("–");
+      return cell;
+    }
+    cell.append(`${Math.round(d.utilization_pct)} % · ${bytes(d.memory_bytes)}`);
+    const series = d.utilization_per_minute.map((v) => (v === null ? 0 : v));
+    cell.append(sparkline(series, 90, 18, 100, "#1f8a4c", "% utilization"));
+    return cell;
+  }
+
+  function sparkline(values, width = 120, height = 24, ceiling = null, color = "#2f5bd3", unit = "req/min") {
     const svgNS = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(svgNS, "svg");
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    const max = Math.max(1, ...values);
+    const max = ceiling || Math.max(1, ...values);
     const step = values.length > 1 ? width / (values.length - 1) : width;
     const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
     const line = document.createElementNS(svgNS, "polyline");
     line.setAttribute("points", points.join(" "));
     line.setAttribute("fill", "none");
-    line.setAttribute("stroke", "#2f5bd3");
+    line.setAttribute("stroke", color);
     line.setAttribute("stroke-width", "1.5");
     svg.append(line);
     const title = document.createElementNS(svgNS, "title");
-    title.textContent = `peak ${max} req/min`;
+    title.textContent = `peak ${Math.max(0, ...values)} ${unit}`;
     svg.append(title);
     return svg;
   }
@@ -46,6 +66,8 @@
       el("td", { class: "num" }, tokens),
       el("td", { class: "num" }, ms(d.p50_latency_ms)),
       el("td", { class: "num" }, ms(d.p50_ttft_ms)),
+      occupancy(d),
+      el("td", { class: "num" }, d.last_cold_start_s === null ? "–" : `${d.last_cold_start_s.toFixed(1)} s`),
       el("td", { class: "spark" }, sparkline(d.requests_per_minute)),
     );
     return tr;
@@ -56,7 +78,7 @@
     if (data.deployments.length) {
       body.replaceChildren(...data.deployments.map(row));
     } else if (!body.querySelector("tr.empty")) {
-      body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 11 }, "No deployments.")));
+      body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 13 }, "No deployments.")));
     }
     document.getElementById("t-running").textContent = data.totals.deployments_running;
     document.getElementById("t-deployments").textContent = data.totals.deployments;
