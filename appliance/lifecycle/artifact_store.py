@@ -92,7 +92,9 @@ class S3ArtifactStore:
         try:
             import boto3
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError("ARTIFACT_STORE_URL is an s3:// URL but boto3 is not installed (pip install boto3)") from exc
+            raise RuntimeError(
+                "ARTIFACT_STORE_URL is an s3:// URL but boto3 is not installed (pip install boto3)"
+            ) from exc
         return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
 
     def _key(self, digest: str, name: str = "") -> str:

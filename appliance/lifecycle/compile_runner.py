@@ -22,7 +22,9 @@ from appliance.catalog.models import Artifact
 
 from .conf import setting
 from .artifact_store import compute_digest, get_store
-from .converter import CompileError, convert_checkpoint, source_checksum, toolchain_version, validate_artifact, write_manifest
+from .converter import (
+    CompileError, convert_checkpoint, source_checksum, toolchain_version, validate_artifact, write_manifest,
+)
 from .models import CompileJob
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,8 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
     if cached is not None and store.exists(digest):
         job.cache_hit = True
         job.artifact = cached
-        finish(job, CompileJob.Status.SUCCEEDED, line=f"cache hit: artifact {digest[:12]} already stored at {cached.uri}; no recompile")
+        finish(job, CompileJob.Status.SUCCEEDED,
+               line=f"cache hit: artifact {digest[:12]} already stored at {cached.uri}; no recompile")
         return "cache hit"
     if store.exists(digest):
         progress("storing", 95, f"artifact {digest[:12]} was stored by an earlier attempt; resuming at registration")
@@ -196,14 +199,15 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
             extra = {"validation": validate_artifact(staging, job.target, progress)}
         progress("storing", 92, "writing manifest and storing the artifact")
         write_manifest(staging, digest, options, toolchain, {"model_version": str(version), **extra})
+        size = _dir_size(staging)
         uri = store.put_dir(digest, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _register(job, digest, uri, toolchain, options)
+    return _register(job, digest, uri, toolchain, options, size)
 
 
-def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict) -> str:
-    size = _artifact_size(uri)
+def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict, size: int | None = None) -> str:
+    size = _dir_size(Path(uri)) if size is None else size
     artifact, _ = Artifact.objects.get_or_create(
         digest=digest,
         defaults={"model_version": job.model_version, "target": job.target, "uri": uri, "size_bytes": size,
@@ -214,8 +218,7 @@ def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: d
     return "succeeded"
 
 
-def _artifact_size(uri: str) -> int:
-    path = Path(uri)
+def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
@@ -244,23 +247,54 @@ def _toolchain(target: str) -> str:
     return toolchain_version(target)
 
 
+def context_length(version, src: Path) -> int:
+    """The checkpoint's own context (max_position_embeddings), which the registered version may not carry."""
+    import json
+
+    config = version.config or json.loads((src / "config.json").read_text())
+    return int(config.get("max_position_embeddings") or version.context_length)
+
+
+def neuron_options(job: CompileJob, src: Path) -> dict:
+    """The job's options in the Neuron compiler's terms (appliance.runtime.neuron.options.NeuronCompileOptions)."""
+    seq_lens = sorted(job.seq_len_buckets or [])
+    options: dict = {
+        "tp_degree": job.tp_degree,
+        "dtype": job.dtype,
+        "quantization": None if job.quantization in ("", "none", None) else job.quantization,
+        "kernels": bool(job.kernels),
+        "max_model_len": seq_lens[-1] if seq_lens else context_length(job.model_version, src),
+    }
+    if job.batch_buckets:
+        options["batch_sizes"] = sorted(job.batch_buckets)
+    if seq_lens:
+        options["context_buckets"] = seq_lens
+        options["token_buckets"] = seq_lens
+    return options
+
+
 def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder) -> dict:
+    not_installed = (
+        "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the Neuron "
+        "SDK 2.28 (the appliance AMI); run the compile there, or choose target cpu"
+    )
     try:
         from appliance.runtime.neuron.compile import compile_artifact
+        from appliance.runtime.neuron.sdk import NeuronSDKUnavailable
     except ImportError as exc:
-        raise CompileError(
-            "Neuron SDK not installed: target neuron compiles only on an Inferentia2/Trainium instance with the "
-            f"Neuron SDK 2.28 (NxD Inference); this worker cannot import the Neuron compiler ({exc}). "
-            "Run the compile on the appliance AMI, or choose target cpu"
-        ) from exc
+        raise CompileError(f"{not_installed} ({exc})") from exc
 
     def cb(stage: str, percent: int, line: str = "") -> None:
-        progress(stage, 20 + int(70 * percent / 100), line)
+        progress(f"neuron:{stage}", 20 + int(70 * percent / 100), line)
 
+    out.rmdir()  # compile_artifact builds beside it and renames into place
     try:
-        manifest = compile_artifact(src, job.options(), out, cb)
-    except (ImportError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
-        raise CompileError(str(exc)) from exc
+        manifest = compile_artifact(src, neuron_options(job, src), out, cb,
+                                    model_checksum=job.model_version.checksum or None)
+    except NeuronSDKUnavailable as exc:
+        raise CompileError(f"{not_installed}. {exc}") from exc
+    except (ValueError, RuntimeError, OSError) as exc:  # bad options or a failed compile: not worth retrying
+        raise CompileError(f"neuron compile failed: {exc}") from exc
     return {"neuron": manifest if isinstance(manifest, dict) else {}}
 
 
@@ -270,7 +304,8 @@ def sweep_stale_jobs(max_attempts: int | None = None) -> list[tuple[int, str]]:
     cutoff = timezone.now() - timedelta(seconds=stale_after_s())
     outcomes: list[tuple[int, str]] = []
     stale_ids = list(
-        CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+        CompileJob.objects.filter(status=CompileJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+        .values_list("pk", flat=True)
     )
     for job_id in stale_ids:
         with transaction.atomic():

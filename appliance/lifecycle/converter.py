@@ -115,40 +115,23 @@ def validate_artifact(path: Path, device: str, progress: ProgressFn) -> dict[str
                 "target cuda needs a CUDA GPU on the worker that validates the artifact, and none is visible here; "
                 "run the compile on a GPU node or choose target cpu"
             )
+    from appliance.runtime import LLM, SamplingParams
+
     prompts = ["Hello", "The quick brown fox jumps over"]
     started = time.monotonic()
     try:
-        from appliance.runtime import LLM, SamplingParams
-    except ImportError:
-        LLM = None
-    if LLM is not None:
         llm = LLM(str(path), device=device, max_num_seqs=len(prompts), max_num_batched_tokens=256)
-        outs = llm.generate(prompts, SamplingParams(max_tokens=4, temperature=0.0))
-        token_counts = [len(o.token_ids) for o in outs]
-        loader = "appliance.runtime.LLM"
-    else:
-        token_counts = _validate_with_transformers(path, device, prompts)
-        loader = "transformers (engine not installed in this build)"
+        outs = llm.generate(prompts, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CompileError(
+            f"the engine could not load or run the converted model: {type(exc).__name__}: {exc}"
+        ) from exc
+    token_counts = [len(o.token_ids) for o in outs]
     if not token_counts or min(token_counts) < 1:
         raise CompileError(f"the converted model loaded but produced no tokens in the warm-up batch ({token_counts})")
     elapsed = time.monotonic() - started
-    progress("validating", 90, f"warm-up batch of {len(prompts)} prompts with {loader}: {token_counts} tokens, {elapsed:.2f}s")
-    return {"loader": loader, "warmup_tokens": token_counts, "warmup_s": round(elapsed, 3)}
-
-
-def _validate_with_transformers(path: Path, device: str, prompts: list[str]) -> list[int]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
-    counts = []
-    with torch.no_grad():
-        for prompt in prompts:
-            ids = tok(prompt, return_tensors="pt").input_ids.to(device)
-            out = model.generate(ids, max_new_tokens=4, do_sample=False)
-            counts.append(int(out.shape[1] - ids.shape[1]))
-    return counts
+    progress("validating", 90, f"engine warm-up batch of {len(prompts)} prompts: {token_counts} tokens, {elapsed:.2f}s")
+    return {"loader": "appliance.runtime.LLM", "warmup_tokens": token_counts, "warmup_s": round(elapsed, 3)}
 
 
 def write_manifest(path: Path, digest: str, options: dict[str, Any], toolchain: str, extra: dict[str, Any]) -> dict:

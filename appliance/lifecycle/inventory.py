@@ -42,19 +42,21 @@ def cuda_inventory() -> Inventory:
 
 
 def neuron_inventory() -> Inventory:
-    """From `neuron-ls --json-output` through the telemetry module's reader; zero cores where it is unavailable."""
+    """From `neuron-ls --json-output` through the telemetry reader; zero cores where the tool is unavailable."""
     try:
-        from appliance.telemetry.neuron_ls import read_inventory  # the telemetry side's hook
+        from appliance.telemetry.neuron_ls import read_inventory
     except ImportError:
-        return Inventory("neuron", cores=0, raw={"error": "neuron-ls reader not available in this build"})
+        return Inventory("neuron", cores=0,
+                         raw={"error": "the neuron-ls reader (appliance.telemetry) is not installed"})
     try:
-        devices = read_inventory()
-    except Exception as exc:  # noqa: BLE001 - no Neuron driver/tools on this machine
+        inv = read_inventory()
+    except Exception as exc:  # noqa: BLE001 - a broken driver or tool: report it, schedule nothing here
         return Inventory("neuron", cores=0, raw={"error": f"neuron-ls failed: {exc}"})
-    chips = len(devices)
-    cores = sum(int(d.get("nc_count", d.get("neuroncore_count", 0))) for d in devices)
-    return Inventory("neuron", cores=cores, chips=chips, memory_per_core_bytes=HBM_PER_NEURONCORE,
-                     raw={"neuron_ls": devices})
+    if inv is None:
+        return Inventory("neuron", cores=0, raw={"error": "neuron-ls not found: no Neuron driver/tools on this node"})
+    return Inventory("neuron", cores=inv.cores, chips=inv.chips,
+                     memory_per_core_bytes=inv.memory_per_core_bytes or HBM_PER_NEURONCORE,
+                     raw={"neuron_ls": inv.devices, "processes": inv.processes})
 
 
 DETECTORS: dict[str, Callable[[], Inventory]] = {

@@ -74,8 +74,9 @@ def find_slot(device: str, size: int) -> Slot | None:
 
 
 def capacity_summary(device: str) -> str:
-    parts = [f"{n.name}: {n.cores - len(used_cores(n) & set(range(n.cores)))} of {n.cores} free" for n in live_nodes(device)]
-    return "; ".join(parts) or f"no live {device} node (is the node agent running?)"
+    parts = [f"{n.name}: {n.cores - len(used_cores(n) & set(range(n.cores)))} of {n.cores} free"
+             for n in live_nodes(device)]
+    return "; ".join(parts)
 
 
 def target_replicas(dep: Deployment) -> int:
@@ -101,7 +102,8 @@ def _next_index(dep: Deployment) -> int:
 def place(dep_id: int) -> str:
     """Reconcile one deployment's Replica rows with its target count; returns its status message."""
     with transaction.atomic():
-        pool_id = Deployment.objects.filter(pk=dep_id, mode=Deployment.Mode.SHARED).values_list("pool_id", flat=True).first()
+        shared = Deployment.objects.filter(pk=dep_id, mode=Deployment.Mode.SHARED)
+        pool_id = shared.values_list("pool_id", flat=True).first()
         if pool_id:  # lock order: pool, then deployment, so concurrent evictions in one pool cannot deadlock
             list(Pool.objects.select_for_update().filter(pk=pool_id))
         dep = Deployment.objects.select_for_update(of=("self",)).select_related("pool__node").filter(pk=dep_id).first()
@@ -118,9 +120,17 @@ def place(dep_id: int) -> str:
                 Replica.objects.filter(pk=replica.pk).update(state=Replica.State.DRAINING)
             active = [r for r in active if r not in order[: len(active) - want]]
         for _ in range(want - len(active)):
-            slot = _shared_slot(dep) if dep.mode == Deployment.Mode.SHARED else find_slot(dep.device, dep.cores_per_replica)
+            if dep.mode == Deployment.Mode.SHARED:
+                slot = _shared_slot(dep)
+            else:
+                slot = find_slot(dep.device, dep.cores_per_replica)
             if slot is None:
-                if dep.mode != Deployment.Mode.SHARED:
+                if dep.mode != Deployment.Mode.SHARED and not live_nodes(dep.device):
+                    set_status(dep, Deployment.Status.WAITING, (
+                        f"waiting for a {dep.device} node: no node agent has reported in lately "
+                        "(start one with `python manage.py run_agent`, or run `python manage.py serve`)"
+                    ))
+                elif dep.mode != Deployment.Mode.SHARED:
                     set_status(dep, Deployment.Status.WAITING, (
                         f"waiting for capacity: {len(active)} of {want} replicas placed; each needs "
                         f"{dep.cores_per_replica} free {dep.device} core(s) in a row ({capacity_summary(dep.device)})"
@@ -130,14 +140,19 @@ def place(dep_id: int) -> str:
                 deployment=dep, node=slot.node, index=_next_index(dep), state=Replica.State.PENDING,
                 cores=slot.cores, host=slot.node.address,
             ))
-        if want == 0:
-            set_status(dep, Deployment.Status.SCALED_TO_ZERO if dep.is_active else Deployment.Status.STOPPED,
-                       "scaled to zero: the next request starts a replica" if dep.is_active else "stopped")
+        if want == 0 and not dep.is_active:
+            set_status(dep, Deployment.Status.STOPPED, "stopped")
+        elif want == 0:
+            if dep.status != Deployment.Status.SCALED_TO_ZERO:  # an eviction's message stays
+                set_status(dep, Deployment.Status.SCALED_TO_ZERO, "scaled to zero: the next request starts a replica")
         elif any(r.state == Replica.State.READY for r in active):
             ready = sum(r.state == Replica.State.READY for r in active)
             set_status(dep, Deployment.Status.RUNNING, f"{ready} of {want} replicas ready")
         else:
-            set_status(dep, Deployment.Status.PENDING, f"starting {want} replica(s)")
+            failure = next((r for r in active if r.state == Replica.State.FAILED and r.last_error), None)
+            note = f"; replica #{failure.index} failed {failure.restart_count} time(s): {failure.last_error[:300]}" \
+                if failure else ""
+            set_status(dep, Deployment.Status.PENDING, f"starting {want} replica(s){note}")
         return dep.status_message
 
 
@@ -214,10 +229,23 @@ def model_bytes(dep: Deployment) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else 0
 
 
+def expire_silent_nodes() -> int:
+    """Stop the replica rows of nodes whose agent went silent, so placement can put them on live nodes."""
+    cutoff = timezone.now() - timedelta(seconds=setting("NODE_STALE_AFTER_S"))
+    silent = Replica.objects.filter(node__last_heartbeat__lt=cutoff, state__in=ACTIVE_STATES)
+    for node_name in set(silent.values_list("node__name", flat=True)):
+        silent.filter(node__name=node_name).update(
+            state=Replica.State.STOPPED, pid=None,
+            last_error=f"node {node_name} stopped heartbeating (its agent is down); replaced elsewhere",
+        )
+    return len(silent)
+
+
 def place_all() -> dict[str, str]:
     """One placement pass over every active deployment (agents and the beat task call it; it is idempotent)."""
     from django.db import DatabaseError
 
+    expire_silent_nodes()
     results = {}
     for dep_id, name in Deployment.objects.values_list("pk", "name"):
         try:

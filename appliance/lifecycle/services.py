@@ -151,27 +151,30 @@ def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_r
 
 def _apply_replica_counts(dep: Deployment, creating: bool, replicas: int | None, min_r: int | None,
                           max_r: int | None) -> None:
-    if creating and dep.mode == Deployment.Mode.SHARED:
-        dep.min_replicas, dep.max_replicas, dep.desired_replicas = 0, 1, 0
-    elif creating and dep.mode == Deployment.Mode.PER_MODEL and min_r is None:
-        dep.min_replicas = 0
+    if dep.mode == Deployment.Mode.SHARED:  # loaded on demand, evicted under pressure: 0 or 1 replica
+        dep.min_replicas, dep.max_replicas = 0, 1
+        dep.desired_replicas = min(dep.desired_replicas, 1) if not creating else 0
+        return
+    if min_r is None:
+        if replicas is not None and dep.mode == Deployment.Mode.DEDICATED:
+            min_r = replicas
+        elif creating:
+            min_r = 0 if dep.mode == Deployment.Mode.PER_MODEL else 1
+        else:
+            min_r = dep.min_replicas
+    if max_r is None:
+        max_r = max(dep.max_replicas if not creating else 1, replicas or 0, min_r, 1)
+    if min_r > max_r:
+        raise LifecycleError(f"--min-replicas {min_r} exceeds --max-replicas {max_r}")
+    if replicas is not None and replicas > max_r:
+        raise LifecycleError(f"--replicas {replicas} exceeds --max-replicas {max_r}")
+    dep.min_replicas, dep.max_replicas = min_r, max_r
     if replicas is not None:
         dep.desired_replicas = replicas
-        dep.min_replicas = replicas if min_r is None and dep.mode == Deployment.Mode.DEDICATED else dep.min_replicas
-        dep.max_replicas = max(dep.max_replicas, replicas) if max_r is None else dep.max_replicas
-    if min_r is not None:
-        dep.min_replicas = min_r
-    if max_r is not None:
-        dep.max_replicas = max_r
-    if dep.mode == Deployment.Mode.SHARED:
-        dep.min_replicas, dep.max_replicas = 0, 1
-    dep.max_replicas = max(dep.max_replicas, dep.min_replicas, 1)
-    if replicas is None:
-        dep.desired_replicas = min(max(dep.desired_replicas, dep.min_replicas), dep.max_replicas)
-        if creating and dep.mode != Deployment.Mode.DEDICATED:
-            dep.desired_replicas = dep.min_replicas
-    if dep.desired_replicas > dep.max_replicas:
-        raise LifecycleError(f"--replicas {dep.desired_replicas} exceeds --max-replicas {dep.max_replicas}")
+    elif creating:
+        dep.desired_replicas = min_r
+    else:
+        dep.desired_replicas = min(max(dep.desired_replicas, min_r), max_r)
 
 
 def _pool(name: str, device: str, cores: int) -> Pool:

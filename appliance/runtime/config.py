@@ -58,6 +58,7 @@ class EngineConfig:
     scheduling_policy: str = "fcfs"
     seed: int = 0
     num_threads: int | None = None
+    bucketing: Any = None  # None, or {"batch_sizes", "context_lengths", "token_lengths"} / a BucketSet: static shapes
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +78,14 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "max_model_len"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.bucketing is not None:
+            from appliance.runtime.neuron.buckets import BucketSet
+
+            if not isinstance(self.bucketing, BucketSet):
+                try:
+                    self.bucketing = BucketSet.build(**self.bucketing)
+                except TypeError as exc:
+                    raise ValueError(f"bucketing must give batch_sizes, context_lengths and token_lengths: {exc}") from None
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError("num_kv_blocks must be >= 1")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:

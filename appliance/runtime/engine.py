@@ -24,6 +24,12 @@ from appliance.runtime.sequence import Sequence
 from appliance.runtime.stats import EngineStats
 
 
+class ContextLengthExceeded(ValueError):
+    """The prompt does not fit the model's context; the gateway answers 400 context_length_exceeded."""
+
+    code = "context_length_exceeded"
+
+
 @dataclass
 class _Request:
     request_id: str
@@ -67,9 +73,9 @@ class EngineCore:
             config.max_model_len = self.args.sliding_window  # no sliding-window attention: stay exact instead
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
         if executor is None:
-            from appliance.runtime.executor.torch_executor import TorchExecutor
+            from appliance.runtime.executor import create_executor
 
-            executor = TorchExecutor(config, self.args)
+            executor = create_executor(config, self.args)
         self.executor = executor
         self.num_kv_blocks = executor.num_kv_blocks
         config.max_model_len = min(config.max_model_len, self.num_kv_blocks * config.block_size)
@@ -142,7 +148,7 @@ class EngineCore:
         if not ids:
             raise ValueError("prompt must not be empty")
         if len(ids) >= self.max_model_len:
-            raise ValueError(
+            raise ContextLengthExceeded(
                 f"prompt is {len(ids)} tokens, which leaves no room in the model's context length "
                 f"(max_model_len {self.max_model_len})"
             )

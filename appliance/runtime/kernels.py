@@ -63,3 +63,19 @@ def paged_decode_attention(
         scale=scale,
     )
     return out.reshape(b, hq, d)
+
+
+OPERATIONS = ("rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention")
+REFERENCES = {name: globals()[name] for name in OPERATIONS}
+
+
+def use_implementations(table: dict | None = None) -> None:
+    """Route the operations named in `table` to other implementations with the same signatures (the Neuron executor
+    installs the NKI kernels this way when the compile job enabled kernels); None restores the PyTorch references.
+    Model code looks the functions up on this module at call time, so the switch applies to the whole process."""
+    table = dict(table or {})
+    unknown = sorted(set(table) - set(OPERATIONS))
+    if unknown:
+        raise ValueError(f"unknown kernel operation {unknown[0]!r}; known: {', '.join(OPERATIONS)}")
+    for name in OPERATIONS:
+        globals()[name] = table.get(name, REFERENCES[name])

@@ -31,10 +31,11 @@ class ClientGone(Exception):
 
 
 class BadRequest(ValueError):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
         self.status = status
+        self.code = code
 
 
 def param_of(exc: ValueError) -> str | None:
@@ -79,7 +80,7 @@ class ReplicaApp:
                 await _error(send, 404, ErrorBody(f"no route {scope['path']}", code="not_found"))
         except BadRequest as exc:
             kind = "invalid_request_error" if exc.status < 500 else "service_unavailable"
-            await _error(send, exc.status, ErrorBody(str(exc), type=kind, param=exc.param))
+            await _error(send, exc.status, ErrorBody(str(exc), type=kind, param=exc.param, code=exc.code))
         except ClientGone:
             return
 
@@ -137,7 +138,7 @@ class ReplicaApp:
             param = param_of(exc)
             if param == "prompt" and req.prompt is None:
                 param = "prompt_token_ids" if req.prompt_token_ids is not None else "messages"
-            raise BadRequest(str(exc), param) from None
+            raise BadRequest(str(exc), param, code=getattr(exc, "code", None)) from None
         except EngineDeadError as exc:
             raise BadRequest(str(exc), None, status=503) from None
         await self._stream(stream, len(prompt), params, receive, send)

@@ -165,7 +165,18 @@ class World:
     globex_key: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package", autouse=True)
+def flush_committed_rows(django_db_setup, django_db_blocker):
+    """This package commits rows outside test transactions (the gateway process must see them); remove them all
+    when the package is done so later packages start from an empty database."""
+    yield
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="package")
 def world(django_db_setup, django_db_blocker, engine, tmp_path_factory) -> World:
     from django.conf import settings
     from django.db import connection

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("LIFECYCLE_TEST_BROKER_URL", "redis://127.0.0.1:6379/4")
-STANDIN_SERVER = "tests.lifecycle.standin_server"
+ENGINE_SERVER = "appliance.runtime.server"
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def start_agent(process_env, tmp_path):
     """start_agent(cores=4, server_module=...) -> Proc: a real `manage.py run_agent` for node 'lc-node'."""
     procs: list[Proc] = []
 
-    def start(cores: int = 4, server_module: str = STANDIN_SERVER, tick: float = 0.3, **env) -> Proc:
+    def start(cores: int = 4, server_module: str = ENGINE_SERVER, tick: float = 0.3, **env) -> Proc:
         proc = Proc([sys.executable, "manage.py", "run_agent", "--node", "lc-node", "--cores", str(cores),
                      "--tick", str(tick), "--server-module", server_module],
                     {**process_env, **{k: str(v) for k, v in env.items()}}, tmp_path / f"agent-{len(procs)}.log")

@@ -39,7 +39,8 @@ def test_second_compile_of_same_version_and_options_is_a_cache_hit(start_worker,
     artifact_dir = Path(first.artifact.uri)
     manifest = json.loads((artifact_dir / "manifest.json").read_text())
     assert manifest["digest"] == first.digest == first.artifact.digest
-    assert manifest["options"]["dtype"] == "bfloat16" and manifest["validation"]["warmup_tokens"]
+    assert manifest["options"]["dtype"] == "bfloat16" and manifest["validation"]["warmup_tokens"] == [4, 4]
+    assert manifest["validation"]["loader"] == "appliance.runtime.LLM"
     with safe_open(str(artifact_dir / "model.safetensors"), "pt") as f:
         assert all(str(f.get_tensor(k).dtype) == "torch.bfloat16" for k in f.keys())
     assert (artifact_dir / "tokenizer.json").is_file()
@@ -56,13 +57,11 @@ def test_second_compile_of_same_version_and_options_is_a_cache_hit(start_worker,
 
 @pytest.mark.celery
 @pytest.mark.slow
-def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, register_version, checkpoint_factory):
+def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, register_version, tiny_llama):
     from appliance.lifecycle.tasks import sweep_stale_compile_jobs
 
-    big = checkpoint_factory("llama", hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
-                             num_attention_heads=6, num_key_value_heads=2, vocab_size=8000)
     worker = start_worker()
-    job = request_compile(register_version("big", big), "cpu")
+    job = request_compile(register_version("tiny", tiny_llama), "cpu")
 
     def mid_compile():
         job.refresh_from_db()
@@ -135,7 +134,8 @@ def test_neuron_target_fails_clearly_without_the_sdk(register_version, tiny_llam
     run_compile_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed" and job.finished_at is not None
-    assert "Neuron SDK not installed" in job.error
+    assert job.error.startswith("Neuron SDK not installed") and "choose target cpu" in job.error
+    assert "needs the AWS Neuron SDK" in job.error and "not importable" in job.error
     assert job.artifact is None
 
 

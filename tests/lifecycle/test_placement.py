@@ -58,6 +58,13 @@ def test_deployment_that_does_not_fit_waits_and_says_why(version):
     assert d.status == "pending" and d.replicas.count() == 1
 
 
+def test_without_a_live_node_agent_the_deployment_says_to_start_one(version):
+    d = deployment(version, "lonely", desired_replicas=1)
+    placement.place(d.pk)
+    d.refresh_from_db()
+    assert d.status == "waiting" and "run_agent" in d.status_message
+
+
 def test_scaling_in_drains_extra_replicas_and_zero_reads_scaled_to_zero(version):
     live_node(name="n1", cores=4)
     d = deployment(version, "pm", mode="per-model", desired_replicas=2, min_replicas=0, max_replicas=2)
@@ -82,6 +89,8 @@ def test_full_pool_evicts_least_recently_used_idle_model(version):
     a, b, c = (Deployment.objects.get(pk=d.pk) for d in deps)
     assert a.desired_replicas == 0 and set(a.replicas.values_list("state", flat=True)) == {"draining"}
     assert "evicted from pool p" in a.status_message
+    placement.place(a.pk)
+    assert "evicted from pool p" in Deployment.objects.get(pk=a.pk).status_message
     assert b.replicas.get().state == "ready" and c.replicas.get().cores == [0, 1]
     pool.refresh_from_db()
     assert pool.evictions == 1
@@ -114,6 +123,30 @@ def test_dedicated_replicas_avoid_pool_cores(version):
     assert d.replicas.get().cores == [2, 3]
 
 
+def test_outstanding_requests_over_target_scale_out_and_idle_scales_back_in(version):
+    from appliance.lifecycle.autoscaler import autoscale
+
+    live_node(name="n1", cores=4)
+    d = deployment(version, "busy", desired_replicas=1, min_replicas=1, max_replicas=3,
+                   target_outstanding_per_replica=4, idle_timeout_s=60, last_request_at=timezone.now())
+    placement.place(d.pk)
+    first = d.replicas.get()
+    Replica.objects.filter(pk=first.pk).update(state="ready", ready_at=timezone.now())
+    key = OUTSTANDING_KEY.format(id=first.pk)
+    redis_client().set(key, 10)
+    try:
+        assert autoscale(Deployment.objects.get(pk=d.pk)) == 3
+        assert d.replicas.filter(state="pending").count() == 2
+        redis_client().set(key, 0)
+        assert autoscale(Deployment.objects.get(pk=d.pk)) is None  # replicas still starting: no scale-in
+        d.replicas.update(state="ready", ready_at=timezone.now() - timedelta(seconds=120))
+        Deployment.objects.filter(pk=d.pk).update(last_request_at=timezone.now() - timedelta(seconds=120))
+        assert autoscale(Deployment.objects.get(pk=d.pk)) == 1
+        assert d.replicas.filter(state="draining").count() == 2
+    finally:
+        redis_client().delete(key)
+
+
 @pytest.mark.parametrize("inputs,expected", [
     (ScaleInputs(1, 1, 4, outstanding=40, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 3),
     (ScaleInputs(1, 1, 2, outstanding=100, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 2),
@@ -126,3 +159,25 @@ def test_dedicated_replicas_avoid_pool_cores(version):
 ])
 def test_autoscaler_decisions(inputs, expected):
     assert decide(inputs) == expected
+
+
+def test_a_crash_looping_replica_shows_its_error_on_the_deployment(version):
+    live_node(name="n1", cores=2)
+    d = deployment(version, "crashy", desired_replicas=1)
+    placement.place(d.pk)
+    d.replicas.update(state="failed", restart_count=3, last_error="engine exited with code 1: FAILED bad weights")
+    placement.place(d.pk)
+    d.refresh_from_db()
+    assert d.status == "pending"
+    assert "failed 3 time(s): engine exited with code 1: FAILED bad weights" in d.status_message
+
+
+def test_replicas_of_a_silent_node_are_replaced_on_a_live_one(version):
+    dead = Node.objects.create(name="dead", cores=4, last_heartbeat=timezone.now() - timedelta(minutes=5))
+    live_node(name="alive", cores=4)
+    d = deployment(version, "moving", desired_replicas=1)
+    old = Replica.objects.create(deployment=d, node=dead, state="ready", cores=[0], port=1234)
+    placement.place_all()
+    old.refresh_from_db()
+    assert old.state == "stopped" and "node dead stopped heartbeating" in old.last_error
+    assert d.replicas.get(state="pending").node.name == "alive"

@@ -1,5 +1,6 @@
 """The whole path with real processes: node agent -> real engine replicas (appliance.runtime.server), gateway under
-uvicorn, the official openai client. Scale to zero and back, and a replica killed mid-stream.
+uvicorn, the official openai client. Scale to zero and back, a shared pool cycling over more models than it holds,
+and a replica killed mid-stream.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import openai
 import pytest
 
-from appliance.catalog.models import Deployment, Replica
+from appliance.catalog.models import Deployment, Pool, Replica
 from appliance.lifecycle.services import deploy
 
 from .conftest import wait_until
@@ -47,13 +48,15 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     assert second.usage.completion_tokens == 2
     again = Replica.objects.exclude(pk=replica.pk).get(deployment=dep)
     assert again.state == "ready" and again.cold_start_s > 0 and again.pid != replica.pid
+    print(f"cold starts (process start -> first token): {replica.cold_start_s:.2f}s, {again.cold_start_s:.2f}s; "
+          f"first request waited {waited:.2f}s")
 
 
 def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
         start_agent, start_gateway, register_version, tiny_llama, api_key):
     register_version("fragile", tiny_llama)
     dep = deploy("fragile", replicas=1, compile=False).deployment
-    start_agent(cores=2)
+    agent = start_agent(cores=2)
     client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["fragile"]))
     replica = wait_until(lambda: Replica.objects.filter(deployment=dep, state="ready").first(), 240,
                          "the first replica")
@@ -76,3 +79,38 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
         done = client.completions.create(model="fragile", prompt="still there?", max_tokens=2)
         assert done.usage.completion_tokens == 2
     assert Deployment.objects.get(pk=dep.pk).status == "running"
+
+    agent.stop()
+    assert not _alive(restarted.pid), "stopping the agent must stop its replicas"
+
+
+def test_shared_pool_with_room_for_two_serves_requests_cycling_over_three_models(
+        start_agent, start_gateway, register_version, tiny_llama, api_key):
+    names = ["pa", "pb", "pc"]
+    for name in names:
+        register_version(name, tiny_llama)
+    for name in names:
+        deploy(name, mode="shared", pool="shared-pool", compile=False)
+    pool = Pool.objects.get(name="shared-pool")
+    assert pool.max_loaded_models == 2
+    start_agent(cores=2)
+    client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(names))
+
+    for name in names + names[:1]:
+        done = client.completions.create(model=name, prompt=f"hello {name}", max_tokens=2)
+        assert done.usage.completion_tokens == 2, name
+        loaded = Replica.objects.filter(deployment__pool=pool, state__in=["pending", "starting", "ready"])
+        assert loaded.values("deployment").distinct().count() <= 2
+    pool.refresh_from_db()
+    assert pool.evictions == 2  # pc evicts pa, then pa evicts pb: the least recently used each time
+    evicted = Deployment.objects.get(name="pb")
+    assert evicted.desired_replicas == 0 and "evicted from pool shared-pool" in evicted.status_message
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"

@@ -89,15 +89,18 @@ def test_metrics_endpoint_exports_occupancy_and_relabelled_engine_metrics(client
     response = client.get("/metrics")
     assert response.status_code == 200
     found = families(response.content.decode())
-    util = {s.labels["deployment"]: s.value for s in found["appliance_core_utilization_percent"].samples}
+    ours = {"model-a", "model-b"}
+    util = {s.labels["deployment"]: s.value for s in found["appliance_core_utilization_percent"].samples
+            if s.labels["deployment"] in ours}
     assert util == {"model-a": 30.0, "model-b": 80.0}
     tokens = {
         s.labels["deployment"]: (s.labels["replica"], s.value)
         for s in found["appliance_engine_generation_tokens"].samples
-        if s.name.endswith("_total")
+        if s.name.endswith("_total") and s.labels["deployment"] in ours
     }
     assert tokens == {"model-a": (str(a.id), 5.0), "model-b": (str(b.id), 7.0)}
-    cold = {s.labels["deployment"]: s.value for s in found["appliance_replica_cold_start_seconds"].samples}
+    cold = {s.labels["deployment"]: s.value for s in found["appliance_replica_cold_start_seconds"].samples
+            if s.labels["deployment"] in ours}
     assert cold == {"model-b": 3.5}
 
 

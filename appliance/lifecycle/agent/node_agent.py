@@ -96,6 +96,8 @@ class NodeAgent:
         self.reconcile()
 
     def reconcile(self) -> None:
+        if self.stopping.is_set():
+            return
         rows = {r.pk: r for r in Replica.objects.filter(node=self.node).exclude(state=Replica.State.STOPPED)
                 .select_related("deployment__artifact", "deployment__model_version")}
         for rid in [rid for rid in self.procs if rid not in rows]:

@@ -38,7 +38,7 @@ def engine_flags(engine_args: dict) -> list[str]:
     return flags
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent() -> None:  # runs in the child between fork and exec; its own session keeps Ctrl-C off it
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
@@ -76,7 +76,7 @@ class ReplicaProcess:
         self._log = open(spec.log_path, "ab") if spec.log_path else None
         self.started_monotonic = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         threading.Thread(target=self._read_output, daemon=True, name=f"replica-{spec.replica_id}-out").start()
 
     @property
@@ -124,7 +124,8 @@ class ReplicaProcess:
         with httpx.Client(timeout=timeout) as client:
             with client.stream("POST", f"{self.url}/generate", json=request.to_dict()) as response:
                 if response.status_code != 200:
-                    raise RuntimeError(f"warm-up generate answered HTTP {response.status_code}: {response.read()[:300]!r}")
+                    body = response.read()[:300]
+                    raise RuntimeError(f"warm-up generate answered HTTP {response.status_code}: {body!r}")
                 for line in response.iter_lines():
                     if not line.strip():
                         continue

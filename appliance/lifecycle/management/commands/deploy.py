@@ -37,6 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(f"compile job #{job.pk}: {state}")
         self.stdout.write(
             f"deployment {dep.name}: {dep.mode}, {dep.device}, replicas {dep.min_replicas}..{dep.max_replicas} "
-            f"(desired {dep.desired_replicas}), {dep.cores_per_replica} core(s) each, idle timeout {dep.idle_timeout_s}s"
+            f"(desired {dep.desired_replicas}), {dep.cores_per_replica} core(s) each, "
+            f"idle timeout {dep.idle_timeout_s}s"
         )
         self.stdout.write(f"status: {dep.status} — {dep.status_message}")
