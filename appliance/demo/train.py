@@ -40,7 +40,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     warmup_steps: int = 60
     weight_decay: float = 0.1
-    steps: int = 600
+    steps: int = 1022
     chat_repeats: int = 12
     seed: int = 0
     threads: int = 2
