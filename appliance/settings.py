@@ -104,6 +104,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A worker started without -Q consumes every queue listed here; batches have their own queue so a deployment can
+# give them their own workers (celery worker -Q batch) and keep them off the compile/async workers.
+from kombu import Queue  # noqa: E402
+
+# Explicit routing keys: left out, Celery binds every queue to the default exchange with the key "default".
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", "compile", "batch")]
+CELERY_TASK_ROUTES = {"jobs.run_batch": {"queue": "batch"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 AUTH_PASSWORD_VALIDATORS = [

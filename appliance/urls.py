@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *[path(f"api/{app}/", include(f"appliance.{app}.api.urls")) for app in ADMIN_API_APPS],
+    path("v1/", include("appliance.jobs.openai_urls")),
     path("v1/", include("appliance.gateway.urls")),
     path("", include("appliance.telemetry.urls")),
     path("", include("appliance.console.urls")),

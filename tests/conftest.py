@@ -26,3 +26,12 @@ def checkpoint_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama(checkpoint_factory) -> Path:
     return checkpoint_factory("llama")
+
+
+def flush_database(django_db_blocker) -> None:
+    """Empty every table. For packages whose tests commit rows outside test transactions (a server process must see
+    them), so later packages start from an empty database."""
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)

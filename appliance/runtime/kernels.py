@@ -1,6 +1,8 @@
 """The one dispatch layer for the model's hot operations.
 
-These are the PyTorch reference implementations, used on the CPU and CUDA. The Neuron executor routes the same
+These are the PyTorch implementations, used on the CPU and CUDA: rms_norm, rotary_embedding and swiglu_mlp are the
+references beside the NKI kernels; paged_decode_attention here gathers through the block table and makes one SDPA
+call (faster on the CPU than the NKI reference's einsum form, and checked against it numerically). The Neuron executor routes the same
 names, with the same signatures, to NKI kernels (nki_kernels/); model code calls only these functions.
 Shapes: T tokens, H hidden, I intermediate, Hq/Hkv query/key-value heads, D head_dim, B sequences.
 """
@@ -10,31 +12,10 @@ import torch
 import torch.nn.functional as F
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x[T,H], weight[H] -> [T,H]; the variance in float32, as Hugging Face's LlamaRMSNorm."""
-    dtype = x.dtype
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rotary_embedding(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q[T,Hq,D], k[T,Hkv,D], cos/sin[T,D] (the rotate_half convention of Hugging Face) -> (q, k)."""
-    cos = cos.unsqueeze(1)
-    sin = sin.unsqueeze(1)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-def swiglu_mlp(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """x[T,H], w_gate[I,H], w_up[I,H], w_down[H,I] (nn.Linear [out,in] layout) -> [T,H]."""
-    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+# The PyTorch references of these three live beside their NKI kernels; the engine uses them as they are.
+from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402
+from nki_kernels.rotary_embedding.reference import rotary_embedding  # noqa: E402
+from nki_kernels.swiglu_mlp.reference import swiglu_mlp  # noqa: E402
 
 
 def paged_decode_attention(

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import flush_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -170,10 +172,7 @@ def flush_committed_rows(django_db_setup, django_db_blocker):
     """This package commits rows outside test transactions (the gateway process must see them); remove them all
     when the package is done so later packages start from an empty database."""
     yield
-    from django.core.management import call_command
-
-    with django_db_blocker.unblock():
-        call_command("flush", interactive=False, verbosity=0)
+    flush_database(django_db_blocker)
 
 
 @pytest.fixture(scope="package")

@@ -1,4 +1,4 @@
-"""The references here and the engine's dispatch layer (appliance/runtime/kernels.py) are the same functions."""
+"""The engine's dispatch layer (appliance/runtime/kernels.py) against the references beside the NKI kernels."""
 import numpy as np
 import pytest
 import torch
@@ -10,23 +10,20 @@ from tests.nki_kernels.test_paged_decode_attention import _paged_inputs
 dispatch = pytest.importorskip("appliance.runtime.kernels")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_references_are_bit_identical_to_the_engine_dispatch_layer(dtype):
-    torch.manual_seed(0)
-    x, w = torch.randn(6, 64, dtype=dtype), torch.randn(64, dtype=dtype)
-    assert torch.equal(rms_norm.reference(x, w, 1e-6), dispatch.rms_norm(x, w, 1e-6))
+def test_the_engine_uses_the_references_for_norm_rotary_and_mlp():
+    assert dispatch.REFERENCES["rms_norm"] is rms_norm.reference
+    assert dispatch.REFERENCES["rotary_embedding"] is rotary_embedding.reference
+    assert dispatch.REFERENCES["swiglu_mlp"] is swiglu_mlp.reference
 
-    q, k = torch.randn(6, 8, 32, dtype=dtype), torch.randn(6, 2, 32, dtype=dtype)
-    cos, sin = torch.randn(6, 32, dtype=dtype), torch.randn(6, 32, dtype=dtype)
-    for ours, theirs in zip(rotary_embedding.reference(q, k, cos, sin), dispatch.rotary_embedding(q, k, cos, sin)):
-        assert torch.equal(ours, theirs)
 
-    wg, wu, wd = torch.randn(96, 64, dtype=dtype), torch.randn(96, 64, dtype=dtype), torch.randn(64, 96, dtype=dtype)
-    assert torch.equal(swiglu_mlp.reference(x, wg, wu, wd), dispatch.swiglu_mlp(x, wg, wu, wd))
-
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
+def test_engine_paged_attention_agrees_with_the_reference(dtype, atol):
+    """The engine's SDPA form and the NKI reference's einsum form, on tables padded with a valid block (as the
+    engine pads them)."""
     name = "float32" if dtype == torch.float32 else "bfloat16"
-    inputs = _paged_inputs(np.random.default_rng(3), 16, 4, 32, 16, [1, 40, 77], name)
+    inputs = _paged_inputs(np.random.default_rng(3), 16, 4, 32, 16, [1, 40, 77], name, padding=0)
     tensors = [to_torch(a) for a in inputs]
-    assert torch.equal(
-        paged_decode_attention.reference(*tensors, 0.125), dispatch.paged_decode_attention(*tensors, 0.125)
-    )
+    ours = paged_decode_attention.reference(*tensors, 0.125).float()
+    engine = dispatch.paged_decode_attention(*tensors, 0.125).float()
+    assert ours.shape == engine.shape
+    assert (ours - engine).abs().max().item() <= atol

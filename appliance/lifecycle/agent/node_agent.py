@@ -126,7 +126,8 @@ class NodeAgent:
         dep = row.deployment
         spec = ReplicaSpec(
             replica_id=row.pk, model_dir=model_dir(dep), device=dep.device, cores=list(row.cores or []),
-            server_module=self.options.server_module, engine_args=dep.engine_args, served_model_name=dep.name,
+            server_module=self.options.server_module, served_model_name=dep.name,
+            engine_args={"scheduling_policy": "priority", **(dep.engine_args or {})},  # live (0) before jobs
             host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
         )
         proc = ReplicaProcess(spec)
