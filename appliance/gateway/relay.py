@@ -11,6 +11,8 @@ import time
 
 from django.http import HttpResponse, StreamingHttpResponse
 
+from appliance.runtime.protocol import GenerateRequest
+
 from . import metrics
 from .auth import Caller
 from .engine_client import EngineFailed, EngineRejected, EngineUnavailable, engine
@@ -59,12 +61,11 @@ class Call:
         self.done = False
         self.settled = False
 
-    def generate_request(self) -> dict:
-        """The GenerateRequest (appliance/runtime/protocol.py) as its wire dict."""
+    def generate_request(self) -> GenerateRequest:
         req = self.req
-        return {"request_id": self.request_id, "prompt": req.prompt, "prompt_token_ids": req.prompt_token_ids,
-                "messages": req.messages, "sampling": req.sampling, "cache_salt": f"tenant-{self.caller.tenant_id}",
-                "priority": 0, "echo_prompt": False}
+        return GenerateRequest(request_id=self.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
+                               messages=req.messages, sampling=req.sampling,
+                               cache_salt=f"tenant-{self.caller.tenant_id}")
 
     async def run(self) -> HttpResponse:
         metrics.INFLIGHT.labels(self.req.model).inc()

@@ -2,10 +2,10 @@
 templates are the same JSON the general path builds."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from appliance.gateway.auth import Caller
+from appliance.gateway.engine_client import wire
 from appliance.gateway.params import parse
 from appliance.gateway.quotas import Decision, Limits
 from appliance.gateway.relay import Call
@@ -17,9 +17,9 @@ def test_engine_request_has_exactly_the_protocols_fields():
     req = parse("chat", json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}],
                                     "max_tokens": 3, "seed": 7}).encode())
     caller = Caller(1, 42, "t", Limits(), Limits(), frozenset({"m"}))
-    wire = Call(caller, req, None, Decision(True), "rid", 0.0).generate_request()
-    assert set(wire) == {f.name for f in dataclasses.fields(GenerateRequest)}
-    parsed = GenerateRequest.from_dict(wire)
+    request = Call(caller, req, None, Decision(True), "rid", 0.0).generate_request()
+    assert wire(request) == request.to_dict()
+    parsed = GenerateRequest.from_dict(wire(request))
     assert parsed.cache_salt == "tenant-42" and parsed.sampling["max_tokens"] == 3 and parsed.sampling["seed"] == 7
 
 
