@@ -255,3 +255,17 @@ async def test_health_is_503_while_loading():
         assert r.status_code == 503 and r.json()["status"] == "loading"
         r = await c.post("/generate", json={"request_id": "x", "prompt": "hi"})
         assert r.status_code == 503
+
+
+def test_tcp_listener_disables_nagle_on_accepted_connections():
+    import socket
+
+    from appliance.runtime.server import bind
+
+    sock, url = bind("127.0.0.1", 0, None)
+    try:
+        assert url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY per connection only for TCP-proto sockets
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
