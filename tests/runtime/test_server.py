@@ -269,3 +269,20 @@ def test_tcp_listener_disables_nagle_on_accepted_connections():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         sock.close()
+
+
+def test_profile_writes_a_trace_and_an_operator_summary(server, tmp_path):
+    def generate():
+        stream_events(server, {"request_id": "p1", "prompt": "profile me",
+                               "sampling": {"max_tokens": 40, "ignore_eos": True}})
+
+    t = threading.Thread(target=generate)
+    t.start()
+    r = server.post("/profile", json={"seconds": 0.5, "output_dir": str(tmp_path / "prof")})
+    t.join(60)
+    assert r.status_code == 200
+    summary = r.json()
+    assert (tmp_path / "prof" / "trace.json").stat().st_size > 0
+    assert json.loads((tmp_path / "prof" / "summary.json").read_text())["top_ops"] == summary["top_ops"]
+    assert summary["top_ops"] and all(op["count"] >= 1 for op in summary["top_ops"])
+    assert server.post("/profile", json={"seconds": -1, "output_dir": "x"}).json()["error"]["param"] == "seconds"
