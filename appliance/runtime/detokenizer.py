@@ -23,12 +23,15 @@ class IncrementalDetokenizer:
         self.stop = list(stop or [])
         self.max_stop_len = max((len(s) for s in self.stop), default=0)
         self.skip_special_tokens = skip_special_tokens
+        backend = getattr(tokenizer, "_tokenizer", None)
+        plain = backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        self._decode_ids = backend.decode if plain else tokenizer.decode  # the Rust decoder skips wrapper overhead
         self.text = ""  # decoded so far (stop string and anything after it removed)
         self.emitted = 0  # how much of text has been handed out
         self.stopped = False
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+        return self._decode_ids(ids, skip_special_tokens=self.skip_special_tokens)
 
     def add_token(self, token_id: int) -> bool:
         """Take the next token; returns True when a stop string completed (the sequence must stop)."""

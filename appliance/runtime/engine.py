@@ -185,9 +185,8 @@ class EngineCore:
             req = self.requests[seq.request_id]
             if req.metrics.first_scheduled_time is None:
                 req.metrics.first_scheduled_time = now
-        t1 = time.perf_counter()
         logits = self.executor.execute(batch)
-        forward = time.perf_counter() - t1
+        forward = self.executor.last_forward_s
         self.scheduler.postprocess(sched)
         self._stats.prompt_tokens_total += sched.num_batched_tokens - len(sampled_seqs)
         outputs = self._process_samples(logits, sampled_seqs) if sampled_seqs else []

@@ -7,7 +7,8 @@ budget is prefilled in chunks (when chunked prefill is on). When a running seque
 the lowest-ranked running sequence is preempted: its blocks are freed and it goes back to the waiting queue to be
 recomputed (its prompt and completion so far, often largely from the prefix cache).
 
-Rank: "fcfs" orders by arrival; "priority" by (priority, arrival), a lower priority value runs first.
+Rank: "fcfs" orders by arrival; "priority" by (priority, arrival), a lower priority value runs first, and a waiting
+sequence that does not fit (blocks or sequence cap) preempts running sequences of a worse rank.
 """
 from __future__ import annotations
 
@@ -24,10 +25,7 @@ class SchedulerOutput:
 
     scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
-
-    @property
-    def num_batched_tokens(self) -> int:
-        return sum(n for _, n in self.scheduled)
+    num_batched_tokens: int = 0
 
     @property
     def is_empty(self) -> bool:
@@ -89,7 +87,8 @@ class Scheduler:
                 chosen[seq] = n
                 budget -= n
 
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs and not out.preempted:
+        under_memory_pressure = bool(out.preempted)
+        while self.waiting and budget > 0 and not under_memory_pressure:
             seq = self.waiting[0]
             hits = bm.match_prefix(seq)
             n = len(seq) - len(hits) * bm.block_size
@@ -97,16 +96,22 @@ class Scheduler:
                 if not self.enable_chunked_prefill:
                     break
                 n = budget
-            if not bm.can_allocate(seq, hits, n):
+            if len(self.running) < self.max_num_seqs and bm.can_allocate(seq, hits, n):
+                bm.allocate(seq, hits, n)
+                self.waiting.pop(0)
+                seq.status = SequenceStatus.RUNNING
+                bisect.insort(self.running, seq, key=self.rank)
+                chosen[seq] = n
+                budget -= n
+            elif self.policy == "priority" and self.running and self.rank(self.running[-1]) > self.rank(seq):
+                victim = self.running[-1]
+                budget += chosen.pop(victim, 0)
+                self._preempt(victim, out)
+            else:
                 break
-            bm.allocate(seq, hits, n)
-            self.waiting.pop(0)
-            seq.status = SequenceStatus.RUNNING
-            bisect.insort(self.running, seq, key=self.rank)
-            chosen[seq] = n
-            budget -= n
 
         out.scheduled = list(chosen.items())
+        out.num_batched_tokens = self.max_num_batched_tokens - budget
         return out
 
     def postprocess(self, out: SchedulerOutput) -> None:

@@ -114,3 +114,25 @@ def test_finish_frees_blocks_at_once():
 def test_unknown_policy_is_rejected():
     with pytest.raises(ValueError, match="scheduling_policy"):
         _sched(policy="random")
+
+
+def test_priority_policy_preempts_worse_ranked_running_sequences_for_a_better_one():
+    s = _sched(blocks=4, block_size=4, policy="priority")
+    low = Sequence("low", [1] * 12, priority=5)
+    s.add(low)
+    _run_step(s)
+    urgent = Sequence("urgent", [2] * 6, priority=0)
+    s.add(urgent)
+    out = _run_step(s)
+    assert out.preempted == [low] and (urgent, 6) in out.scheduled
+    assert low in s.waiting
+
+
+def test_fcfs_policy_never_preempts_for_a_newcomer():
+    s = _sched(blocks=4, block_size=4, policy="fcfs")
+    first = Sequence("first", [1] * 12, priority=5)
+    s.add(first)
+    _run_step(s)
+    s.add(Sequence("second", [2] * 6, priority=0))
+    out = _run_step(s)
+    assert out.preempted == [] and out.scheduled == [(first, 1)]

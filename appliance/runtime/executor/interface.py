@@ -62,12 +62,13 @@ class Executor(ABC):
     num_kv_blocks: int
     block_size: int
     vocab_size: int
+    last_forward_s: float = 0.0  # seconds the last execute() spent in the model itself (input preparation excluded)
 
     @abstractmethod
     def execute(self, batch: StepBatch) -> Any:
         """Run one step: write every scheduled token's K/V into the cache and return float32 logits
         [k, vocab_size] as a torch tensor on ``self.device``, one row per sequence with needs_logits, in batch
-        order (k may be 0)."""
+        order (k may be 0). Sets ``last_forward_s``."""
 
     @abstractmethod
     def kv_cache_bytes_per_block(self) -> int:

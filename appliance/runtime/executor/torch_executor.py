@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -49,13 +50,17 @@ class TorchExecutor(Executor):
     @torch.inference_mode()
     def execute(self, batch: StepBatch) -> torch.Tensor:
         if not len(batch):
+            self.last_forward_s = 0.0
             return torch.empty(0, self.vocab_size, device=self.device)
         input_ids, positions, meta, last_token = self.prepare(batch)
+        rows = torch.tensor([last_token[i] for i in range(len(batch)) if batch.needs_logits[i]], device=self.device)
+        start = time.perf_counter()
         hidden = self.model.forward(input_ids, positions, meta, self.kv_caches)
-        rows = [last_token[i] for i in range(len(batch)) if batch.needs_logits[i]]
-        if not rows:
-            return torch.empty(0, self.vocab_size, device=self.device)
-        return self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
+        logits = self.model.compute_logits(hidden[rows]) if len(rows) else hidden.new_empty(0, self.vocab_size)
+        if self.device != "cpu":
+            torch.cuda.synchronize()
+        self.last_forward_s = time.perf_counter() - start
+        return logits.float()
 
     def prepare(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
         """Flat token layout (decodes sorted by context length, then prefill chunks) and attention metadata."""
