@@ -1,7 +1,7 @@
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from . import views
+from . import compile_views, deployment_views, views
 
 app_name = "console"
 
@@ -20,4 +20,11 @@ urlpatterns = [
     path("models/register/", views.model_register, name="model-register"),
     path("models/<slug:name>/", views.model_detail, name="model-detail"),
     path("usage/", views.usage, name="usage"),
+    path("compile/", compile_views.compile_jobs, name="compile-jobs"),
+    path("compile/jobs.json", compile_views.compile_jobs_json, name="compile-jobs-json"),
+    path("deployments/", deployment_views.deployment_list, name="deployments"),
+    path("deployments/new/", deployment_views.deployment_create, name="deploy"),
+    path("deployments/<slug:name>/", deployment_views.deployment_detail, name="deployment-detail"),
+    path("deployments/<slug:name>/series.json", deployment_views.deployment_series, name="deployment-series"),
+    path("nodes/", deployment_views.node_list, name="nodes"),
 ]

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import user_passes_test
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,8 +22,8 @@ from appliance.tenancy.usage import month_start, month_tokens
 
 from . import live
 from .forms import APIKeyForm, RegisterModelForm, StaffLoginForm, TenantForm
+from .staff import staff_required
 
-staff_required = user_passes_test(lambda u: u.is_active and u.is_staff, login_url="console:login")
 QUOTAS = ("rpm", "tpm", "max_concurrency", "monthly_tokens")
 
 

@@ -41,7 +41,9 @@ def decide(x: ScaleInputs) -> int:
 def inputs_for(dep: Deployment, now: datetime) -> ScaleInputs:
     replicas = list(dep.replicas.filter(state__in=placement.ACTIVE_STATES).values_list("pk", "state", "ready_at"))
     outstanding = sum(routing_state.outstanding([pk for pk, _, _ in replicas]).values())
-    starting = any(state != Replica.State.READY for _, state, _ in replicas)
+    # Replicas not yet placed or not yet ready: a request may be waiting on their cold start.
+    starting = any(state != Replica.State.READY for _, state, _ in replicas) or len(replicas) < min(
+        dep.desired_replicas, dep.max_replicas)
     last_request = routing_state.last_request_at(dep.pk)
     last_active = max([t for t in [dep.last_request_at, last_request, *(r for _, _, r in replicas)] if t], default=None)
     idle_for = (now - last_active).total_seconds() if last_active else None

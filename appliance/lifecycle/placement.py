@@ -167,8 +167,8 @@ def _blocked_by_compile(dep: Deployment) -> str:
     if job.status == CompileJob.Status.FAILED:
         set_status(dep, Deployment.Status.FAILED, f"compile job #{job.pk} failed: {job.error}")
     else:
-        set_status(dep, Deployment.Status.PENDING,
-                   f"waiting for compile job #{job.pk} ({job.status}, {job.stage or 'queued'} {job.percent}%)")
+        progress = f"{job.stage} {job.percent}%" if job.status == CompileJob.Status.RUNNING else job.status
+        set_status(dep, Deployment.Status.PENDING, f"waiting for compile job #{job.pk} ({progress})")
     return dep.status_message
 
 

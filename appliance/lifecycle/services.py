@@ -1,6 +1,7 @@
 """Lifecycle operations shared by the management commands, the admin API and the console."""
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -23,14 +24,30 @@ class LifecycleError(ValueError):
     """Bad input to a lifecycle operation; the message names what to fix."""
 
 
-def enqueue_compile(job: CompileJob) -> None:
-    """Give the job a fresh Celery task id and send it once the row's transaction commits."""
+def enqueue_compile(job: CompileJob, fresh_task_id: bool = True) -> None:
+    """Send the job to Celery once the row's transaction commits; a fresh task id supersedes earlier messages
+    (a duplicate message with the same id is harmless: the task skips a finished or live job)."""
     from .tasks import compile_model
 
-    job.celery_task_id = uuid.uuid4().hex
-    job.save(update_fields=["celery_task_id"])
+    if fresh_task_id or not job.celery_task_id:
+        job.celery_task_id = uuid.uuid4().hex
+        job.save(update_fields=["celery_task_id"])
     task_id, job_id = job.celery_task_id, job.pk
-    transaction.on_commit(lambda: compile_model.apply_async(args=[job_id], task_id=task_id))
+
+    def send() -> None:
+        for folder in ("data_folder_in", "data_folder_out", "processed_folder"):  # the laptop's filesystem broker
+            path = (settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}).get(folder)
+            if path:
+                os.makedirs(path, exist_ok=True)
+        try:
+            compile_model.apply_async(args=[job_id], task_id=task_id)
+        except Exception as exc:  # noqa: BLE001 - the row says what happened; the job stays queued
+            row = CompileJob.objects.get(pk=job_id)
+            row.append_log(f"could not reach the Celery broker ({type(exc).__name__}: {exc}); "
+                           "start the broker and a worker, then queue the compile again")
+            row.save(update_fields=["log"])
+
+    transaction.on_commit(send)
 
 
 def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: int = 1,
@@ -50,6 +67,8 @@ def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: in
         live = CompileJob.objects.filter(status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING], **fields)
         job = live.first()
         if job is not None:
+            if job.status == CompileJob.Status.QUEUED:  # its message may never have reached a broker: send again
+                enqueue_compile(job, fresh_task_id=False)
             return job
         job = CompileJob.objects.create(**fields)
         job.append_log(f"queued: {version} -> {target}")

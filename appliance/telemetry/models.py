@@ -42,3 +42,40 @@ class ProfileJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class EngineSample(models.Model):
+    """One scrape of an engine replica's /metrics: gauges as read, rates and p50s over the time since the replica's
+    previous sample (derived from the cumulative counters and histogram buckets kept in `counters`)."""
+
+    replica = models.ForeignKey("catalog.Replica", on_delete=models.CASCADE, related_name="engine_samples")
+    interval_s = models.FloatField(null=True, blank=True, help_text="Seconds since the previous sample; empty first")
+    running = models.PositiveIntegerField(default=0)
+    waiting = models.PositiveIntegerField(default=0)
+    kv_blocks_used = models.PositiveIntegerField(default=0)
+    kv_blocks_total = models.PositiveIntegerField(default=0)
+    max_num_seqs = models.PositiveIntegerField(null=True, blank=True)
+    generation_tokens = models.BigIntegerField(default=0, help_text="Cumulative generated tokens")
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    seqs_per_step = models.FloatField(null=True, blank=True, help_text="Mean batch size over the interval")
+    tokens_per_step = models.FloatField(null=True, blank=True, help_text="Mean batched tokens per step")
+    ttft_p50_s = models.FloatField(null=True, blank=True)
+    itl_p50_s = models.FloatField(null=True, blank=True)
+    preemptions = models.PositiveIntegerField(default=0, help_text="Preemptions during the interval")
+    prefix_cache_hit_rate = models.FloatField(null=True, blank=True, help_text="Hit tokens / queried, interval")
+    counters = models.JSONField(default=dict, blank=True, help_text="Cumulative counters and histogram buckets")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["replica", "created_at"])]
+
+    @property
+    def kv_use_pct(self) -> float | None:
+        return 100.0 * self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else None
+
+    @property
+    def batch_occupancy_pct(self) -> float | None:
+        if not self.max_num_seqs or self.seqs_per_step is None:
+            return None
+        return 100.0 * self.seqs_per_step / self.max_num_seqs

@@ -5,7 +5,10 @@ from . import services
 
 @shared_task(name="telemetry.prune_samples", ignore_result=True)
 def prune_samples(older_than_s: float = 7 * 24 * 3600) -> int:
-    return services.prune(older_than_s)
+    """Delete occupancy and engine samples older than `older_than_s`; returns how many rows went."""
+    from . import engine_sampler
+
+    return services.prune(older_than_s) + engine_sampler.prune(older_than_s)
 
 
 @shared_task(name="telemetry.profile_replica", ignore_result=True, acks_late=True)

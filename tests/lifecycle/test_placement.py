@@ -147,6 +147,13 @@ def test_outstanding_requests_over_target_scale_out_and_idle_scales_back_in(vers
         redis_client().delete(key)
 
 
+def test_a_deployment_not_yet_placed_is_not_scaled_to_zero_before_its_first_replica(version):
+    from appliance.lifecycle.autoscaler import autoscale
+
+    d = deployment(version, "fresh", mode="per-model", desired_replicas=1, min_replicas=0, idle_timeout_s=1)
+    assert autoscale(d) is None and Deployment.objects.get(pk=d.pk).desired_replicas == 1
+
+
 @pytest.mark.parametrize("inputs,expected", [
     (ScaleInputs(1, 1, 4, outstanding=40, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 3),
     (ScaleInputs(1, 1, 2, outstanding=100, target_per_replica=16, idle_for_s=1, idle_timeout_s=60), 2),

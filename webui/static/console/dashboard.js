@@ -56,7 +56,7 @@
   function row(d) {
     const tokens = d.prompt_tokens + d.completion_tokens;
     const tr = el("tr", { "data-name": d.name },
-      el("td", {}, el("strong", {}, d.name)),
+      el("td", {}, el("a", { href: `/deployments/${d.name}/` }, el("strong", {}, d.name))),
       el("td", {}, `${d.model}:v${d.version}`),
       el("td", {}, `${d.device} · ${d.mode}`),
       el("td", { title: d.status_message || "" }, el("span", { class: `status ${d.status}` }, d.status)),

@@ -1,8 +1,8 @@
 """python manage.py serve [--host H] [--port P]
 
 Runs the whole single-node appliance in the foreground: applies migrations, then the web server (console, admin
-API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), a Celery worker and
-Celery beat. Ctrl-C stops everything.
+API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), the telemetry sampler,
+a Celery worker and Celery beat. Ctrl-C stops everything.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def appliance_children(host: str, port: int, agent: bool = True, celery: bool = 
                                           "--timeout-graceful-shutdown", "5"), critical=True, env=env)]
     if agent:
         children.append(Child("node-agent", python_argv(MANAGE, "run_agent"), env=env))
+        # Telemetry (console/telemetry helper): occupancy + engine time series for the console's charts.
+        children.append(Child("telemetry", python_argv(MANAGE, "run_telemetry"), env=env))
     if celery:
         home = Path(settings.APPLIANCE_HOME)
         for folder in ("broker", "broker-processed"):
