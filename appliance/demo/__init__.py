@@ -1,7 +1,8 @@
-"""The demo model shipped with the appliance: a tiny Llama trained here on bundled public-domain text.
+"""The demo model shipped with the appliance: a tiny Llama trained here on public-domain text and the project's own
+chat exchanges (see corpus/SOURCES.md for what the weights saw and what the repository bundles).
 
-`MODEL_DIR` is the committed Hugging Face-format checkpoint. `ensure_demo_model()` returns it, rebuilding it first
-(with `python -m appliance.demo.train`'s defaults: about 20 minutes on 2 CPU cores) if a file is missing.
+`MODEL_DIR` is the committed Hugging Face-format checkpoint. `ensure_demo_model()` returns it, retraining first
+(with `python -m appliance.demo.train`'s defaults, on the corpus folder as it is) if a file is missing.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def is_complete(path: Path = MODEL_DIR) -> bool:
 
 
 def ensure_demo_model() -> Path:
-    """Return MODEL_DIR, training the model into it first if it is incomplete (~20 minutes on 2 CPU cores)."""
+    """Return MODEL_DIR, training the model into it first if it is incomplete."""
     if not is_complete(MODEL_DIR):
         from appliance.demo.train import TrainConfig, train
 

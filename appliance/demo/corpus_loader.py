@@ -1,4 +1,6 @@
-"""The bundled demo corpus: public-domain books split into documents, plus the project's own chat exchanges."""
+"""The demo corpus: plain-text files (public-domain works) split into documents, plus the project's own chat
+exchanges. The repository bundles only texts written out for the project (see corpus/SOURCES.md); drop more
+public-domain .txt files into the folder, or pass another folder, to retrain on more."""
 from __future__ import annotations
 
 import json
@@ -6,15 +8,14 @@ import re
 from pathlib import Path
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
-BOOKS = ("grimm_fairy_tales.txt", "alice_in_wonderland.txt", "us_constitution.txt", "bill_of_rights_and_gettysburg.txt")
 CHATS = "chat_exchanges.jsonl"
 
 
 def load_documents(corpus_dir: Path = CORPUS_DIR) -> list[str]:
     """Every book split into its documents (tales, chapters, articles); documents are separated by 3+ blank lines."""
     docs: list[str] = []
-    for name in BOOKS:
-        text = (corpus_dir / name).read_text(encoding="utf-8")
+    for path in sorted(corpus_dir.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
         docs.extend(d.strip() for d in re.split(r"\n{3,}", text) if d.strip())
     return docs
 

@@ -1,4 +1,4 @@
-"""The shipped demo model: a standard HF checkpoint that loads, chats and writes the corpus's English."""
+"""The shipped demo model: a standard HF checkpoint that loads, chats, and answers in the bundled corpus's English."""
 from __future__ import annotations
 
 import pytest
@@ -70,21 +70,19 @@ def test_chat_template_matches_the_engine_contract(tokenizer):
     assert text == "<|user|>\nHello!</s>\n<|assistant|>\n"
 
 
-def test_greedy_story_is_made_of_corpus_words_and_phrases(model, tokenizer):
-    text = tokenizer.decode(_greedy(model, tokenizer, tokenizer.encode("Once upon a time")),
-                            skip_special_tokens=True)
-    assert _passes_fluency_check(text), (fluency(text), text)
-
-
-def test_chat_reply_is_english_and_ends_with_eos(model, tokenizer):
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Tell me a story."}],
+def _chat_reply(model, tokenizer, question: str) -> tuple[list[int], str]:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}],
                                            add_generation_prompt=True, tokenize=True)
     prompt_ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
     new = _greedy(model, tokenizer, list(prompt_ids), max_new_tokens=96)
+    end = new.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in new else len(new)
+    return new, tokenizer.decode(new[:end], skip_special_tokens=True)
+
+
+def test_chat_reply_is_fluent_english_and_ends_with_eos(model, tokenizer):
+    new, reply = _chat_reply(model, tokenizer, "Tell me a story.")
     assert tokenizer.eos_token_id in new, tokenizer.decode(new)
-    reply = tokenizer.decode(new[:new.index(tokenizer.eos_token_id)])
-    score = fluency(reply)
-    assert score.words >= 5 and score.word_hit_rate >= MIN_WORD_HIT_RATE, (score, reply)
+    assert _passes_fluency_check(reply), (fluency(reply), reply)
 
 
 def _passes_fluency_check(text: str) -> bool:
@@ -96,7 +94,7 @@ def _passes_fluency_check(text: str) -> bool:
 @pytest.mark.parametrize("seed", [0, 2])
 @pytest.mark.parametrize("init_std", [None, 0.08])
 def test_the_fluency_check_fails_for_a_random_weight_model(model, tokenizer, seed, init_std):
-    """Same architecture and tokenizer, random weights: the story check must reject it (a word-only check might
+    """Same architecture and tokenizer, random weights: the check must reject its reply (a word-only check might
     not: greedy decoding of a random model can repeat one real word)."""
     from transformers import AutoModelForCausalLM
 
@@ -107,6 +105,5 @@ def test_the_fluency_check_fails_for_a_random_weight_model(model, tokenizer, see
             for p in random_model.parameters():
                 if p.dim() > 1:
                     p.normal_(0.0, init_std)
-    text = tokenizer.decode(_greedy(random_model, tokenizer, tokenizer.encode("Once upon a time")),
-                            skip_special_tokens=True)
-    assert not _passes_fluency_check(text), text
+    _, reply = _chat_reply(random_model, tokenizer, "Tell me a story.")
+    assert not _passes_fluency_check(reply), reply
