@@ -9,12 +9,17 @@ The streaming and client-disconnect handling mirror Django's own handler.
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import aclosing
 
 import django
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
+
+from .errors import APIError
+
+log = logging.getLogger(__name__)
 
 
 def _fast_views() -> dict[str, object]:
@@ -44,7 +49,11 @@ class GatewayASGIHandler(ASGIHandler):
             return
 
         async def respond() -> None:
-            response: HttpResponse = await view(request)
+            try:
+                response: HttpResponse = await view(request)
+            except Exception:
+                log.exception("unhandled error in %s", scope.get("path"))
+                response = APIError(500, "The server had an error while processing your request.").response()
             await self._send(response, send)
 
         tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(respond())]

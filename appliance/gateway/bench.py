@@ -27,6 +27,13 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "The quick brown fox jumps over the lazy dog while the appliance streams tokens to its clients. " * 2
+_serial = iter(range(10**9))
+
+
+def prompt() -> str:
+    """A prompt no earlier request shares a prefix with, so neither path gets prefix-cache hits the other lacks
+    (the gateway salts the cache per tenant; direct requests are unsalted)."""
+    return f"{next(_serial):07d} {PROMPT}"
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Phase:
 
 
 async def engine_request(client: httpx.AsyncClient, url: str, max_tokens: int, phase: Phase) -> None:
-    body = {"request_id": uuid.uuid4().hex, "prompt": PROMPT,
+    body = {"request_id": uuid.uuid4().hex, "prompt": prompt(),
             "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}}
     start = time.perf_counter()
     first = None
@@ -69,7 +76,7 @@ async def engine_request(client: httpx.AsyncClient, url: str, max_tokens: int, p
 
 async def gateway_request(client: httpx.AsyncClient, url: str, key: str, model: str, max_tokens: int,
                           phase: Phase) -> None:
-    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+    body = {"model": model, "prompt": prompt(), "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = None
@@ -97,7 +104,7 @@ def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
     import psutil
 
     out = {}
-    for name, pid in procs.items():
+    for name, pid in {**procs, "client": os.getpid()}.items():
         t = psutil.Process(pid).cpu_times()
         out[name] = t.user + t.system
     return out
@@ -196,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=64, help="requests per phase")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=4, help="engine/gateway phase pairs (order alternating)")
+    p.add_argument("--engine-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="the engine's torch threads (default: all cores but one, which the HTTP tier and the load "
+                        "generator need; with every core, torch's spinning threads lose whole steps to preemption)")
     p.add_argument("--engine-arg", action="append", default=[], help="extra engine server flag, e.g. --max-num-seqs=32")
     p.add_argument("--engine-url", default=None, help="use this running replica instead of starting one")
     p.add_argument("--out", default=str(ROOT / "var" / "bench" / "gateway-bench.json"))
@@ -225,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if engine_url is None:
             engine, engine_url = start_process(
                 [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
-                 "--port", "0", *args.engine_arg], env, work / "engine.log", ready_line=b"READY")
+                 "--port", "0", "--num-threads", str(args.engine_threads), *args.engine_arg], env,
+                work / "engine.log", ready_line=b"READY")
             procs.append(engine)
             watch["engine"] = engine.pid
         key, model = setup_database(env, engine_url, model_dir)
@@ -286,18 +297,22 @@ def main(argv: list[str] | None = None) -> int:
     added_ttft = statistics.median(round_added)
     share = statistics.median(round_share)
     # Load-independent view: CPU time per relayed token, from the processes' own accounting.
-    gw_phases = [ph for ph in phases if ph.path == "gateway" and ph.tokens]
-    cpu_per_token_us = {
-        name: sum(ph.cpu_s.get(name, 0.0) for ph in gw_phases) / sum(ph.tokens for ph in gw_phases) * 1e6
-        for name in watch} if gw_phases else {}
+    def per_token_us(path: str) -> dict[str, float]:
+        ps = [ph for ph in phases if ph.path == path and ph.tokens]
+        tokens = sum(ph.tokens for ph in ps)
+        names = sorted({name for ph in ps for name in ph.cpu_s})
+        return {name: sum(ph.cpu_s.get(name, 0.0) for ph in ps) / tokens * 1e6 for name in names} if tokens else {}
+
+    cpu_per_token_us = {"engine_phases": per_token_us("engine"), "gateway_phases": per_token_us("gateway")}
     report = {
         "benchmark": "gateway overhead", "backend": args.backend,
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
         "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
         "max_tokens": args.max_tokens, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+        "engine_threads": args.engine_threads, "load_average_at_end": os.getloadavg(),
         "engine": engine_stats, "gateway": gateway_stats,
         "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,
-        "cpu_us_per_token_in_gateway_phases": cpu_per_token_us,
+        "cpu_us_per_token": cpu_per_token_us,
         "per_round": {"added_median_ttft_ms": round_added, "throughput_share_pct": round_share},
         "pooled": {"added_median_ttft_ms": gateway_stats["ttft_median_ms"] - engine_stats["ttft_median_ms"],
                    "throughput_share_pct": gateway_stats["throughput_tok_s"] / engine_stats["throughput_tok_s"] * 100},
@@ -317,7 +332,8 @@ Gateway overhead ({report['database']}; model {args.model}; {args.concurrency} c
   per round: added TTFT {', '.join(f'{v:.1f}' for v in round_added)} ms; share {', '.join(f'{v:.0f}' for v in round_share)} %
   added median TTFT: {added_ttft:.2f} ms (target <= 5)   throughput share: {share:.1f}% (target >= 95)
   (medians over rounds; each round runs both paths back to back)
-  CPU per relayed token: {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us.items())}
+  CPU per token, engine phases:  {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us['engine_phases'].items())}
+  CPU per token, gateway phases: {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us['gateway_phases'].items())}
   {'PASS' if report['passed'] else 'FAIL'}; report written to {out}""")
     return 0
 

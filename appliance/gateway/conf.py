@@ -1,11 +1,16 @@
-"""Gateway settings: a Django setting of the same name wins, else the environment, else the default."""
+"""Gateway settings: a Django setting of the same name wins, else the environment, else the default.
+
+Read once per process (they are on the hot path).
+"""
 from __future__ import annotations
 
+import functools
 import os
 
 from django.conf import settings
 
 
+@functools.cache
 def _get(name: str, default: float) -> float:
     value = getattr(settings, name, None)
     if value is None:

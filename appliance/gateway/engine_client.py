@@ -17,6 +17,13 @@ from .engine_http import ConnectionBroken, Pool, Response
 from .routing import Target
 
 
+def wire(request: GenerateRequest) -> dict[str, Any]:
+    """GenerateRequest.to_dict() without its deep copy (the gateway builds one per request)."""
+    return {"request_id": request.request_id, "prompt": request.prompt, "prompt_token_ids": request.prompt_token_ids,
+            "messages": request.messages, "sampling": request.sampling, "cache_salt": request.cache_salt,
+            "priority": request.priority, "echo_prompt": request.echo_prompt}
+
+
 class EngineRejected(Exception):
     """The engine refused the request before streaming (HTTP 4xx with an OpenAI-shaped error)."""
 
@@ -53,10 +60,11 @@ class EngineClient:
         except (ConnectionBroken, OSError, asyncio.TimeoutError) as exc:
             raise EngineUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    async def open(self, target: Target, request: GenerateRequest) -> Response:
-        """Send the request; returns the open streaming response (status 200) or raises EngineRejected /
-        EngineUnavailable."""
-        response = await self._request(target, "/generate", request.to_dict(), conf.engine_read_timeout_s())
+    async def open(self, target: Target, request: GenerateRequest | dict[str, Any]) -> Response:
+        """Send a GenerateRequest (or its wire dict); returns the open streaming response (status 200) or raises
+        EngineRejected / EngineUnavailable."""
+        body = wire(request) if isinstance(request, GenerateRequest) else request
+        response = await self._request(target, "/generate", body, conf.engine_read_timeout_s())
         if response.status == 200:
             return response
         try:

@@ -5,7 +5,7 @@ import threading
 import time
 from collections import defaultdict
 
-from .quotas import (WINDOW_S, Decision, QuotaBackend, Scope, ScopeUsage, Ticket, decide, inflight_ttl_s,
+from .quotas import (WINDOW_S, Decision, Pick, QuotaBackend, Scope, ScopeUsage, Ticket, decide, inflight_ttl_s,
                      month_of, month_tokens_used)
 
 
@@ -23,7 +23,7 @@ class LocalQuotaBackend(QuotaBackend):
             del buckets[sec]
         return sum(buckets.values()), min(buckets, default=-1)
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
         now = int(time.time())
         month = month_of(now)
         for s in scopes:

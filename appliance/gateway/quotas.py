@@ -54,6 +54,15 @@ class ScopeUsage:
     month_tokens: int
 
 
+@dataclass(frozen=True)
+class Pick:
+    """Replicas to choose among in the admission round trip: the one with the fewest outstanding requests is
+    counted (keys.replica_outstanding) and the deployment's last-request time set."""
+
+    replica_ids: list[int]
+    deployment_id: int
+
+
 @dataclass
 class Ticket:
     """What finish() needs to release a request's slot and reconcile its tokens."""
@@ -63,12 +72,14 @@ class Ticket:
     estimate: int
     admitted_at: int  # epoch second (the bucket the estimate went into)
     month: str
+    replica_id: int | None = None  # counted at admission; finish() releases it too
 
 
 @dataclass
 class Decision:
     admitted: bool
     ticket: Ticket | None = None
+    replica_id: int | None = None  # the replica picked (and counted) at admission, if a Pick was given
     reason: str | None = None  # requests | tokens | concurrency | monthly_tokens
     scope: str | None = None  # tenant | key
     retry_after_s: int = 0
@@ -85,8 +96,19 @@ class Decision:
         }.get(self.reason or "", "Rate limit reached.")
 
 
+_month_cache: tuple[int, int, str] = (0, -1, "")
+
+
 def month_of(epoch_s: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y%m")
+    """``YYYYMM`` (UTC) of an epoch second; cached for the current day."""
+    global _month_cache
+    lo, hi, month = _month_cache
+    if lo <= epoch_s < hi:
+        return month
+    day = epoch_s - epoch_s % 86400
+    month = dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y%m")
+    _month_cache = (day, day + 86400, month)
+    return month
 
 
 def seconds_to_next_month(epoch_s: int) -> int:
@@ -147,7 +169,8 @@ def _limit_args(scope: Scope) -> list[int]:
 class QuotaBackend:
     """Interface: admit() before a request runs, finish() exactly once after it ends (any way it ends)."""
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
+        """Admit or refuse; a backend that can also pick the replica in the same step does (Decision.replica_id)."""
         raise NotImplementedError
 
     async def finish(self, ticket: Ticket, actual_tokens: int) -> None:
@@ -185,6 +208,8 @@ local request_id = ARGV[2]
 local estimate = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
+local npick = tonumber(ARGV[6])
+local outstanding_ttl = tonumber(ARGV[7])
 local function sum_window(key)
   local data = redis.call('HGETALL', key)
   local total, oldest, stale = 0, -1, {}
@@ -200,15 +225,16 @@ local function sum_window(key)
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   return total, oldest
 end
-local out = {0, 0, now}
+local out = {0, 0, now, 0}
+local A = 7
 for i = 1, nscopes do
-  if tonumber(ARGV[5 + 4 * (i - 1) + 4]) >= 0 and redis.call('EXISTS', KEYS[4 * (i - 1) + 4]) == 0 then
+  if tonumber(ARGV[A + 4 * (i - 1) + 4]) >= 0 and redis.call('EXISTS', KEYS[4 * (i - 1) + 4]) == 0 then
     out[1], out[2] = -1, i
     return out
   end
 end
 for i = 1, nscopes do
-  local k, a = 4 * (i - 1), 5 + 4 * (i - 1)
+  local k, a = 4 * (i - 1), A + 4 * (i - 1)
   local rpm, tpm, conc, month = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local r_used, r_oldest = sum_window(KEYS[k + 1])
   local t_used, t_oldest = sum_window(KEYS[k + 2])
@@ -237,6 +263,18 @@ if out[1] == 0 then
     redis.call('INCRBY', KEYS[k + 4], estimate)
     redis.call('EXPIRE', KEYS[k + 4], 40 * 86400)
   end
+  if npick > 0 then
+    local base = 4 * nscopes
+    local best, best_v = 1, nil
+    for j = 1, npick do
+      local v = tonumber(redis.call('GET', KEYS[base + j]) or '0')
+      if best_v == nil or v < best_v then best, best_v = j, v end
+    end
+    redis.call('INCR', KEYS[base + best])
+    redis.call('EXPIRE', KEYS[base + best], outstanding_ttl)
+    redis.call('SET', KEYS[base + npick + 1], now, 'EX', 86400)
+    out[4] = best
+  end
 end
 return out
 """
@@ -246,6 +284,10 @@ local nscopes = tonumber(ARGV[1])
 local request_id = ARGV[2]
 local admitted_at = ARGV[3]
 local delta = tonumber(ARGV[4])
+if ARGV[5] == '1' then
+  local key = KEYS[3 * nscopes + 1]
+  if redis.call('DECR', key) < 0 then redis.call('SET', key, 0) end
+end
 for i = 1, nscopes do
   local k = 3 * (i - 1)
   if delta ~= 0 then
@@ -266,16 +308,21 @@ class RedisQuotaBackend(QuotaBackend):
         self._admit = client.register_script(_ADMIT_LUA)
         self._finish = client.register_script(_FINISH_LUA)
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int) -> Decision:
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
         import time
 
         month = month_of(int(time.time()))
         keys_: list[str] = []
-        args: list[int | str] = [len(scopes), request_id, estimate, inflight_ttl_s(), WINDOW_S]
+        npick = len(pick.replica_ids) if pick else 0
+        args: list[int | str] = [len(scopes), request_id, estimate, inflight_ttl_s(), WINDOW_S, npick,
+                                 inflight_ttl_s() * 3]
         for s in scopes:
             keys_ += [keys.quota_requests(s.kind, s.id), keys.quota_tokens(s.kind, s.id),
                       keys.quota_inflight(s.kind, s.id), keys.quota_month(s.kind, s.id, month)]
             args += _limit_args(s)
+        if pick:
+            keys_ += [keys.replica_outstanding(r) for r in pick.replica_ids]
+            keys_.append(keys.deployment_last_request(pick.deployment_id))
         out = [int(v) for v in await self._admit(keys=keys_, args=args)]
         if out[0] == -1:  # a monthly counter is missing (new month, new key, or Redis lost it): seed it from the DB
             for i, s in enumerate(scopes):
@@ -283,18 +330,24 @@ class RedisQuotaBackend(QuotaBackend):
                     used = await month_tokens_used(s)
                     await self.redis.set(keys_[4 * i + 3], used, nx=True, ex=40 * 86400)
             out = [int(v) for v in await self._admit(keys=keys_, args=args)]
-        fail_scope, fail_kind, now = out[0], out[1], out[2]
-        usage = [ScopeUsage(*out[3 + 6 * i: 9 + 6 * i]) for i in range(len(scopes))]
-        ticket = Ticket(request_id, scopes, estimate, now, month) if fail_scope == 0 else None
-        return decide(scopes, usage, fail_scope, fail_kind, now, ticket, estimate)
+        fail_scope, fail_kind, now, chosen = out[0], out[1], out[2], out[3]
+        usage = [ScopeUsage(*out[4 + 6 * i: 10 + 6 * i]) for i in range(len(scopes))]
+        replica_id = pick.replica_ids[chosen - 1] if pick and chosen else None
+        ticket = Ticket(request_id, scopes, estimate, now, month, replica_id) if fail_scope == 0 else None
+        decision = decide(scopes, usage, fail_scope, fail_kind, now, ticket, estimate)
+        decision.replica_id = replica_id
+        return decision
 
     async def finish(self, ticket: Ticket, actual_tokens: int) -> None:
         keys_: list[str] = []
         for s in ticket.scopes:
             keys_ += [keys.quota_tokens(s.kind, s.id), keys.quota_inflight(s.kind, s.id),
                       keys.quota_month(s.kind, s.id, ticket.month)]
+        if ticket.replica_id is not None:
+            keys_.append(keys.replica_outstanding(ticket.replica_id))
         delta = int(actual_tokens) - ticket.estimate
-        await self._finish(keys=keys_, args=[len(ticket.scopes), ticket.request_id, ticket.admitted_at, delta])
+        await self._finish(keys=keys_, args=[len(ticket.scopes), ticket.request_id, ticket.admitted_at, delta,
+                                             "1" if ticket.replica_id is not None else "0"])
 
 
 _backend: tuple[asyncio.AbstractEventLoop | None, QuotaBackend] | None = None

@@ -62,9 +62,10 @@ class Call:
         self.settled = False
 
     def generate_request(self) -> GenerateRequest:
-        return GenerateRequest(request_id=self.request_id, prompt=self.req.prompt,
-                               prompt_token_ids=self.req.prompt_token_ids, messages=self.req.messages,
-                               sampling=self.req.sampling, cache_salt=f"tenant-{self.caller.tenant_id}")
+        req = self.req
+        return GenerateRequest(request_id=self.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
+                               messages=req.messages, sampling=req.sampling,
+                               cache_salt=f"tenant-{self.caller.tenant_id}")
 
     async def run(self) -> HttpResponse:
         metrics.INFLIGHT.labels(self.req.model).inc()
@@ -94,8 +95,10 @@ class Call:
 
     async def _open(self) -> None:
         route = self.route
+        counted = self.decision.replica_id
         for _ in range(MAX_ATTEMPTS):
-            target = await router.acquire(route)
+            target = await router.acquire(route, counted)
+            counted = None
             self.target = target
             try:
                 self.response = await engine.open(target, self.generate_request())
@@ -118,13 +121,19 @@ class Call:
         raise unavailable(f"No replica of `{self.route.name}` could take the request; retry shortly.",
                           retry_after_s=5)
 
-    async def _release_target(self) -> None:
+    async def _release_target(self, at_finish: bool = False) -> None:
         target, self.target = self.target, None
-        if target is not None:
-            try:
-                await router.release(target)
-            except Exception:
-                log.exception("could not release replica %s", target.replica_id)
+        if target is None:
+            return
+        ticket = self.decision.ticket
+        if ticket is not None and ticket.replica_id == target.replica_id:
+            if at_finish:
+                return  # counted at admission: the quota finish releases it in the same round trip
+            ticket.replica_id = None
+        try:
+            await router.release(target)
+        except Exception:
+            log.exception("could not release replica %s", target.replica_id)
 
     def _apply(self, event: dict) -> bool:
         """Account for one engine event; True for a delta (tokens to relay)."""
@@ -217,7 +226,7 @@ class Call:
             if self.response is not None:
                 self.response.close()
                 self.response = None
-            await self._release_target()
+            await self._release_target(at_finish=True)
             if self.decision.ticket is not None:
                 await get_quota_backend().finish(self.decision.ticket, self.prompt_tokens + self.completion_tokens)
         except (Exception, asyncio.CancelledError):

@@ -142,8 +142,14 @@ class Router:
             self._scripts[id(client)] = entry
         return entry[1], entry[2]
 
-    async def acquire(self, route: Route) -> Target:
-        """Pick a READY replica (waking the deployment and waiting, bounded, if none) and count the request."""
+    async def acquire(self, route: Route, counted: int | None = None) -> Target:
+        """Pick a READY replica (waking the deployment and waiting, bounded, if none) and count the request.
+        `counted`: the replica admission already picked and counted (Redis backend), used as is."""
+        if counted is not None:
+            for target in route.targets:
+                if target.replica_id == counted:
+                    self._note_request(route)
+                    return target
         if not route.targets:
             route = await self._wait_for_replica(route)
         self._note_request(route)

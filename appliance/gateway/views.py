@@ -12,7 +12,7 @@ from . import metrics
 from .auth import authenticate
 from .errors import APIError, model_not_found
 from .params import parse
-from .quotas import get_quota_backend
+from .quotas import Pick, get_quota_backend
 from .relay import Call
 from .routing import router
 from .usage import Usage, observe, record
@@ -44,7 +44,8 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
         model = req.model
-        decision = await get_quota_backend().admit(caller.scopes(), request_id, req.estimate_tokens())
+        pick = Pick([t.replica_id for t in route.targets], route.deployment_id) if route.targets else None
+        decision = await get_quota_backend().admit(caller.scopes(), request_id, req.estimate_tokens(), pick)
         if not decision.admitted:
             metrics.RATE_LIMITED.labels(decision.reason, decision.scope).inc()
             budget = decision.reason == "monthly_tokens"

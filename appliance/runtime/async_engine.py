@@ -236,8 +236,12 @@ class AsyncEngine:
                     log.exception("engine step failed")
                     self._fail_all(exc)
                     continue
-                self.metrics.observe_stats(self.core.stats(), stepped=True)
+                stats = self.core.stats()
+                self.metrics.observe_stats(stats, stepped=stats.last_step_num_seqs > 0)
                 self._deliver(outputs)
+                if not outputs and not stats.last_step_num_seqs:  # nothing schedulable: don't spin
+                    self._wake.wait(0.005)
+                    self._wake.clear()
         except BaseException as exc:  # a bug in the loop itself: fail everything, refuse new work
             log.exception("engine loop died")
             self._dead = exc

@@ -167,7 +167,7 @@ class World:
     globex_key: str
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="package")
 def flush_committed_rows(django_db_setup, django_db_blocker):
     """This package commits rows outside test transactions (the gateway process must see them); remove them all
     when the package is done so later packages start from an empty database."""
@@ -176,7 +176,7 @@ def flush_committed_rows(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(scope="package")
-def world(django_db_setup, django_db_blocker, engine, tmp_path_factory) -> World:
+def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_path_factory) -> World:
     from django.conf import settings
     from django.db import connection
 

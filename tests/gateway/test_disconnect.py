@@ -23,6 +23,17 @@ def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     return False
 
 
+def outstanding(deployment: str) -> int:
+    import redis
+    from django.conf import settings
+
+    from appliance.catalog.models import Replica
+    from appliance.gateway import keys
+
+    replica = Replica.objects.get(deployment__name=deployment)
+    return int(redis.Redis.from_url(settings.REDIS_URL).get(keys.replica_outstanding(replica.id)) or 0)
+
+
 def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world: World):
     from appliance.tenancy.models import UsageRecord
 
@@ -36,12 +47,14 @@ def test_client_disconnect_aborts_the_engine_request_and_frees_its_blocks(world:
             first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
             health = world.engine.health()
             assert health["in_flight"] >= 1 and health["kv_blocks_used"] > 0
+            assert outstanding(world.model) == 1  # what the autoscaler reads
     # the connection is closed: the gateway must abort the engine request
     assert wait_for(lambda: (lambda h: h["in_flight"] == 0 and h["kv_blocks_used"] == 0)(world.engine.health())), \
         world.engine.health()
     assert wait_for(lambda: UsageRecord.objects.filter(request_id=first["id"]).exists())
     row = UsageRecord.objects.get(request_id=first["id"])
     assert row.status_code == 499 and 1 <= row.completion_tokens < 300
+    assert outstanding(world.model) == 0
 
 
 @pytest.mark.slow

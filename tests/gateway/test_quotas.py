@@ -105,3 +105,28 @@ async def test_monthly_budget_counts_actual_tokens(backend, closes_gateway_conne
 async def test_unlimited_scopes_send_no_rate_limit_headers(backend):
     d = await backend.admit(scopes(), rid(), 1000)
     assert d.admitted and d.headers == {}
+
+
+async def test_admission_picks_the_least_loaded_replica_and_finish_releases_it():
+    from appliance.gateway import keys
+    from appliance.gateway.quotas import Pick
+
+    client = aioredis.from_url(settings.REDIS_URL)
+    try:
+        backend = RedisQuotaBackend(client)
+        a, b = random.randrange(10**9), random.randrange(10**9)
+        await client.set(keys.replica_outstanding(a), 3)
+        pick = Pick([a, b], deployment_id=a)
+        first = await backend.admit(scopes(), rid(), 1, pick)
+        second = await backend.admit(scopes(), rid(), 1, pick)
+        assert first.replica_id == b and second.replica_id == b
+        assert int(await client.get(keys.replica_outstanding(b))) == 2
+        assert await client.get(keys.deployment_last_request(a)) is not None
+        await backend.finish(first.ticket, 1)
+        await backend.finish(second.ticket, 1)
+        assert int(await client.get(keys.replica_outstanding(b))) == 0
+        refused = await backend.admit(scopes(key=Limits(rpm=0)), rid(), 1, pick)
+        assert not refused.admitted and refused.replica_id is None
+        assert int(await client.get(keys.replica_outstanding(b))) == 0
+    finally:
+        await client.aclose()

@@ -255,3 +255,34 @@ async def test_health_is_503_while_loading():
         assert r.status_code == 503 and r.json()["status"] == "loading"
         r = await c.post("/generate", json={"request_id": "x", "prompt": "hi"})
         assert r.status_code == 503
+
+
+def test_tcp_listener_disables_nagle_on_accepted_connections():
+    import socket
+
+    from appliance.runtime.server import bind
+
+    sock, url = bind("127.0.0.1", 0, None)
+    try:
+        assert url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY per connection only for TCP-proto sockets
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
+
+
+def test_profile_writes_a_trace_and_an_operator_summary(server, tmp_path):
+    def generate():
+        stream_events(server, {"request_id": "p1", "prompt": "profile me",
+                               "sampling": {"max_tokens": 40, "ignore_eos": True}})
+
+    t = threading.Thread(target=generate)
+    t.start()
+    r = server.post("/profile", json={"seconds": 0.5, "output_dir": str(tmp_path / "prof")})
+    t.join(60)
+    assert r.status_code == 200
+    summary = r.json()
+    assert (tmp_path / "prof" / "trace.json").stat().st_size > 0
+    assert json.loads((tmp_path / "prof" / "summary.json").read_text())["top_ops"] == summary["top_ops"]
+    assert summary["top_ops"] and all(op["count"] >= 1 for op in summary["top_ops"])
+    assert server.post("/profile", json={"seconds": -1, "output_dir": "x"}).json()["error"]["param"] == "seconds"
