@@ -6,8 +6,9 @@ sequences give their blocks back. The async loop and the internal server drive t
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,6 @@ class _Request:
 
 
 def _eos_token_ids(model_dir: str, args: ModelArgs, tokenizer: Any) -> set[int]:
-    import json
-
     ids = set(args.eos_token_ids)
     gen = Path(model_dir) / "generation_config.json"
     if gen.is_file():
@@ -281,6 +280,7 @@ class EngineCore:
         s.last_step_num_seqs = len(sched.scheduled)
 
     def stats(self) -> EngineStats:
+        """A snapshot of the engine's counters (a copy: later steps do not change it)."""
         s = self._stats
         s.num_running = len(self.scheduler.running)
         s.num_waiting = len(self.scheduler.waiting)
@@ -288,6 +288,4 @@ class EngineCore:
         s.prefix_cache_queried_tokens = self.block_manager.prefix_queried_tokens
         s.prefix_cache_hit_tokens = self.block_manager.prefix_hit_tokens
         s.num_preemptions = self.scheduler.num_preemptions
-        from dataclasses import replace
-
         return replace(s)
