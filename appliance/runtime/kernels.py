@@ -6,8 +6,40 @@ Shapes: T tokens, H hidden, I intermediate, Hq/Hkv query/key-value heads, D head
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
+
+
+class _Scratch(threading.local):
+    """Reused gather buffers, per thread: a fresh multi-megabyte tensor per call costs page faults that dwarf the
+    copy itself."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def take(self, slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (slot, like.dtype, like.device)
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
+
+
+_scratch = _Scratch()
+
+
+def gather_blocks(cache: torch.Tensor, block_ids: torch.Tensor, slot: int) -> torch.Tensor:
+    """cache[num_blocks, block_size, Hkv, D] rows ``block_ids`` (long [n]) -> [n * block_size, Hkv, D], in a reused
+    buffer (``slot`` tells apart buffers alive at the same time; the result is valid until the next call)."""
+    num_blocks, block_size, hkv, d = cache.shape
+    out = _scratch.take(slot, (block_ids.numel(), block_size * hkv * d), cache)
+    torch.index_select(cache.view(num_blocks, -1), 0, block_ids, out=out)
+    return out.view(-1, hkv, d)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -54,8 +86,8 @@ def paged_decode_attention(
     b, hq, d = q.shape
     num_blocks, block_size, hkv, _ = k_cache.shape
     flat = block_tables.reshape(-1).long()
-    k = k_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
-    v = v_cache.view(num_blocks, -1).index_select(0, flat).view(b, -1, hkv, d)
+    k = gather_blocks(k_cache, flat, 0).view(b, -1, hkv, d)
+    v = gather_blocks(v_cache, flat, 1).view(b, -1, hkv, d)
     valid = torch.arange(k.shape[1], device=q.device)[None, :] < context_lens[:, None]
     # The query heads sharing a KV head act as that head's "query positions": one SDPA call, no repeat of K/V.
     out = F.scaled_dot_product_attention(

@@ -65,14 +65,14 @@ def paged_attention(
             ks, vs = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
             mask, causal = None, True
         else:
-            ks = k_cache.view(num_blocks, -1).index_select(0, chunk.block_table).view(-1, hkv, d)[: chunk.context_len]
-            vs = v_cache.view(num_blocks, -1).index_select(0, chunk.block_table).view(-1, hkv, d)[: chunk.context_len]
+            ks = kernels.gather_blocks(k_cache, chunk.block_table, 0)[: chunk.context_len]
+            vs = kernels.gather_blocks(v_cache, chunk.block_table, 1)[: chunk.context_len]
             offset = chunk.context_len - n
             rows = torch.arange(n, device=q.device)[:, None] + offset
             mask, causal = torch.arange(chunk.context_len, device=q.device)[None, :] <= rows, False
-        o = F.scaled_dot_product_attention(
-            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1),
+        o = F.scaled_dot_product_attention(  # 4-D inputs: the CPU flash kernel (3-D falls back to the math path)
+            qs.transpose(0, 1)[None], ks.transpose(0, 1)[None], vs.transpose(0, 1)[None],
             attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True,
         )
-        out[chunk.start : chunk.end] = o.transpose(0, 1)
+        out[chunk.start : chunk.end] = o[0].transpose(0, 1)
     return out
