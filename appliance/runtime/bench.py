@@ -181,6 +181,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
     p.add_argument("--systems", default="engine,static,continuous", help="comma list of engine, static, continuous")
     p.add_argument("--static-batch-size", type=int, default=None, help="transformers generate batch size")
+    p.add_argument("--static-order", choices=["prompt", "output"], default="prompt",
+                   help="static batches sorted by prompt length (known at admission) or output length (an oracle)")
     p.add_argument("--num-requests", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for every system (default: all CPUs)")
@@ -254,7 +256,7 @@ def run_system(name: str, model_dir: Path, requests: list[BenchRequest], args: a
         if name == "static":
             batch = args.static_batch_size or (4 if args.quick else 16)
             hf.run_static(model, requests[:2], batch, pad_id, args.device)  # warm-up
-            return hf.run_static(model, requests, batch, pad_id, args.device)
+            return hf.run_static(model, requests, batch, pad_id, args.device, args.static_order)
         if name == "continuous":
             return hf.run_continuous(model, requests, args.device)
         raise SystemExit(f"unknown system {name!r}; choose from engine, static, continuous")

@@ -36,10 +36,17 @@ def load_hf_model(model_dir: str, device: str, dtype: torch.dtype, attn: str = "
 
 
 @torch.inference_mode()
-def run_static(model, requests: list[BenchRequest], batch_size: int, pad_id: int, device: str) -> SystemResult:
-    """Requests sorted by output length (longest first), in left-padded batches of `batch_size`; each batch decodes
-    to its longest output and each request is credited only its own tokens, at the times they were produced."""
-    order = sorted(requests, key=lambda r: (r.max_tokens, len(r.prompt_token_ids)), reverse=True)
+def run_static(model, requests: list[BenchRequest], batch_size: int, pad_id: int, device: str,
+               order_by: str = "prompt") -> SystemResult:
+    """Left-padded batches of `batch_size`, requests sorted (longest first) by prompt length, which a server knows
+    at admission, or with order_by="output" by output length, an oracle no real server has. Each batch decodes to
+    its longest output and each request is credited only its own tokens, at the times they were produced."""
+    if order_by == "output":
+        order = sorted(requests, key=lambda r: (r.max_tokens, len(r.prompt_token_ids)), reverse=True)
+    elif order_by == "prompt":
+        order = sorted(requests, key=lambda r: len(r.prompt_token_ids), reverse=True)
+    else:
+        raise ValueError(f"order_by must be 'prompt' or 'output', got {order_by!r}")
     timings: dict[int, RequestTiming] = {}
     t0 = perf_counter()
     for start in range(0, len(order), batch_size):
@@ -71,7 +78,7 @@ def run_static(model, requests: list[BenchRequest], batch_size: int, pad_id: int
         wall_s=wall,
         output_tokens=sum(t.output_tokens for t in ordered),
         timings=ordered,
-        settings={"batch_size": batch_size, "order": "output length descending", "padding": "left",
+        settings={"batch_size": batch_size, "order": f"{order_by} length descending", "padding": "left",
                   "attn_implementation": model.config._attn_implementation},
     )
 
