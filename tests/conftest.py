@@ -1,7 +1,11 @@
 """Shared fixtures. Small random-weight checkpoints are built once per session and cached on disk."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before anything imports torch: spinning OpenMP workers make every process on a shared 2-core machine crawl.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
