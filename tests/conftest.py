@@ -39,3 +39,18 @@ def flush_database(django_db_blocker) -> None:
 
     with django_db_blocker.unblock():
         call_command("flush", interactive=False, verbosity=0)
+
+
+def use_broker(url: str) -> str:
+    """Make this test process's Celery app publish to `url`, dropping connections pooled for the previous broker
+    (as Celery does after a fork); returns the previous URL. Packages that start real workers on their own broker
+    call it, so an earlier package's pooled producer cannot send their tasks elsewhere."""
+    from appliance.celery import app
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = url
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+    return previous

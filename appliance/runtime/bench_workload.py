@@ -10,6 +10,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from appliance.runtime.tiny_models import SMALL_SHAPE
+
 BENCH_MODEL: dict[str, Any] = dict(
     vocab_size=32000,
     hidden_size=512,
@@ -19,15 +21,7 @@ BENCH_MODEL: dict[str, Any] = dict(
     num_key_value_heads=2,
     max_position_embeddings=2048,
 )
-QUICK_MODEL: dict[str, Any] = dict(
-    vocab_size=512,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-)
+QUICK_MODEL: dict[str, Any] = SMALL_SHAPE  # the tests' tiny Llama
 
 
 @dataclass(frozen=True)

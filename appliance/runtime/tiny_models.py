@@ -66,18 +66,23 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
+SMALL_SHAPE: dict[str, Any] = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+
+
 def make_config(arch: str = "llama", **overrides: Any):
     """A small config of a real architecture; `arch` is llama, llama3, mistral or qwen2."""
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     base: dict[str, Any] = dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        **SMALL_SHAPE,
         rms_norm_eps=1e-5,
         bos_token_id=1,
         eos_token_id=2,

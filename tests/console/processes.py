@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import use_broker
 from tests.lifecycle.conftest import ROOT, Proc
 
 NODE = "console-node"
@@ -20,7 +21,6 @@ NODE = "console-node"
 def appliance_env(tmp_path, settings, transactional_db):
     from django.db import connection
 
-    from appliance.celery import app
 
     home = tmp_path / "home"
     home.mkdir()
@@ -29,9 +29,7 @@ def appliance_env(tmp_path, settings, transactional_db):
     settings.RUN_DIR = home / "run"
     settings.NODE_NAME = NODE
     broker = settings.CELERY_BROKER_URL
-    previous = app.conf.broker_url
-    app.conf.broker_url = broker
-    app._pool = None  # producers connect to this run's broker
+    previous = use_broker(broker)
     db = connection.settings_dict
     yield {
         **os.environ,
@@ -46,8 +44,7 @@ def appliance_env(tmp_path, settings, transactional_db):
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
     }
-    app.conf.broker_url = previous
-    app._pool = None
+    use_broker(previous)
 
 
 @pytest.fixture

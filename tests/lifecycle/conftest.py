@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import use_broker
+
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("LIFECYCLE_TEST_BROKER_URL", "redis://127.0.0.1:6379/4")
 ENGINE_SERVER = "appliance.runtime.server"
@@ -41,9 +43,7 @@ def process_env(lc_home, transactional_db):
     from django.db import connection
 
     db = connection.settings_dict
-    from appliance.celery import app
-
-    app.conf.broker_url = BROKER_URL
+    use_broker(BROKER_URL)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "appliance.settings_test",
