@@ -49,8 +49,6 @@ def use_broker(url: str) -> str:
 
     previous = app.conf.broker_url
     app.conf.broker_url = url
-    if app._pool is not None:
-        app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
     return previous
