@@ -27,7 +27,7 @@ from tests.lifecycle.conftest import Proc, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_URL = os.environ.get("JOBS_TEST_BROKER_URL", "redis://127.0.0.1:6379/8")
-SLICE_S = 2  # batch tasks requeue themselves every 2 s, so the tests run batches across several deliveries
+SLICE_S = 0.25  # batch tasks requeue themselves every 0.25 s, so even a fast machine runs a batch in several deliveries
 
 
 @dataclass
