@@ -22,7 +22,7 @@ from typing import Any
 
 from appliance.runtime.neuron.buckets import pad_row
 from appliance.runtime.neuron.options import NeuronCompileOptions
-from appliance.runtime.neuron.steps import BackendCall, SeqStep, StepOutput
+from appliance.runtime.neuron.steps import BackendCall, SdkBackend, SeqStep, StepOutput
 
 SLOT_PAD = -1
 BLOCK_TABLE_PAD = 0
@@ -74,24 +74,15 @@ def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path
     return kw
 
 
-class NxdiBackend:
-    """One NxD Inference model for one artifact. `api` defaults to the real SDK (appliance.runtime.neuron.sdk)."""
+class NxdiBackend(SdkBackend):
+    """One NxD Inference model for one artifact."""
 
     name = "nxdi"
 
-    def __init__(self, options: NeuronCompileOptions, family: str, api: Any = None):
-        self.options = options
-        self.family = family
-        self._api = api
-        self.model: Any = None
+    def _load_api(self) -> Any:
+        from appliance.runtime.neuron.sdk import load_nxdi
 
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            from appliance.runtime.neuron.sdk import load_nxdi
-
-            self._api = load_nxdi()
-        return self._api
+        return load_nxdi()
 
     @property
     def model_cls(self) -> Any:

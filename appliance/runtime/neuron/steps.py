@@ -55,3 +55,25 @@ class StepOutput:
     seq_ids: list[int]
     logits: Any = None  # torch.Tensor (rows, vocab) or None
     tokens: Any = None  # torch.Tensor (rows,) or None (on-device sampling)
+
+
+class SdkBackend:
+    """What both backends share: the compile options, the model family, and the SDK's modules, loaded on first use
+    (`api` defaults to the real SDK through appliance.runtime.neuron.sdk; contract tests pass doubles)."""
+
+    name = ""
+
+    def __init__(self, options: Any, family: str, api: Any = None):
+        self.options = options
+        self.family = family
+        self._api = api
+        self.model: Any = None
+
+    def _load_api(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = self._load_api()
+        return self._api

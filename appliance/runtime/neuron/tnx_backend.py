@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.runtime.neuron.options import NeuronCompileOptions
-from appliance.runtime.neuron.steps import BackendCall, SeqStep, StepOutput
+from appliance.runtime.neuron.steps import BackendCall, SdkBackend, SeqStep, StepOutput
 
 AMP = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 KWARGS_FILE = "tnx_model_kwargs.json"
@@ -44,22 +44,15 @@ def model_kwargs(options: NeuronCompileOptions) -> dict[str, Any]:
     }
 
 
-class TnxBackend:
+class TnxBackend(SdkBackend):
+    """One transformers-neuronx model for one artifact (legacy backend, SDK 2.26)."""
+
     name = "tnx"
 
-    def __init__(self, options: NeuronCompileOptions, family: str, api: Any = None):
-        self.options = options
-        self.family = family
-        self._api = api
-        self.model: Any = None
+    def _load_api(self) -> Any:
+        from appliance.runtime.neuron.sdk import load_tnx
 
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            from appliance.runtime.neuron.sdk import load_tnx
-
-            self._api = load_tnx()
-        return self._api
+        return load_tnx()
 
     def _from_pretrained(self, model_dir: str | Path, kwargs: dict[str, Any]) -> Any:
         kwargs = dict(kwargs)
