@@ -18,6 +18,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
 
 from .errors import APIError
+from .responses import LastPart
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class GatewayASGIHandler(ASGIHandler):
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         async with aclosing(stream) as parts:
             async for part in parts:
+                if isinstance(part, LastPart):
+                    await send({"type": "http.response.body", "body": bytes(part)})
+                    return
                 await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

@@ -1,11 +1,15 @@
-"""API-key authentication for the OpenAI API, cached briefly in-process so the hot path does no DB work."""
+"""API-key authentication for the OpenAI API, cached briefly in-process so the hot path does no DB work.
+
+A key in steady use is re-read in the background before its entry expires (cache.py); a revoked key stops working
+within GATEWAY_AUTH_CACHE_S.
+"""
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 from . import conf
+from .cache import RefreshingCache
 from .db import run_db
 from .errors import unauthorized
 from .quotas import Limits, Scope
@@ -26,7 +30,7 @@ class Caller:
         return [Scope("tenant", self.tenant_id, self.tenant_limits), Scope("key", self.key_id, self.key_limits)]
 
 
-_cache: dict[str, tuple[float, Caller | None]] = {}
+_cache: RefreshingCache[Caller | None] = RefreshingCache("api keys", conf.auth_cache_s)
 
 
 def _load(plaintext: str) -> Caller | None:
@@ -52,15 +56,7 @@ def bearer_token(authorization: str | None) -> str:
 async def authenticate(authorization: str | None) -> Caller:
     """The caller for an Authorization header, or APIError 401 (missing, unknown, revoked or expired key)."""
     token = bearer_token(authorization)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    now = time.monotonic()
-    hit = _cache.get(digest)
-    if hit is None or hit[0] < now:
-        caller = await run_db(_load, token)
-        if len(_cache) > 10_000:
-            _cache.clear()
-        hit = (now + conf.auth_cache_s(), caller)
-        _cache[digest] = hit
-    if hit[1] is None:
+    caller = await _cache.get(hashlib.sha256(token.encode()).digest(), lambda: run_db(_load, token))
+    if caller is None:
         raise unauthorized("Incorrect API key provided. You can find your API keys in the appliance's console.")
-    return hit[1]
+    return caller

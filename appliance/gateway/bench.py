@@ -22,8 +22,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import httpx
+
+from appliance.gateway.engine_http import Pool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "The quick brown fox jumps over the lazy dog while the appliance streams tokens to its clients. " * 2
@@ -51,53 +54,62 @@ class Phase:
         return self.tokens / self.wall_s if self.wall_s else 0.0
 
 
-async def engine_request(client: httpx.AsyncClient, url: str, max_tokens: int, phase: Phase) -> None:
+async def _stream(pool: Pool, path: str, body: dict, headers: dict[str, str], phase: Phase,
+                  on_line: Callable[[bytes], tuple[bool, int]]) -> None:
+    """POST one streaming request and time its first token. `on_line(line)` says whether the line carries
+    tokens and how many completion tokens the stream reports in total (0 if this line does not say)."""
+    start = time.perf_counter()
+    first = None
+    response = await pool.request("POST", path, json.dumps(body).encode(), 10.0, 600.0, headers)
+    try:
+        if response.status != 200:
+            phase.errors += 1
+            await response.read()
+            return
+        async for lines in response.batches():
+            for line in lines:
+                try:
+                    token_line, total = on_line(line)
+                except (ValueError, KeyError):
+                    phase.errors += 1
+                    continue
+                if token_line and first is None:
+                    first = time.perf_counter() - start
+                phase.tokens += total
+    finally:
+        response.close()
+    phase.requests += 1
+    phase.ttft_s.append(first if first is not None else float("nan"))
+
+
+def engine_line(line: bytes) -> tuple[bool, int]:
+    event = json.loads(line)
+    kind = event["type"]
+    if kind == "error":
+        raise ValueError(event)
+    return kind == "delta" and bool(event["token_ids"]), event["completion_tokens"] if kind == "done" else 0
+
+
+def gateway_line(line: bytes) -> tuple[bool, int]:
+    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+        return False, 0
+    chunk = json.loads(line[6:])
+    if "error" in chunk:
+        raise ValueError(chunk)
+    usage = chunk.get("usage")
+    return bool(chunk.get("choices")), usage["completion_tokens"] if usage else 0
+
+
+async def engine_request(pool: Pool, max_tokens: int, phase: Phase) -> None:
     body = {"request_id": uuid.uuid4().hex, "prompt": prompt(),
             "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}}
-    start = time.perf_counter()
-    first = None
-    async with client.stream("POST", f"{url}/generate", json=body) as response:
-        if response.status_code != 200:
-            phase.errors += 1
-            return
-        async for line in response.aiter_lines():
-            if not line:
-                continue
-            event = json.loads(line)
-            if event["type"] == "delta" and first is None and event["token_ids"]:
-                first = time.perf_counter() - start
-            elif event["type"] == "done":
-                phase.tokens += event["completion_tokens"]
-            elif event["type"] == "error":
-                phase.errors += 1
-    phase.requests += 1
-    phase.ttft_s.append(first if first is not None else float("nan"))
+    await _stream(pool, "/generate", body, {}, phase, engine_line)
 
 
-async def gateway_request(client: httpx.AsyncClient, url: str, key: str, model: str, max_tokens: int,
-                          phase: Phase) -> None:
+async def gateway_request(pool: Pool, key: str, model: str, max_tokens: int, phase: Phase) -> None:
     body = {"model": model, "prompt": prompt(), "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
-    start = time.perf_counter()
-    first = None
-    async with client.stream("POST", f"{url}/v1/completions", json=body,
-                             headers={"Authorization": f"Bearer {key}"}) as response:
-        if response.status_code != 200:
-            phase.errors += 1
-            await response.aread()
-            return
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and first is None:
-                first = time.perf_counter() - start
-            if chunk.get("usage"):
-                phase.tokens += chunk["usage"]["completion_tokens"]
-            if "error" in chunk:
-                phase.errors += 1
-    phase.requests += 1
-    phase.ttft_s.append(first if first is not None else float("nan"))
+    await _stream(pool, "/v1/completions", body, {"Authorization": f"Bearer {key}"}, phase, gateway_line)
 
 
 def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
@@ -110,22 +122,29 @@ def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
     return out
 
 
-async def run_phase(path: str, concurrency: int, requests: int, one, watch: dict[str, int] | None = None) -> Phase:
+async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
+                    watch: dict[str, int] | None = None) -> Phase:
+    """`requests` requests through `concurrency` workers, each with its own keep-alive connection to `url`.
+    The client is the gateway's own lean HTTP/1.1 client for both paths, so the load generator's CPU stays small
+    and the same on both sides (a general-purpose client cost as much CPU per token as the engine here)."""
     phase = Phase(path)
     before = cpu_seconds(watch or {})
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        async def worker() -> None:
-            while not queue.empty():
-                queue.get_nowait()
-                await one(client, phase)
+    remaining = [requests]
+    host, port = url.removeprefix("http://").rsplit(":", 1)
 
-        start = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        phase.wall_s = time.perf_counter() - start
+    async def worker() -> None:
+        pool = Pool(host, int(port))
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                await one(pool, phase)
+        finally:
+            for conn in pool.idle:
+                conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    phase.wall_s = time.perf_counter() - start
     after = cpu_seconds(watch or {})
     phase.cpu_s = {name: after[name] - before[name] for name in after}
     return phase
@@ -254,20 +273,21 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.TransportError:
                 time.sleep(0.2)
 
-        async def on_engine(client, phase):
-            await engine_request(client, engine_url, args.max_tokens, phase)
+        async def on_engine(pool, phase):
+            await engine_request(pool, args.max_tokens, phase)
 
-        async def on_gateway(client, phase):
-            await gateway_request(client, gateway_url, key, model, args.max_tokens, phase)
+        async def on_gateway(pool, phase):
+            await gateway_request(pool, key, model, args.max_tokens, phase)
 
+        paths = {"engine": (engine_url, on_engine), "gateway": (gateway_url, on_gateway)}
         print(f"warming up ({args.backend}) ...", flush=True)
-        asyncio.run(run_phase("engine", args.concurrency, args.concurrency, on_engine))
-        asyncio.run(run_phase("gateway", args.concurrency, args.concurrency, on_gateway))
+        for path, (url, fn) in paths.items():
+            asyncio.run(run_phase(path, url, args.concurrency, args.concurrency, fn))
         phases: list[Phase] = []
         for r in range(args.rounds):
-            for path, fn in (("engine", on_engine), ("gateway", on_gateway)) if r % 2 == 0 else \
-                    (("gateway", on_gateway), ("engine", on_engine)):
-                phase = asyncio.run(run_phase(path, args.concurrency, args.requests, fn, watch))
+            for path in ("engine", "gateway") if r % 2 == 0 else ("gateway", "engine"):
+                url, fn = paths[path]
+                phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch))
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
                       f"{median_ms(phase.ttft_s):7.2f} ms, {phase.errors} errors", flush=True)
                 phases.append(phase)

@@ -132,10 +132,11 @@ class Pool:
             conn.close()
 
     async def request(self, method: str, path: str, body: bytes, connect_timeout_s: float,
-                      head_timeout_s: float) -> Response:
+                      head_timeout_s: float, headers: dict[str, str] | None = None) -> Response:
         """Send a request and read the response head. A reused connection that turns out dead is retried once
         on a new one; ConnectionBroken (or OSError / TimeoutError on connect) if the server cannot be reached."""
-        head = (f"{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\n"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        head = (f"{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\n{extra}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         for attempt in range(2):
             reused = bool(self.idle)
@@ -146,7 +147,7 @@ class Pool:
                 if not status_line:
                     raise ConnectionBroken("connection closed before the response")
                 status = int(status_line.split(b" ", 2)[1])
-                headers: dict[str, str] = {}
+                response_headers: dict[str, str] = {}
                 while True:
                     line = await conn.reader.readline()
                     if line in (b"\r\n", b"\n"):
@@ -154,13 +155,14 @@ class Pool:
                     if not line:
                         raise ConnectionBroken("connection closed in the response head")
                     name, _, value = line.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
+                    response_headers[name.strip().lower()] = value.strip()
             except (ConnectionBroken, OSError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue
                 raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from exc
-            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-            length = None if chunked or "content-length" not in headers else int(headers["content-length"])
-            return Response(status, headers, conn, self, chunked, length)
+            chunked = "chunked" in response_headers.get("transfer-encoding", "").lower()
+            length = None if chunked or "content-length" not in response_headers else \
+                int(response_headers["content-length"])
+            return Response(status, response_headers, conn, self, chunked, length)
         raise ConnectionBroken("unreachable")

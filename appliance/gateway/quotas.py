@@ -303,10 +303,14 @@ return 1
 
 
 class RedisQuotaBackend(QuotaBackend):
-    def __init__(self, client) -> None:
+    """`client`: redis-py's asyncio client; `scripts`: what runs the two Lua scripts on every request (the lean
+    pipelined resp.ScriptClient in the gateway; redis-py's own script support if not given)."""
+
+    def __init__(self, client, scripts=None) -> None:
         self.redis = client
-        self._admit = client.register_script(_ADMIT_LUA)
-        self._finish = client.register_script(_FINISH_LUA)
+        scripts = scripts or client
+        self._admit = scripts.register_script(_ADMIT_LUA)
+        self._finish = scripts.register_script(_FINISH_LUA)
 
     async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
         import time
@@ -359,9 +363,9 @@ def get_quota_backend() -> QuotaBackend:
     loop = asyncio.get_running_loop()
     if _backend is None or (_backend[0] is not None and _backend[0] is not loop):
         if settings.REDIS_URL:
-            from .redis_client import get_redis
+            from .redis_client import get_redis, get_script_client
 
-            _backend = (loop, RedisQuotaBackend(get_redis()))
+            _backend = (loop, RedisQuotaBackend(get_redis(), get_script_client()))
         else:
             from .quota_local import LocalQuotaBackend
 

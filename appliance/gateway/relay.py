@@ -20,7 +20,7 @@ from .engine_http import Response
 from .errors import APIError, unavailable
 from .params import ParsedRequest
 from .quotas import Decision, get_quota_backend
-from .responses import SSE_DONE, ResponseBuilder, sse
+from .responses import SSE_DONE, LastPart, ResponseBuilder, sse
 from .routing import Route, Target, router
 from .usage import Usage, record
 
@@ -197,13 +197,13 @@ class Call:
                 await self._abort()
                 message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
                 await self.settle(status)
-                yield sse(APIError(status, message).body())
+                yield LastPart(sse(APIError(status, message).body()))
                 return
-            if self.req.include_usage:
-                yield self.builder.usage_chunk(self.prompt_tokens, self.completion_tokens)
+            usage = self.builder.usage_chunk(self.prompt_tokens, self.completion_tokens) \
+                if self.req.include_usage else b""
             status = 200
-            await self.settle(status)
-            yield SSE_DONE
+            await self.settle(status)  # the quota is released before the client sees the end of the stream
+            yield LastPart(usage + SSE_DONE)
         finally:
             if not self.settled:
                 await self._abort()

@@ -24,6 +24,10 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+class LastPart(bytes):
+    """A stream's last part: the ASGI fast path sends it together with the end of the body (one write, not two)."""
+
+
 @dataclass
 class Choice:
     """One completion's output, accumulated (whole responses) or measured (streams)."""

@@ -1,6 +1,7 @@
 """Which engine replica serves a request: the deployment behind a model id, its READY replicas (cached for a
 moment), least outstanding requests first, and waking a deployment that has none (scale from zero).
 
+Routes are cached per process for GATEWAY_ROUTE_CACHE_S and re-read in the background while in use (cache.py).
 Outstanding requests per replica live in Redis (keys.replica_outstanding) so that every gateway process routes
 on the same counts and the autoscaler can read them. Without Redis they are kept in-process.
 """
@@ -16,6 +17,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from . import conf, keys
+from .cache import RefreshingCache
 from .db import run_db, run_db_write
 from .errors import unavailable
 
@@ -40,7 +42,6 @@ class Route:
     context_length: int
     created: int
     targets: list[Target]
-    expires: float
 
 
 def _load_route(name: str) -> Route | None:
@@ -51,8 +52,8 @@ def _load_route(name: str) -> Route | None:
         return None
     replicas = Replica.objects.filter(deployment=dep, state=Replica.State.READY).order_by("index")
     targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
-    return Route(dep.id, dep.name, dep.model_version.model.name, dep.model_version.context_length, int(dep.created_at.timestamp()), targets,
-                 time.monotonic() + conf.route_cache_s())
+    return Route(dep.id, dep.name, dep.model_version.model.name, dep.model_version.context_length,
+                 int(dep.created_at.timestamp()), targets)
 
 
 def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:
@@ -97,7 +98,7 @@ return 1
 
 class Router:
     def __init__(self) -> None:
-        self._routes: dict[str, Route] = {}
+        self._routes: RefreshingCache[Route | None] = RefreshingCache("routes", conf.route_cache_s, cache_none=False)
         self._local_outstanding: dict[int, int] = {}
         self._touched: dict[int, float] = {}
         self._scripts: dict[int, tuple] = {}
@@ -106,18 +107,16 @@ class Router:
 
     async def route(self, name: str, fresh: bool = False) -> Route | None:
         """The deployment serving model id `name`, or None if there is none (or it is inactive)."""
-        cached = self._routes.get(name)
-        if cached is not None and not fresh and cached.expires > time.monotonic():
-            return cached
+        if fresh:
+            return await self._routes.reload(name, lambda: self._load(name))
+        return await self._routes.get(name, lambda: self._load(name))
+
+    async def _load(self, name: str) -> Route | None:
         route = await run_db(_load_route, name)
-        if route is None:
-            self._routes.pop(name, None)
-            return None
-        if self._suspect:
+        if route is not None and self._suspect:
             now = time.monotonic()
             self._suspect = {rid: until for rid, until in self._suspect.items() if until > now}
             route.targets = [t for t in route.targets if t.replica_id not in self._suspect]
-        self._routes[name] = route
         return route
 
     async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int]]:
@@ -130,12 +129,12 @@ class Router:
         or mark it failed), whatever the database says meanwhile."""
         self._suspect[target.replica_id] = time.monotonic() + for_s
         route.targets = [t for t in route.targets if t != target]
-        self._routes.pop(route.name, None)
+        self._routes.pop(route.name)
 
     def _redis_scripts(self):
-        from .redis_client import get_redis
+        from .redis_client import get_script_client
 
-        client = get_redis()
+        client = get_script_client()
         entry = self._scripts.get(id(client))
         if entry is None or entry[0] is not client:
             entry = (client, client.register_script(_ACQUIRE_LUA), client.register_script(_RELEASE_LUA))

@@ -11,15 +11,19 @@ from django.conf import settings
 
 from appliance.gateway.quota_local import LocalQuotaBackend
 from appliance.gateway.quotas import Limits, RedisQuotaBackend, Scope
+from appliance.gateway.resp import ScriptClient
 
 
-@pytest.fixture(params=["redis", "local"])
+@pytest.fixture(params=["redis", "redis-py scripts", "local"])
 async def backend(request):
     if request.param == "local":
         yield LocalQuotaBackend()
         return
     client = aioredis.from_url(settings.REDIS_URL)
-    yield RedisQuotaBackend(client)
+    lean = ScriptClient(settings.REDIS_URL) if request.param == "redis" else None
+    yield RedisQuotaBackend(client, lean)
+    if lean is not None:
+        lean.close()
     await client.aclose()
 
 
@@ -113,7 +117,7 @@ async def test_admission_picks_the_least_loaded_replica_and_finish_releases_it()
 
     client = aioredis.from_url(settings.REDIS_URL)
     try:
-        backend = RedisQuotaBackend(client)
+        backend = RedisQuotaBackend(client, ScriptClient(settings.REDIS_URL))
         a, b = random.randrange(10**9), random.randrange(10**9)
         await client.set(keys.replica_outstanding(a), 3)
         pick = Pick([a, b], deployment_id=a)

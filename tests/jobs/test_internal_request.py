@@ -10,7 +10,7 @@ from appliance.jobs.executor import ASYNC_PRIORITY, BATCH_PRIORITY
 def test_a_job_request_reaches_the_engine_at_its_priority_with_the_tenant_salt():
     caller = Caller(7, 3, "acme", Limits(), Limits(), frozenset({"tiny"}))
     req = parse("chat", b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}')
-    route = Route(1, "tiny-chat", "tiny", 256, 0, [], 0.0)
+    route = Route(1, "tiny-chat", "tiny", 256, 0, [])
     sent = _JobCall(caller, req, route, Decision(True), "chatcmpl-batch-1", 0.0, priority=BATCH_PRIORITY)
     generate = sent.generate_request()
     assert (generate.priority, generate.cache_salt, generate.request_id) == (10, "tenant-3", "chatcmpl-batch-1")
