@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ class Phase:
     ttft_s: list[float] = field(default_factory=list)
     errors: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time each server process used in the phase
+    engine_ttft_s: float | None = None  # mean arrival-to-first-token inside the engine (its own histogram)
 
     @property
     def throughput(self) -> float:
@@ -117,18 +119,33 @@ def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
 
     out = {}
     for name, pid in {**procs, "client": os.getpid()}.items():
-        t = psutil.Process(pid).cpu_times()
-        out[name] = t.user + t.system
+        proc = psutil.Process(pid)
+        family = [proc, *proc.children(recursive=True)] if name != "client" else [proc]  # uvicorn's workers
+        out[name] = sum(t.user + t.system for t in (p.cpu_times() for p in family))
     return out
 
 
+def engine_ttft_totals(engine_url: str | None) -> tuple[float, float]:
+    """(sum, count) of the engine's own TTFT histogram (arrival at the engine to its first token)."""
+    if engine_url is None:
+        return 0.0, 0.0
+    text = httpx.get(f"{engine_url}/metrics", timeout=10).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for kind in totals:
+            if line.startswith(f"appliance_engine_request_ttft_seconds_{kind}{{"):
+                totals[kind] += float(line.rsplit(" ", 1)[1])
+    return totals["sum"], totals["count"]
+
+
 async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
-                    watch: dict[str, int] | None = None) -> Phase:
+                    watch: dict[str, int] | None = None, engine_url: str | None = None) -> Phase:
     """`requests` requests through `concurrency` workers, each with its own keep-alive connection to `url`.
     The client is the gateway's own lean HTTP/1.1 client for both paths, so the load generator's CPU stays small
     and the same on both sides (a general-purpose client cost as much CPU per token as the engine here)."""
     phase = Phase(path)
     before = cpu_seconds(watch or {})
+    ttft_before = engine_ttft_totals(engine_url)
     remaining = [requests]
     host, port = url.removeprefix("http://").rsplit(":", 1)
 
@@ -137,7 +154,7 @@ async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
         try:
             while remaining[0] > 0:
                 remaining[0] -= 1
-                await one(pool, phase)
+                await one(pool, phase, requests - remaining[0] - 1)
         finally:
             for conn in pool.idle:
                 conn.close()
@@ -147,6 +164,9 @@ async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
     phase.wall_s = time.perf_counter() - start
     after = cpu_seconds(watch or {})
     phase.cpu_s = {name: after[name] - before[name] for name in after}
+    ttft_after = engine_ttft_totals(engine_url)
+    if ttft_after[1] > ttft_before[1]:
+        phase.engine_ttft_s = (ttft_after[0] - ttft_before[0]) / (ttft_after[1] - ttft_before[1])
     return phase
 
 
@@ -186,8 +206,11 @@ def setup_database(env: dict, engine_url: str, model_dir: Path) -> str:
     node, _ = Node.objects.get_or_create(name="bench-node")
     port = int(engine_url.rsplit(":", 1)[1])
     Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1", port=port)
-    tenant = create_tenant(name, models=[name])
-    return create_api_key(tenant)[1], name
+    # Limits far above what the run uses, so every request takes the whole admission path (rate windows,
+    # concurrency, monthly budget) without being refused.
+    limits = {"rpm": 1_000_000, "tpm": 2_000_000_000, "max_concurrency": 10_000, "monthly_tokens": 10**12}
+    tenant = create_tenant(name, models=[name], **limits)
+    return create_api_key(tenant, **limits)[1], name
 
 
 def ensure_postgres_db(name: str) -> None:
@@ -221,10 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=64, help="requests per phase")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--length-spread", type=float, default=0.5,
+                   help="output lengths are drawn uniformly from max_tokens * (1 +- spread); 0: all the same")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=4, help="engine/gateway phase pairs (order alternating)")
     p.add_argument("--engine-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="the engine's torch threads (default: all cores but one, which the HTTP tier and the load "
                         "generator need; with every core, torch's spinning threads lose whole steps to preemption)")
+    p.add_argument("--gateway-workers", type=int, default=1,
+                   help="uvicorn worker processes for the gateway (the AMI runs 2)")
     p.add_argument("--engine-arg", action="append", default=[], help="extra engine server flag, e.g. --max-num-seqs=32")
     p.add_argument("--engine-url", default=None, help="use this running replica instead of starting one")
     p.add_argument("--out", default=str(ROOT / "var" / "bench" / "gateway-bench.json"))
@@ -261,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         key, model = setup_database(env, engine_url, model_dir)
         port = free_port()
         gateway, _ = start_process([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host",
-                                    "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                                    "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                    "--workers", str(args.gateway_workers)],
                                    env, work / "gateway.log")
         procs.append(gateway)
         watch["gateway"] = gateway.pid
@@ -273,11 +302,18 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.TransportError:
                 time.sleep(0.2)
 
-        async def on_engine(pool, phase):
-            await engine_request(pool, args.max_tokens, phase)
+        # Output lengths vary around --max-tokens (the same sequence on both paths), so streams end at different
+        # times and arrivals spread out as they would with real clients, instead of all 16 finishing in the same
+        # engine step and arriving again together (--length-spread 0 gives that lock-step workload).
+        rng = random.Random(args.seed)
+        lengths = [max(1, round(args.max_tokens * (1 + args.length_spread * (2 * rng.random() - 1))))
+                   for _ in range(max(args.requests, args.concurrency))]
 
-        async def on_gateway(pool, phase):
-            await gateway_request(pool, key, model, args.max_tokens, phase)
+        async def on_engine(pool, phase, i):
+            await engine_request(pool, lengths[i], phase)
+
+        async def on_gateway(pool, phase, i):
+            await gateway_request(pool, key, model, lengths[i], phase)
 
         paths = {"engine": (engine_url, on_engine), "gateway": (gateway_url, on_gateway)}
         print(f"warming up ({args.backend}) ...", flush=True)
@@ -287,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for path in ("engine", "gateway") if r % 2 == 0 else ("gateway", "engine"):
                 url, fn = paths[path]
-                phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch))
+                phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch, engine_url))
+                inside = "" if phase.engine_ttft_s is None else f" (mean {phase.engine_ttft_s * 1000:.2f} ms inside the engine)"
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
-                      f"{median_ms(phase.ttft_s):7.2f} ms, {phase.errors} errors", flush=True)
+                      f"{median_ms(phase.ttft_s):7.2f} ms{inside}, {phase.errors} errors", flush=True)
                 phases.append(phase)
     finally:
         for proc in reversed(procs):
@@ -328,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "gateway overhead", "backend": args.backend,
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
         "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
-        "max_tokens": args.max_tokens, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+        "max_tokens": args.max_tokens, "length_spread": args.length_spread, "seed": args.seed,
+        "gateway_workers": args.gateway_workers, "rounds": args.rounds, "cpu_count": os.cpu_count(),
         "engine_threads": args.engine_threads, "load_average_at_end": os.getloadavg(),
         "engine": engine_stats, "gateway": gateway_stats,
         "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,
@@ -344,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"""
-Gateway overhead ({report['database']}; model {args.model}; {args.concurrency} concurrent streams, {args.max_tokens} tokens each)
+Gateway overhead ({report['database']}; model {args.model}; {args.concurrency} concurrent streams, {args.max_tokens} tokens each +-{args.length_spread:.0%})
                       engine direct    through gateway
   median TTFT (ms)    {engine_stats['ttft_median_ms']:13.2f}    {gateway_stats['ttft_median_ms']:15.2f}
   throughput (tok/s)  {engine_stats['throughput_tok_s']:13.1f}    {gateway_stats['throughput_tok_s']:15.1f}

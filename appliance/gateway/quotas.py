@@ -252,16 +252,22 @@ for i = 1, nscopes do
   for _, v in ipairs({r_used, r_oldest, t_used, t_oldest, inflight, m_used}) do out[#out + 1] = v end
 end
 if out[1] == 0 then
+  -- Expiries are refreshed by a scope's first request in each second (not by every request): they only need to
+  -- outlive the data, which the window, the in-flight TTL and the month all do by far.
+  local new_second = false
   for i = 1, nscopes do
     local k = 4 * (i - 1)
-    redis.call('HINCRBY', KEYS[k + 1], now, 1)
-    redis.call('EXPIRE', KEYS[k + 1], window * 2)
+    local first = redis.call('HINCRBY', KEYS[k + 1], now, 1) == 1
     redis.call('HINCRBY', KEYS[k + 2], now, estimate)
-    redis.call('EXPIRE', KEYS[k + 2], window * 2)
     redis.call('ZADD', KEYS[k + 3], now + ttl, request_id)
-    redis.call('EXPIRE', KEYS[k + 3], ttl)
     redis.call('INCRBY', KEYS[k + 4], estimate)
-    redis.call('EXPIRE', KEYS[k + 4], 40 * 86400)
+    if first then
+      new_second = true
+      redis.call('EXPIRE', KEYS[k + 1], window * 2)
+      redis.call('EXPIRE', KEYS[k + 2], window * 2)
+      redis.call('EXPIRE', KEYS[k + 3], ttl)
+      redis.call('EXPIRE', KEYS[k + 4], 40 * 86400)
+    end
   end
   if npick > 0 then
     local base = 4 * nscopes
@@ -271,8 +277,10 @@ if out[1] == 0 then
       if best_v == nil or v < best_v then best, best_v = j, v end
     end
     redis.call('INCR', KEYS[base + best])
-    redis.call('EXPIRE', KEYS[base + best], outstanding_ttl)
-    redis.call('SET', KEYS[base + npick + 1], now, 'EX', 86400)
+    if new_second or nscopes == 0 then
+      redis.call('EXPIRE', KEYS[base + best], outstanding_ttl)
+      redis.call('SET', KEYS[base + npick + 1], now, 'EX', 86400)
+    end
     out[4] = best
   end
 end
