@@ -49,29 +49,39 @@ class GatewayASGIHandler(ASGIHandler):
             await self.send_response(error_response, send)
             return
 
-        async def respond() -> None:
+        # The view runs in this task (no hop through the event loop's queue before it starts); a watcher task
+        # cancels it if the client disconnects, which aborts the engine request.
+        current = asyncio.current_task()
+        disconnected = finished = False
+
+        async def watch() -> None:
+            nonlocal disconnected
+            try:
+                await self.listen_for_disconnect(receive)
+            except RequestAborted:
+                if not finished:  # runs only while the view is suspended, so this is exact
+                    disconnected = True
+                    current.cancel()
+            except Exception:
+                pass
+
+        watcher = asyncio.create_task(watch())
+        try:
             try:
                 response: HttpResponse = await view(request)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("unhandled error in %s", scope.get("path"))
                 response = APIError(500, "The server had an error while processing your request.").response()
             await self._send(response, send)
-
-        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(respond())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except (RequestAborted, asyncio.CancelledError):
-                    pass
-            else:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, RequestAborted):
-                    pass
-        body_file.close()
+        except asyncio.CancelledError:
+            if not disconnected or current.uncancel() > 0:
+                raise
+        finally:
+            finished = True
+            watcher.cancel()
+            body_file.close()
 
     async def _send(self, response: HttpResponse, send) -> None:
         stream = getattr(response, "raw_stream", None)

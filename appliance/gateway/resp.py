@@ -4,8 +4,8 @@ settle every request.
 redis-py's asyncio client spends about three times the CPU per call that this does (connection pool checkout,
 retry and event wrappers per command); at one admission and one settlement per request that was the largest
 single share of the gateway's per-request CPU. Here every event loop keeps one connection, commands are written as
-they are issued and flushed once per event-loop turn (concurrent callers share the connection, so a burst of
-admissions costs one send), and one reader task hands the replies back in order.
+they are issued: at once on an idle connection, else gathered and flushed once per event-loop turn (so a burst of
+admissions costs one send, and a lone one no wait), and one reader task hands the replies back in order.
 
 Only what the hot path needs: EVALSHA of registered scripts (loading a script once on NOSCRIPT), ``redis://`` and
 ``unix://`` URLs with a database number and password. Everything else keeps using redis-py (redis_client.py).
@@ -114,10 +114,13 @@ class ScriptClient:
             await self._connect()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        if not self._pending:
+            self._writer.write(pack(args))  # an idle connection: send at once (nothing to travel with)
+        else:
+            if not self._outbox:
+                loop.call_soon(self._flush)
+            self._outbox.append(pack(args))
         self._pending.append(future)  # a caller cancelled while waiting leaves its future here, so order holds
-        if not self._outbox:
-            loop.call_soon(self._flush)
-        self._outbox.append(pack(args))
         if self._watchdog is None:
             self._watchdog = loop.call_later(REPLY_TIMEOUT_S / 2, self._watch, self._received)
         return await future
