@@ -57,9 +57,10 @@ class Phase:
 
 
 async def _stream(pool: Pool, path: str, body: dict, headers: dict[str, str], phase: Phase,
-                  on_line: Callable[[bytes], tuple[bool, int]]) -> None:
-    """POST one streaming request and time its first token. `on_line(line)` says whether the line carries
-    tokens and how many completion tokens the stream reports in total (0 if this line does not say)."""
+                  on_line: Callable[[bytes, bool], tuple[bool, int]]) -> None:
+    """POST one streaming request and time its first token. `on_line(line, first_seen)` says whether the line
+    carries tokens and how many completion tokens the stream reports in total (0 if this line does not say); once
+    the first token is seen it only needs to look at the lines that end or break the stream."""
     start = time.perf_counter()
     first = None
     response = await pool.request("POST", path, json.dumps(body).encode(), 10.0, 600.0, headers)
@@ -71,7 +72,7 @@ async def _stream(pool: Pool, path: str, body: dict, headers: dict[str, str], ph
         async for lines in response.batches():
             for line in lines:
                 try:
-                    token_line, total = on_line(line)
+                    token_line, total = on_line(line, first is not None)
                 except (ValueError, KeyError):
                     phase.errors += 1
                     continue
@@ -84,7 +85,9 @@ async def _stream(pool: Pool, path: str, body: dict, headers: dict[str, str], ph
     phase.ttft_s.append(first if first is not None else float("nan"))
 
 
-def engine_line(line: bytes) -> tuple[bool, int]:
+def engine_line(line: bytes, first_seen: bool) -> tuple[bool, int]:
+    if first_seen and b'"type":"done"' not in line and b'"type":"error"' not in line:
+        return True, 0
     event = json.loads(line)
     kind = event["type"]
     if kind == "error":
@@ -92,9 +95,11 @@ def engine_line(line: bytes) -> tuple[bool, int]:
     return kind == "delta" and bool(event["token_ids"]), event["completion_tokens"] if kind == "done" else 0
 
 
-def gateway_line(line: bytes) -> tuple[bool, int]:
+def gateway_line(line: bytes, first_seen: bool) -> tuple[bool, int]:
     if not line.startswith(b"data: ") or line == b"data: [DONE]":
         return False, 0
+    if first_seen and b'"usage":{' not in line and b'"error":' not in line:
+        return True, 0
     chunk = json.loads(line[6:])
     if "error" in chunk:
         raise ValueError(chunk)

@@ -28,6 +28,12 @@ def route_cache_s() -> float:
     return _get("GATEWAY_ROUTE_CACHE_S", 2)
 
 
+def headroom_ttl_s() -> float:
+    """How long a key's last admission with ample room lets its next requests be dispatched before their own
+    admission answers (quotas.Headroom); 0 turns early dispatch off."""
+    return _get("GATEWAY_HEADROOM_TTL_S", 1)
+
+
 def cold_start_timeout_s() -> float:
     """How long a request waits for a scaled-to-zero deployment's replica before a 503."""
     return _get("GATEWAY_COLD_START_TIMEOUT_S", 120)

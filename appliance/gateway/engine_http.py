@@ -161,6 +161,9 @@ class Pool:
                 if reused and attempt == 0:
                     continue
                 raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from exc
+            except BaseException:  # cancelled (or timed out) mid-request: the engine takes the close as an abort
+                conn.close()
+                raise
             chunked = "chunked" in response_headers.get("transfer-encoding", "").lower()
             length = None if chunked or "content-length" not in response_headers else \
                 int(response_headers["content-length"])

@@ -14,3 +14,6 @@ LATENCY = Histogram("appliance_gateway_request_latency_seconds", "Request arriva
 TOKENS = Counter("appliance_gateway_tokens_total", "Tokens metered by the gateway", ["model", "kind"])
 INFLIGHT = Gauge("appliance_gateway_inflight_requests", "Requests in flight in this process", ["model"])
 RATE_LIMITED = Counter("appliance_gateway_rate_limited_total", "Requests refused by a quota", ["reason", "scope"])
+EARLY_DISPATCH = Counter("appliance_gateway_early_dispatch_total",
+                         "Requests sent to a replica while their admission was in flight, by outcome "
+                         "(relayed: admitted; aborted: refused after all, aborted at the engine)", ["outcome"])

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from django.conf import settings
 
@@ -84,6 +86,7 @@ class Decision:
     scope: str | None = None  # tenant | key
     retry_after_s: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    ample: int = 0  # admitted with room for this many more such requests to be sure of admission (see Headroom)
 
     @property
     def message(self) -> str:
@@ -147,7 +150,7 @@ def decide(scopes: list[Scope], usage: list[ScopeUsage], fail_scope: int, fail_k
                         "x-ratelimit-remaining-tokens": str(max(0, remaining)),
                         "x-ratelimit-reset-tokens": format_reset(reset)})
     if admitted:
-        return Decision(True, ticket=ticket, headers=headers)
+        return Decision(True, ticket=ticket, headers=headers, ample=_ample(scopes, usage, estimate))
     scope, u = scopes[fail_scope - 1], usage[fail_scope - 1]
     reason = KINDS[fail_kind]
     retry = {
@@ -161,6 +164,54 @@ def decide(scopes: list[Scope], usage: list[ScopeUsage], fail_scope: int, fail_k
     return Decision(False, reason=reason, scope=scope.kind, retry_after_s=retry, headers=headers)
 
 
+SPECULATION_CAP = 32
+
+
+def _ample(scopes: list[Scope], usage: list[ScopeUsage], estimate: int) -> int:
+    """Half the number of further requests like this one that every limit still has room for (capped): so many
+    may be dispatched before their own admission answers, and will be admitted unless other gateway processes
+    spend more than the other half meanwhile."""
+    room = SPECULATION_CAP
+    for s, u in zip(scopes, usage):
+        lim = s.limits
+        for limit, used, cost in ((lim.rpm, u.requests + 1, 1), (lim.tpm, u.tokens + estimate, estimate),
+                                  (lim.max_concurrency, u.inflight + 1, 1),
+                                  (lim.monthly_tokens, u.month_tokens + estimate, estimate)):
+            if limit is not None:
+                room = min(room, (limit - used) // max(cost, 1) // 2)
+    return max(room, 0)
+
+
+class Headroom:
+    """Per process: which keys were just admitted with ample room under every limit, and for how many more
+    requests. A request of such a key is dispatched to the engine while its admission is still in flight (the
+    Redis round trip leaves the time to first token); if admission refuses it after all, the engine request is
+    aborted before it returns anything. A key near any limit, or not admitted in the last GATEWAY_HEADROOM_TTL_S,
+    waits for admission as usual, so a tenant at its quota never gets work started on an engine."""
+
+    def __init__(self, ttl_s: Callable[[], float] | None = None) -> None:
+        from . import conf
+
+        self.ttl_s = ttl_s or conf.headroom_ttl_s
+        self._room: dict[int, tuple[float, int]] = {}
+
+    def take(self, key_id: int) -> bool:
+        entry = self._room.get(key_id)
+        if entry is None or entry[1] <= 0 or entry[0] < time.monotonic():
+            return False
+        self._room[key_id] = (entry[0], entry[1] - 1)
+        return True
+
+    def note(self, key_id: int, decision: Decision) -> None:
+        ttl = self.ttl_s()
+        if decision.admitted and decision.ample > 0 and ttl > 0:
+            if len(self._room) > 10_000:
+                self._room.clear()
+            self._room[key_id] = (time.monotonic() + ttl, decision.ample)
+        else:
+            self._room.pop(key_id, None)
+
+
 def _limit_args(scope: Scope) -> list[int]:
     lim = scope.limits
     return [-1 if v is None else int(v) for v in (lim.rpm, lim.tpm, lim.max_concurrency, lim.monthly_tokens)]
@@ -168,6 +219,8 @@ def _limit_args(scope: Scope) -> list[int]:
 
 class QuotaBackend:
     """Interface: admit() before a request runs, finish() exactly once after it ends (any way it ends)."""
+
+    remote = False  # admission costs a network round trip (worth overlapping with the engine's first token)
 
     async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
         """Admit or refuse; a backend that can also pick the replica in the same step does (Decision.replica_id)."""
@@ -314,6 +367,8 @@ class RedisQuotaBackend(QuotaBackend):
     """`client`: redis-py's asyncio client; `scripts`: what runs the two Lua scripts on every request (the lean
     pipelined resp.ScriptClient in the gateway; redis-py's own script support if not given)."""
 
+    remote = True
+
     def __init__(self, client, scripts=None) -> None:
         self.redis = client
         scripts = scripts or client
@@ -321,8 +376,6 @@ class RedisQuotaBackend(QuotaBackend):
         self._finish = scripts.register_script(_FINISH_LUA)
 
     async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
-        import time
-
         month = month_of(int(time.time()))
         keys_: list[str] = []
         npick = len(pick.replica_ids) if pick else 0

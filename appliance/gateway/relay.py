@@ -37,6 +37,11 @@ def _is_context_error(message: str) -> bool:
     return "context length" in text or "max_model_len" in text or "context window" in text
 
 
+def _close_opened(opening: asyncio.Task) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 class ReplicaFailed(Exception):
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
@@ -44,8 +49,9 @@ class ReplicaFailed(Exception):
 
 
 class Call:
-    def __init__(self, caller: Caller, req: ParsedRequest, route: Route, decision: Decision, request_id: str,
-                 started: float) -> None:
+    def __init__(self, caller: Caller, req: ParsedRequest, route: Route, decision: Decision | None,
+                 request_id: str, started: float) -> None:
+        """`decision` may come later (set it before run()): a request can be dispatched early, before it."""
         self.caller = caller
         self.req = req
         self.route = route
@@ -60,6 +66,24 @@ class Call:
         self.ttft_s: float | None = None
         self.done = False
         self.settled = False
+        self.early: tuple[Target, asyncio.Task] | None = None  # dispatched before admission answered
+
+    def dispatch_early(self, target: Target) -> None:
+        """Send the request to `target` now, while its admission is in flight (see quotas.Headroom); run() then
+        relays it, or cancel_early() aborts it if admission refuses."""
+        router.dispatched(target)
+        self.early = (target, asyncio.get_running_loop().create_task(engine.open(target, self.generate_request())))
+
+    def cancel_early(self) -> None:
+        """Abort an early dispatch: the engine connection is closed as soon as it answers (an unfinished stream
+        closed is an abort there), so the request produces nothing."""
+        early, self.early = self.early, None
+        if early is None:
+            return
+        target, opening = early
+        router.undispatched(target)
+        opening.add_done_callback(_close_opened)
+        metrics.EARLY_DISPATCH.labels("aborted").inc()
 
     def generate_request(self) -> GenerateRequest:
         req = self.req
@@ -96,12 +120,20 @@ class Call:
     async def _open(self) -> None:
         route = self.route
         counted = self.decision.replica_id
+        early, self.early = self.early, None
         for _ in range(MAX_ATTEMPTS):
-            target = await router.acquire(route, counted)
+            if early is not None:  # already on its way to the replica admission counted
+                target, opening = early
+                early = None
+                router.note_request(route)
+                metrics.EARLY_DISPATCH.labels("relayed").inc()
+            else:
+                target = await router.acquire(route, counted)
+                opening = engine.open(target, self.generate_request())
             counted = None
             self.target = target
             try:
-                self.response = await engine.open(target, self.generate_request())
+                self.response = await opening
                 return
             except EngineRejected as exc:
                 err = exc.error
@@ -125,6 +157,7 @@ class Call:
         target, self.target = self.target, None
         if target is None:
             return
+        router.undispatched(target)
         ticket = self.decision.ticket
         if ticket is not None and ticket.replica_id == target.replica_id:
             if at_finish:

@@ -99,7 +99,8 @@ return 1
 class Router:
     def __init__(self) -> None:
         self._routes: RefreshingCache[Route | None] = RefreshingCache("routes", conf.route_cache_s, cache_none=False)
-        self._local_outstanding: dict[int, int] = {}
+        self._local_outstanding: dict[int, int] = {}  # without Redis: the replicas' outstanding counts
+        self._here: dict[int, int] = {}  # this process's requests in flight per replica (either way)
         self._touched: dict[int, float] = {}
         self._scripts: dict[int, tuple] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -141,17 +142,34 @@ class Router:
             self._scripts[id(client)] = entry
         return entry[1], entry[2]
 
+    def pick_local(self, route: Route) -> Target:
+        """The READY replica with the fewest of this process's requests in flight (route.targets must not be
+        empty): for dispatching before admission has picked one across processes."""
+        return min(route.targets, key=lambda t: self._here.get(t.replica_id, 0))
+
+    def dispatched(self, target: Target) -> None:
+        self._here[target.replica_id] = self._here.get(target.replica_id, 0) + 1
+
+    def undispatched(self, target: Target) -> None:
+        left = self._here.get(target.replica_id, 1) - 1
+        if left > 0:
+            self._here[target.replica_id] = left
+        else:
+            self._here.pop(target.replica_id, None)
+
     async def acquire(self, route: Route, counted: int | None = None) -> Target:
         """Pick a READY replica (waking the deployment and waiting, bounded, if none) and count the request.
-        `counted`: the replica admission already picked and counted (Redis backend), used as is."""
+        `counted`: the replica admission already picked and counted (Redis backend), used as is. The caller
+        gives the target back with release() (or, if admission counted it, the quota finish) and undispatched()."""
         if counted is not None:
             for target in route.targets:
                 if target.replica_id == counted:
-                    self._note_request(route)
+                    self.note_request(route)
+                    self.dispatched(target)
                     return target
         if not route.targets:
             route = await self._wait_for_replica(route)
-        self._note_request(route)
+        self.note_request(route)
         if settings.REDIS_URL:
             acquire, _ = self._redis_scripts()
             names = [keys.replica_outstanding(t.replica_id) for t in route.targets]
@@ -161,6 +179,7 @@ class Router:
         else:
             target = min(route.targets, key=lambda t: self._local_outstanding.get(t.replica_id, 0))
             self._local_outstanding[target.replica_id] = self._local_outstanding.get(target.replica_id, 0) + 1
+        self.dispatched(target)
         return target
 
     async def release(self, target: Target) -> None:
@@ -170,7 +189,8 @@ class Router:
         else:
             self._local_outstanding[target.replica_id] = max(0, self._local_outstanding.get(target.replica_id, 1) - 1)
 
-    def _note_request(self, route: Route) -> None:
+    def note_request(self, route: Route) -> None:
+        """Mark the deployment as just used (Deployment.last_request_at, written at most every few seconds)."""
         now = time.monotonic()
         if self._touched.get(route.deployment_id, 0) + conf.last_request_write_s() > now:
             return

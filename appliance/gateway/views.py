@@ -12,11 +12,12 @@ from . import metrics
 from .auth import authenticate
 from .errors import APIError, model_not_found
 from .params import parse
-from .quotas import Pick, get_quota_backend
+from .quotas import Headroom, Pick, get_quota_backend
 from .relay import Call
 from .routing import router
 from .usage import Usage, observe, record
 
+headroom = Headroom()
 UNKNOWN_MODEL = "-"  # metrics label until the model is known to exist, so callers cannot inflate label sets
 
 
@@ -35,8 +36,9 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         return _method_not_allowed("POST")
     started = time.perf_counter()
     request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex
-    caller = req = None
+    caller = req = call = None
     model = UNKNOWN_MODEL
+    admitted = False
     try:
         caller = await authenticate(request.headers.get("Authorization"))
         req = parse(endpoint, request.body)
@@ -44,13 +46,25 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
         model = req.model
-        pick = Pick([t.replica_id for t in route.targets], route.deployment_id) if route.targets else None
-        decision = await get_quota_backend().admit(caller.scopes(), request_id, req.estimate_tokens(), pick)
+        backend = get_quota_backend()
+        call = Call(caller, req, route, None, request_id, started)
+        pick = None
+        if route.targets:
+            if backend.remote and headroom.take(caller.key_id):
+                target = router.pick_local(route)
+                call.dispatch_early(target)  # admission's round trip then overlaps the engine's first token
+                pick = Pick([target.replica_id], route.deployment_id)
+            else:
+                pick = Pick([t.replica_id for t in route.targets], route.deployment_id)
+        decision = await backend.admit(caller.scopes(), request_id, req.estimate_tokens(), pick)
+        headroom.note(caller.key_id, decision)
         if not decision.admitted:
             metrics.RATE_LIMITED.labels(decision.reason, decision.scope).inc()
             budget = decision.reason == "monthly_tokens"
             raise APIError(429, decision.message, code="insufficient_quota" if budget else "rate_limit_exceeded",
                            type="insufficient_quota" if budget else "rate_limit_error", headers=decision.headers)
+        call.decision = decision
+        admitted = True
     except APIError as exc:
         latency = time.perf_counter() - started
         if caller is None:
@@ -61,7 +75,10 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         response = exc.response()
         response["x-request-id"] = request_id
         return response
-    return await Call(caller, req, route, decision, request_id, started).run()
+    finally:
+        if not admitted and call is not None:
+            call.cancel_early()
+    return await call.run()
 
 
 @csrf_exempt

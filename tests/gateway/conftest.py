@@ -196,6 +196,7 @@ def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings_test",
            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}", "REDIS_URL": settings.REDIS_URL,
            "GATEWAY_COLD_START_TIMEOUT_S": "1.5", "GATEWAY_AUTH_CACHE_S": "1", "GATEWAY_ROUTE_CACHE_S": "0.5",
+           "GATEWAY_HEADROOM_TTL_S": "30",  # early dispatch stays on between a test's requests, however slow
            "LOG_LEVEL": "WARNING"}
     log_path = tmp_path_factory.mktemp("gateway") / "uvicorn.log"
     log = open(log_path, "wb")

@@ -134,3 +134,37 @@ async def test_admission_picks_the_least_loaded_replica_and_finish_releases_it()
         assert int(await client.get(keys.replica_outstanding(b))) == 0
     finally:
         await client.aclose()
+
+
+def test_ample_room_is_half_of_what_the_tightest_limit_has_left():
+    from appliance.gateway.quotas import SPECULATION_CAP, ScopeUsage, decide
+
+    s = scopes(tenant=Limits(rpm=100), key=Limits(tpm=1000, max_concurrency=9))
+    fresh = ScopeUsage(0, -1, 0, -1, 0, 0)
+    used = ScopeUsage(requests=10, requests_oldest=1, tokens=400, tokens_oldest=1, inflight=2, month_tokens=0)
+    # tenant rpm: (100 - 11) // 2 = 44; key tpm: (1000 - 400 - 50) // 50 // 2 = 5; key concurrency: (9 - 3) // 2 = 3
+    assert decide(s, [used, used], 0, 0, 100, None, 50).ample == 3
+    assert decide(scopes(), [fresh, fresh], 0, 0, 100, None, 50).ample == SPECULATION_CAP  # unlimited
+    assert decide(s, [used, used], 2, 3, 100, None, 50).ample == 0  # refused
+    nearly = ScopeUsage(98, 1, 0, -1, 0, 0)
+    assert decide(scopes(key=Limits(rpm=100)), [fresh, nearly], 0, 0, 100, None, 1).ample == 0
+
+
+def test_headroom_grants_at_most_the_ample_room_and_only_for_its_ttl():
+    import time
+
+    from appliance.gateway.quotas import Decision, Headroom
+
+    room = Headroom(ttl_s=lambda: 0.2)
+    assert not room.take(7)  # never admitted here: wait for admission
+    room.note(7, Decision(True, ample=2))
+    assert [room.take(7), room.take(7), room.take(7)] == [True, True, False]
+    room.note(7, Decision(True, ample=5))
+    room.note(7, Decision(False))  # a refusal takes it all back
+    assert not room.take(7)
+    room.note(7, Decision(True, ample=5))
+    time.sleep(0.25)
+    assert not room.take(7)
+    off = Headroom(ttl_s=lambda: 0)
+    off.note(7, Decision(True, ample=5))
+    assert not off.take(7)
