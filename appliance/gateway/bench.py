@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length-spread", type=float, default=0.5,
                    help="output lengths are drawn uniformly from max_tokens * (1 +- spread); 0: all the same")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm-wave", action=argparse.BooleanOptionalAction, default=True,
+                   help="before each measured phase, run one unmeasured wave on the same path, so each phase "
+                        "measures steady state rather than the first requests after the other path's phase (the "
+                        "gateway's caches and early-dispatch room lapse while the engine is driven directly)")
     p.add_argument("--rounds", type=int, default=4, help="engine/gateway phase pairs (order alternating)")
     p.add_argument("--engine-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="the engine's torch threads (default: all cores but one, which the HTTP tier and the load "
@@ -328,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for path in ("engine", "gateway") if r % 2 == 0 else ("gateway", "engine"):
                 url, fn = paths[path]
+                if args.warm_wave:  # one unmeasured wave first: the other path's phase left this one idle
+                    asyncio.run(run_phase(path, url, args.concurrency, args.concurrency, fn))
                 phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch, engine_url))
                 inside = "" if phase.engine_ttft_s is None else f" (mean {phase.engine_ttft_s * 1000:.2f} ms inside the engine)"
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
@@ -371,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
         "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
         "max_tokens": args.max_tokens, "length_spread": args.length_spread, "seed": args.seed,
-        "gateway_workers": args.gateway_workers, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+        "gateway_workers": args.gateway_workers, "warm_wave": args.warm_wave, "rounds": args.rounds, "cpu_count": os.cpu_count(),
         "engine_threads": args.engine_threads, "load_average_at_end": os.getloadavg(),
         "engine": engine_stats, "gateway": gateway_stats,
         "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,

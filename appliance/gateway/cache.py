@@ -2,7 +2,9 @@
 
 An entry lives `ttl_s()`. Past half its life, a hit still returns it but also starts one background reload, so a key
 in steady use is refreshed before it expires and no request waits for the database; an expired entry is reloaded
-before it is returned (so `ttl_s` stays the bound on staleness), and concurrent misses share that one load.
+before it is returned (so `ttl_s` stays the bound on staleness), and concurrent misses share that one load. A cache
+that can tolerate more (`stale_s`) returns an entry up to that long past its expiry while it reloads, so the first
+requests after a quiet spell do not wait for the database either.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ MAX_ENTRIES = 10_000
 
 
 class RefreshingCache(Generic[V]):
-    def __init__(self, name: str, ttl_s: Callable[[], float], cache_none: bool = True) -> None:
+    def __init__(self, name: str, ttl_s: Callable[[], float], cache_none: bool = True,
+                 stale_s: Callable[[], float] = lambda: 0.0) -> None:
         self.name = name
         self.ttl_s = ttl_s
+        self.stale_s = stale_s
         self.cache_none = cache_none
         self._entries: dict[Hashable, tuple[V, float, float]] = {}  # key -> (value, refresh_at, expires)
         self._loading: dict[Hashable, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
@@ -27,10 +31,14 @@ class RefreshingCache(Generic[V]):
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
         now = time.monotonic()
-        if entry is not None and entry[2] > now:
-            if entry[1] <= now:
+        if entry is not None:
+            if entry[2] > now:
+                if entry[1] <= now:
+                    self._start(key, load)
+                return entry[0]
+            if entry[2] + self.stale_s() > now:
                 self._start(key, load)
-            return entry[0]
+                return entry[0]
         return await self.reload(key, load)
 
     async def reload(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:

@@ -34,6 +34,11 @@ def headroom_ttl_s() -> float:
     return _get("GATEWAY_HEADROOM_TTL_S", 1)
 
 
+def route_stale_s() -> float:
+    """How long past GATEWAY_ROUTE_CACHE_S a cached route may still serve one request while it is re-read."""
+    return _get("GATEWAY_ROUTE_STALE_S", 30)
+
+
 def cold_start_timeout_s() -> float:
     """How long a request waits for a scaled-to-zero deployment's replica before a 503."""
     return _get("GATEWAY_COLD_START_TIMEOUT_S", 120)

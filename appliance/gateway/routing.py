@@ -1,7 +1,9 @@
 """Which engine replica serves a request: the deployment behind a model id, its READY replicas (cached for a
 moment), least outstanding requests first, and waking a deployment that has none (scale from zero).
 
-Routes are cached per process for GATEWAY_ROUTE_CACHE_S and re-read in the background while in use (cache.py).
+Routes are cached per process for GATEWAY_ROUTE_CACHE_S and re-read in the background while in use; after a quiet
+spell the first request still uses the cached route (up to GATEWAY_ROUTE_STALE_S old) while it is re-read
+(cache.py). A replica that has gone meanwhile refuses the connection and the request is retried on a fresh route.
 Outstanding requests per replica live in Redis (keys.replica_outstanding) so that every gateway process routes
 on the same counts and the autoscaler can read them. Without Redis they are kept in-process.
 """
@@ -98,7 +100,8 @@ return 1
 
 class Router:
     def __init__(self) -> None:
-        self._routes: RefreshingCache[Route | None] = RefreshingCache("routes", conf.route_cache_s, cache_none=False)
+        self._routes: RefreshingCache[Route | None] = RefreshingCache("routes", conf.route_cache_s, cache_none=False,
+                                                                       stale_s=conf.route_stale_s)
         self._local_outstanding: dict[int, int] = {}  # without Redis: the replicas' outstanding counts
         self._here: dict[int, int] = {}  # this process's requests in flight per replica (either way)
         self._touched: dict[int, float] = {}

@@ -77,3 +77,16 @@ async def test_none_is_not_cached_when_asked_not_to():
     src.value = "now here"
     assert await cache.get("k", src.load) == "now here"
     assert src.loads == 2
+
+
+async def test_a_cache_that_tolerates_staleness_answers_at_once_after_a_quiet_spell_and_reloads():
+    cache, src = RefreshingCache("t", lambda: TTL, stale_s=lambda: 10 * TTL), Source()
+    await cache.get("k", src.load)
+    src.value = "v2"
+    await asyncio.sleep(TTL * 1.5)  # expired, within the stale allowance
+    assert await asyncio.wait_for(cache.get("k", src.load), 0.01) == "v1"
+    await asyncio.sleep(0.05)
+    assert await cache.get("k", src.load) == "v2"
+    await asyncio.sleep(TTL * 12)  # past the allowance too: wait for the database
+    src.value = "v3"
+    assert await cache.get("k", src.load) == "v3"
