@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each measured phase, run one unmeasured wave on the same path, so each phase "
                         "measures steady state rather than the first requests after the other path's phase (the "
                         "gateway's caches and early-dispatch room lapse while the engine is driven directly)")
-    p.add_argument("--rounds", type=int, default=4, help="engine/gateway phase pairs (order alternating)")
+    p.add_argument("--rounds", type=int, default=6, help="engine/gateway phase pairs (order alternating)")
     p.add_argument("--engine-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="the engine's torch threads (default: all cores but one, which the HTTP tier and the load "
                         "generator need; with every core, torch's spinning threads lose whole steps to preemption)")
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         env.update(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.postgres_db}", REDIS_URL=args.redis_url)
     else:
         env.pop("DATABASE_URL", None)
+        os.environ.pop("DATABASE_URL", None)  # this process migrates and creates the rows, with the same settings
         env["REDIS_URL"] = ""
     (work / "home").mkdir(parents=True, exist_ok=True)
 
