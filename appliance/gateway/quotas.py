@@ -305,17 +305,16 @@ for i = 1, nscopes do
   for _, v in ipairs({r_used, r_oldest, t_used, t_oldest, inflight, m_used}) do out[#out + 1] = v end
 end
 if out[1] == 0 then
-  -- Expiries are refreshed by a scope's first request in each second (not by every request): they only need to
-  -- outlive the data, which the window, the in-flight TTL and the month all do by far.
-  local new_second = false
+  -- A scope's expiries are refreshed by its first request in each second, or when a key is new (an emptied
+  -- in-flight set is deleted), not by every request: they only need to outlive the data, which the window, the
+  -- in-flight TTL and the month all do by far.
   for i = 1, nscopes do
-    local k = 4 * (i - 1)
+    local k, u = 4 * (i - 1), 4 + 6 * (i - 1)
     local first = redis.call('HINCRBY', KEYS[k + 1], now, 1) == 1
     redis.call('HINCRBY', KEYS[k + 2], now, estimate)
     redis.call('ZADD', KEYS[k + 3], now + ttl, request_id)
     redis.call('INCRBY', KEYS[k + 4], estimate)
-    if first then
-      new_second = true
+    if first or out[u + 5] == 0 or out[u + 6] == 0 then
       redis.call('EXPIRE', KEYS[k + 1], window * 2)
       redis.call('EXPIRE', KEYS[k + 2], window * 2)
       redis.call('EXPIRE', KEYS[k + 3], ttl)
@@ -329,11 +328,11 @@ if out[1] == 0 then
       local v = tonumber(redis.call('GET', KEYS[base + j]) or '0')
       if best_v == nil or v < best_v then best, best_v = j, v end
     end
+    -- per replica and deployment, not per scope: refreshed on every request (another tenant's "first request this
+    -- second" says nothing about this deployment)
     redis.call('INCR', KEYS[base + best])
-    if new_second or nscopes == 0 then
-      redis.call('EXPIRE', KEYS[base + best], outstanding_ttl)
-      redis.call('SET', KEYS[base + npick + 1], now, 'EX', 86400)
-    end
+    redis.call('EXPIRE', KEYS[base + best], outstanding_ttl)
+    redis.call('SET', KEYS[base + npick + 1], now, 'EX', 86400)
     out[4] = best
   end
 end

@@ -168,3 +168,28 @@ def test_headroom_grants_at_most_the_ample_room_and_only_for_its_ttl():
     off = Headroom(ttl_s=lambda: 0)
     off.note(7, Decision(True, ample=5))
     assert not off.take(7)
+
+
+async def test_admission_keeps_every_key_it_writes_expiring():
+    """Expiries are refreshed once per second per scope, but a key created later in that second (an in-flight
+    set emptied by finish and started again, another deployment's counters) gets its expiry too."""
+    from appliance.gateway import keys
+    from appliance.gateway.quotas import Pick
+
+    client = aioredis.from_url(settings.REDIS_URL)
+    try:
+        backend = RedisQuotaBackend(client, ScriptClient(settings.REDIS_URL))
+        s = scopes(key=Limits(max_concurrency=5))
+        d1, d2, r1, r2 = (random.randrange(10**9) for _ in range(4))
+        first = await backend.admit(s, rid(), 1, Pick([r1], d1))
+        await backend.finish(first.ticket, 1)  # the in-flight set is empty again, so Redis deletes it
+        second = await backend.admit(s, rid(), 1, Pick([r2], d2))  # most likely the same second
+        assert second.admitted
+        for scope in s:
+            for name in (keys.quota_requests(scope.kind, scope.id), keys.quota_tokens(scope.kind, scope.id),
+                         keys.quota_inflight(scope.kind, scope.id)):
+                assert await client.ttl(name) > 0, name
+        for name in (keys.replica_outstanding(r2), keys.deployment_last_request(d2)):
+            assert await client.ttl(name) > 0, name
+    finally:
+        await client.aclose()
