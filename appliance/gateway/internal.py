@@ -151,10 +151,11 @@ budget = MonthlyBudget()
 
 
 async def run_request(api_key: Any, endpoint: str, body: dict[str, Any], *, priority: int,
-                      source: str) -> tuple[int, dict[str, Any]]:
+                      source: str, usage_sink: list[Usage] | None = None) -> tuple[int, dict[str, Any]]:
     """Run one non-streaming OpenAI request as the key `api_key` (an APIKey or its id).
 
     Returns (HTTP status, the response body or ``{"error": {...}}``) exactly as the live endpoint would answer.
+    With `usage_sink`, the request's usage row is appended there for the caller to write (usage.record).
     """
     started = time.perf_counter()
     kind = ENDPOINTS.get(endpoint)
@@ -180,9 +181,10 @@ async def run_request(api_key: Any, endpoint: str, body: dict[str, Any], *, prio
     except APIError as exc:
         if caller is not None:
             await record(Usage(caller.tenant_id, caller.key_id, model, request_id, kind or endpoint, exc.status,
-                               latency_s=time.perf_counter() - started))
+                               latency_s=time.perf_counter() - started), usage_sink)
         return exc.status, exc.body()
     call = _JobCall(caller, req, route, Decision(True), request_id, started, priority=priority)
+    call.usage_sink = usage_sink
     try:
         response = await call.run()
     finally:

@@ -67,6 +67,7 @@ class Call:
         self.done = False
         self.settled = False
         self.early: tuple[Target, asyncio.Task] | None = None  # dispatched before admission answered
+        self.usage_sink: list[Usage] | None = None  # where the usage row goes instead of the batched writer
 
     def dispatch_early(self, target: Target) -> None:
         """Send the request to `target` now, while its admission is in flight (see quotas.Headroom); run() then
@@ -268,4 +269,4 @@ class Call:
             metrics.INFLIGHT.labels(self.req.model).dec()
         await record(Usage(self.caller.tenant_id, self.caller.key_id, self.req.model, self.request_id,
                            self.req.endpoint, status, self.prompt_tokens, self.completion_tokens,
-                           time.perf_counter() - self.started, self.ttft_s))
+                           time.perf_counter() - self.started, self.ttft_s), self.usage_sink)

@@ -33,7 +33,9 @@ class Usage:
     ttft_s: float | None = None
 
 
-def _write(batch: list[Usage]) -> None:
+def write_rows(batch: list[Usage]) -> None:
+    """INSERT the rows (one statement); callers that must commit them with other rows call it in their
+    transaction."""
     from appliance.tenancy.models import UsageRecord
 
     UsageRecord.objects.bulk_create([UsageRecord(
@@ -57,7 +59,7 @@ class UsageWriter:
             while not self.queue.empty() and len(batch) < BATCH_MAX:
                 batch.append(self.queue.get_nowait())
             try:
-                await run_db_write(_write, batch)
+                await run_db_write(write_rows, batch)
             except Exception:
                 log.exception("could not write %d usage records", len(batch))
 
@@ -86,7 +88,12 @@ def observe(model: str, endpoint: str, status: int, latency_s: float, ttft_s: fl
         metrics.TOKENS.labels(model, "completion").inc(completion_tokens)
 
 
-async def record(u: Usage) -> None:
-    """Count the metrics and queue the usage row (written within ~50 ms); never raises."""
+async def record(u: Usage, sink: list[Usage] | None = None) -> None:
+    """Count the metrics and queue the usage row (written within ~50 ms); never raises. With a `sink`, the row goes
+    there instead, for a caller that writes it in the same transaction as what the request produced (batch lines,
+    async requests: a worker killed in between then leaves neither, and the request runs again)."""
     observe(u.model, u.endpoint, u.status, u.latency_s, u.ttft_s, u.prompt_tokens, u.completion_tokens)
-    _writer().queue.put_nowait(u)
+    if sink is not None:
+        sink.append(u)
+    else:
+        _writer().queue.put_nowait(u)

@@ -26,12 +26,14 @@ def unavailable_retries() -> int:
 
 
 async def execute(api_key: Any, endpoint: str, body: dict[str, Any], priority: int,
-                  source: str = "batch") -> tuple[int, dict[str, Any]]:
-    """(HTTP status, response body or {"error": {...}}) for one non-streaming request."""
+                  source: str = "batch", usage_sink: list | None = None) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, response body or {"error": {...}}) for one non-streaming request. With `usage_sink`, every
+    attempt's usage row is appended there, for the caller to write with the outcome (usage.write_rows)."""
     from appliance.gateway.internal import run_request
 
     for attempt in range(unavailable_retries() + 1):
-        status, body_out = await run_request(api_key, endpoint, body, priority=priority, source=source)
+        status, body_out = await run_request(api_key, endpoint, body, priority=priority, source=source,
+                                             usage_sink=usage_sink)
         if status != 503 or attempt == unavailable_retries():
             return status, body_out
         await asyncio.sleep(min(30.0, 2.0 * 2**attempt))

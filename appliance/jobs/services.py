@@ -151,12 +151,15 @@ def expand_batch(batch: Batch) -> None:
     batch.save(update_fields=["total", "failed"])
 
 
-def record_item(item: BatchItem, status_code: int, body: dict) -> None:
-    """Store one line's outcome and bump the batch's counters in the same transaction."""
+def record_item(item: BatchItem, status_code: int, body: dict, usage: list | None = None) -> None:
+    """Store one line's outcome, bump the batch's counters and write its usage rows in the same transaction: a
+    worker killed before it commits leaves the line pending and unbilled, and it runs again."""
     from django.db.models import F
 
+    from appliance.gateway.usage import write_rows
+
     ok = 200 <= status_code < 300
-    usage = (body.get("usage") or {}) if ok else {}
+    counted = (body.get("usage") or {}) if ok else {}
     with transaction.atomic():
         updated = BatchItem.objects.filter(pk=item.pk, status=BatchItem.Status.PENDING).update(
             status=BatchItem.Status.SUCCEEDED if ok else BatchItem.Status.FAILED,
@@ -168,9 +171,10 @@ def record_item(item: BatchItem, status_code: int, body: dict) -> None:
             Batch.objects.filter(pk=item.batch_id).update(
                 completed=F("completed") + (1 if ok else 0),
                 failed=F("failed") + (0 if ok else 1),
-                prompt_tokens=F("prompt_tokens") + int(usage.get("prompt_tokens") or 0),
-                completion_tokens=F("completion_tokens") + int(usage.get("completion_tokens") or 0),
+                prompt_tokens=F("prompt_tokens") + int(counted.get("prompt_tokens") or 0),
+                completion_tokens=F("completion_tokens") + int(counted.get("completion_tokens") or 0),
             )
+        write_rows(usage or [])  # the engine ran it either way: billed even if the line was settled meanwhile
 
 
 CANCELLED = {"code": "batch_cancelled", "message": "The batch was cancelled before this request ran."}

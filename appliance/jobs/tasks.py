@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from appliance.gateway.db import run_db
+from appliance.gateway.usage import write_rows
 
 from . import loop, services
 from .executor import ASYNC_PRIORITY, BATCH_PRIORITY, execute, setting
@@ -104,13 +105,15 @@ async def _run_items(batch: Batch, deadline: float) -> bool:
             if stop or queue.empty():
                 return
             item = queue.get_nowait()
+            usage: list = []
             try:
-                status, body = await execute(batch.api_key_id, batch.endpoint, item.request, BATCH_PRIORITY, "batch")
+                status, body = await execute(batch.api_key_id, batch.endpoint, item.request, BATCH_PRIORITY, "batch",
+                                             usage)
             except Exception as exc:  # one line's failure is recorded, the batch goes on
                 log.exception("batch %s line %s failed", batch.id, item.line_no)
                 status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}",
                                                "type": "server_error", "code": None}}
-            await run_db(services.record_item, item, status, body)
+            await run_db(services.record_item, item, status, body, usage)
             if _out_of_budget(status, body):
                 out_of_budget.update(body["error"])
                 stop.append("budget")
@@ -130,17 +133,20 @@ def run_async_request(request_id: str) -> None:
             return
         req.status, req.started_at = AsyncRequest.Status.IN_PROGRESS, timezone.now()
         req.save(update_fields=["status", "started_at"])
+    usage: list = []
     try:
-        status, body = loop.run(execute(req.api_key_id, req.endpoint, req.body, ASYNC_PRIORITY, "async"))
+        status, body = loop.run(execute(req.api_key_id, req.endpoint, req.body, ASYNC_PRIORITY, "async", usage))
     except Exception as exc:
         log.exception("async request %s failed", request_id)
         status, body = 500, {"error": {"message": f"internal error: {exc.__class__.__name__}",
                                        "type": "server_error", "code": None}}
     ok = 200 <= status < 300
-    AsyncRequest.objects.filter(pk=request_id).exclude(status=AsyncRequest.Status.CANCELLED).update(
-        status=AsyncRequest.Status.COMPLETED if ok else AsyncRequest.Status.FAILED,
-        status_code=status,
-        response=body if ok else None,
-        error=None if ok else body.get("error", body),
-        finished_at=timezone.now(),
-    )
+    with transaction.atomic():  # the outcome and its usage rows together: a worker killed before has neither
+        AsyncRequest.objects.filter(pk=request_id).exclude(status=AsyncRequest.Status.CANCELLED).update(
+            status=AsyncRequest.Status.COMPLETED if ok else AsyncRequest.Status.FAILED,
+            status_code=status,
+            response=body if ok else None,
+            error=None if ok else body.get("error", body),
+            finished_at=timezone.now(),
+        )
+        write_rows(usage)

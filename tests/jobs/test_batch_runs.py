@@ -33,7 +33,7 @@ def request_line(i: int) -> dict:
 def executed(monkeypatch):
     calls = []
 
-    async def fake_execute(api_key, endpoint, body, priority, source):
+    async def fake_execute(api_key, endpoint, body, priority, source, usage_sink=None):
         calls.append((body["prompt"], priority))
         if body["prompt"] == "p13":
             return 400, {"error": {"message": "max_tokens must be >= 1", "type": "invalid_request_error", "code": None}}
