@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import unquote, urlparse
 
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
@@ -62,7 +62,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, keys: list[str] = (), args: list[Any] = ()) -> Reply:
+    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Reply:
         return await self.client.evalsha(self, list(keys), list(args))
 
 

@@ -102,8 +102,8 @@ class Router:
     def __init__(self) -> None:
         self._routes: RefreshingCache[Route | None] = RefreshingCache("routes", conf.route_cache_s, cache_none=False,
                                                                        stale_s=conf.route_stale_s)
-        self._local_outstanding: dict[int, int] = {}  # without Redis: the replicas' outstanding counts
-        self._here: dict[int, int] = {}  # this process's requests in flight per replica (either way)
+        # this process's requests in flight per replica: without Redis, the replicas' outstanding counts
+        self._here: dict[int, int] = {}
         self._touched: dict[int, float] = {}
         self._scripts: dict[int, tuple] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -180,17 +180,15 @@ class Router:
             best = await acquire(keys=names, args=[int(conf.engine_read_timeout_s()) * 3, f"{time.time():.3f}"])
             target = route.targets[int(best) - 1]
         else:
-            target = min(route.targets, key=lambda t: self._local_outstanding.get(t.replica_id, 0))
-            self._local_outstanding[target.replica_id] = self._local_outstanding.get(target.replica_id, 0) + 1
+            target = self.pick_local(route)
         self.dispatched(target)
         return target
 
     async def release(self, target: Target) -> None:
+        """Give back the Redis count of a target acquire() counted (without Redis, undispatched() is all)."""
         if settings.REDIS_URL:
             _, release = self._redis_scripts()
             await release(keys=[keys.replica_outstanding(target.replica_id)])
-        else:
-            self._local_outstanding[target.replica_id] = max(0, self._local_outstanding.get(target.replica_id, 1) - 1)
 
     def note_request(self, route: Route) -> None:
         """Mark the deployment as just used (Deployment.last_request_at, written at most every few seconds)."""
