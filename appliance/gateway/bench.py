@@ -4,9 +4,13 @@
 
 Starts one engine replica (``appliance.runtime.server``) and the gateway under uvicorn (a real process, with
 SQLite and the in-process quota backend by default, or ``--backend postgres`` for PostgreSQL + Redis), then runs
-the same streaming workload (N concurrent streams) alternately against the engine's /generate and the gateway's
-/v1/completions, and reports the median TTFT the gateway adds (target <= 5 ms) and the gateway's token throughput
-as a share of the engine's (target >= 95%). Writes a JSON report.
+the same streaming workload (N concurrent streams) in turn against the engine's /generate (one stream per request,
+the replica's own API), over one /session straight to the engine (the channel the gateway uses, without the
+gateway), and through the gateway's /v1/completions. It reports, against each baseline, the median TTFT the gateway
+adds (target <= 5 ms) and the gateway's token throughput as a share of the baseline's (target >= 95%); the verdict
+is against the first (--baselines). ``--gateways gateway,gateway-streams`` adds a second gateway process that opens
+one /generate stream per request (GATEWAY_ENGINE_SESSIONS=0), so a run compares the two in the same rounds.
+Writes a JSON report.
 """
 from __future__ import annotations
 
@@ -15,21 +19,26 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import httpx
 
+from appliance.gateway.bench_report import BASELINES, Phase, compare, cpu_us_per_token, median_ms, path_stats, render
 from appliance.gateway.engine_http import Pool
+from appliance.gateway.engine_session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
+GATEWAYS = {  # path -> GATEWAY_ENGINE_SESSIONS of its gateway process
+    "gateway": "1",  # the gateway as shipped: one session per replica
+    "gateway-streams": "0",  # a gateway with one /generate stream per request (the one before sessions)
+}
 PROMPT = "The quick brown fox jumps over the lazy dog while the appliance streams tokens to its clients. " * 2
 _serial = iter(range(10**9))
 
@@ -38,22 +47,6 @@ def prompt() -> str:
     """A prompt no earlier request shares a prefix with, so neither path gets prefix-cache hits the other lacks
     (the gateway salts the cache per tenant; direct requests are unsalted)."""
     return f"{next(_serial):07d} {PROMPT}"
-
-
-@dataclass
-class Phase:
-    path: str  # "engine" | "gateway"
-    requests: int = 0
-    tokens: int = 0
-    wall_s: float = 0.0
-    ttft_s: list[float] = field(default_factory=list)
-    errors: int = 0
-    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time each server process used in the phase
-    engine_ttft_s: float | None = None  # mean arrival-to-first-token inside the engine (its own histogram)
-
-    @property
-    def throughput(self) -> float:
-        return self.tokens / self.wall_s if self.wall_s else 0.0
 
 
 async def _stream(pool: Pool, path: str, body: dict, headers: dict[str, str], phase: Phase,
@@ -107,10 +100,38 @@ def gateway_line(line: bytes, first_seen: bool) -> tuple[bool, int]:
     return bool(chunk.get("choices")), usage["completion_tokens"] if usage else 0
 
 
-async def engine_request(pool: Pool, max_tokens: int, phase: Phase) -> None:
-    body = {"request_id": uuid.uuid4().hex, "prompt": prompt(),
+def generate_body(max_tokens: int) -> dict:
+    """A GenerateRequest for the direct paths (the gateway sends the same sampling for its requests)."""
+    return {"request_id": uuid.uuid4().hex, "prompt": prompt(),
             "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}}
-    await _stream(pool, "/generate", body, {}, phase, engine_line)
+
+
+async def session_request(session: Session, max_tokens: int, phase: Phase) -> None:
+    """One request over a /session shared by all of the phase's workers (what the gateway does, without it)."""
+    start = time.perf_counter()
+    first = None
+    stream = await session.open(generate_body(max_tokens), 600.0)
+    try:
+        if stream.started.result() is not None:
+            phase.errors += 1
+            return
+        async for events in stream.events():
+            for event in events:
+                kind = event["type"]
+                if kind == "delta" and first is None and event["token_ids"]:
+                    first = time.perf_counter() - start
+                elif kind == "done":
+                    phase.tokens += event["completion_tokens"]
+                elif kind == "error":
+                    phase.errors += 1
+    finally:
+        stream.close()
+    phase.requests += 1
+    phase.ttft_s.append(first if first is not None else float("nan"))
+
+
+async def engine_request(pool: Pool, max_tokens: int, phase: Phase) -> None:
+    await _stream(pool, "/generate", generate_body(max_tokens), {}, phase, engine_line)
 
 
 async def gateway_request(pool: Pool, key: str, model: str, max_tokens: int, phase: Phase) -> None:
@@ -145,27 +166,33 @@ def engine_ttft_totals(engine_url: str | None) -> tuple[float, float]:
 
 async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
                     watch: dict[str, int] | None = None, engine_url: str | None = None) -> Phase:
-    """`requests` requests through `concurrency` workers, each with its own keep-alive connection to `url`.
-    The client is the gateway's own lean HTTP/1.1 client for both paths, so the load generator's CPU stays small
-    and the same on both sides (a general-purpose client cost as much CPU per token as the engine here)."""
+    """`requests` requests through `concurrency` workers, each with its own keep-alive connection to `url` (on
+    the session path, all sharing one session). The client is the gateway's own lean HTTP/1.1 client on every
+    path, so the load generator's CPU stays small and alike (a general-purpose client cost as much CPU per token
+    as the engine here)."""
     phase = Phase(path)
     before = cpu_seconds(watch or {})
     ttft_before = engine_ttft_totals(engine_url)
     remaining = [requests]
     host, port = url.removeprefix("http://").rsplit(":", 1)
+    shared = await Session.connect(Pool(host, int(port)), 10.0, 10.0) if path == "session" else None
 
     async def worker() -> None:
         pool = Pool(host, int(port))
         try:
             while remaining[0] > 0:
                 remaining[0] -= 1
-                await one(pool, phase, requests - remaining[0] - 1)
+                await one(shared or pool, phase, requests - remaining[0] - 1)
         finally:
             for conn in pool.idle:
                 conn.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    try:
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+    finally:
+        if shared is not None:
+            shared.close()
     phase.wall_s = time.perf_counter() - start
     after = cpu_seconds(watch or {})
     phase.cpu_s = {name: after[name] - before[name] for name in after}
@@ -190,6 +217,22 @@ def start_process(argv: list[str], env: dict, log: Path, ready_line: bytes | Non
             break
     proc.kill()
     raise SystemExit(f"{argv[2]} did not start; see {log}")
+
+
+def start_gateway(name: str, env: dict, work: Path, workers: int, key: str) -> tuple[subprocess.Popen, str]:
+    """A gateway process (uvicorn) for `name` in GATEWAYS, answering on its URL."""
+    port = free_port()
+    proc, _ = start_process([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-access-log", "--log-level", "warning", "--workers",
+                             str(workers)], {**env, "GATEWAY_ENGINE_SESSIONS": GATEWAYS[name]}, work / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=2)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return proc, url
 
 
 def setup_database(env: dict, engine_url: str, model_dir: Path) -> str:
@@ -234,10 +277,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000 if values else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m appliance.gateway.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bench",
@@ -256,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="before each measured phase, run one unmeasured wave on the same path, so each phase "
                         "measures steady state rather than the first requests after the other path's phase (the "
                         "gateway's caches and early-dispatch room lapse while the engine is driven directly)")
-    p.add_argument("--rounds", type=int, default=6, help="engine/gateway phase pairs (order alternating)")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds; each runs every path once, back to back, in an order that rotates")
     p.add_argument("--engine-threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="the engine's torch threads (default: all cores but one, which the HTTP tier and the load "
                         "generator need; with every core, torch's spinning threads lose whole steps to preemption)")
@@ -264,8 +304,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="uvicorn worker processes for the gateway (the AMI runs 2)")
     p.add_argument("--engine-arg", action="append", default=[], help="extra engine server flag, e.g. --max-num-seqs=32")
     p.add_argument("--engine-url", default=None, help="use this running replica instead of starting one")
+    p.add_argument("--baselines", default="engine,session",
+                   help="comma-separated paths the gateway is compared with, the verdict against the first: " +
+                        "; ".join(f"{k}: {v}" for k, v in BASELINES.items()))
+    p.add_argument("--gateways", default="gateway",
+                   help="comma-separated gateways to run, each its own process, the verdict for the first: gateway "
+                        "(one session per replica, as shipped), gateway-streams (one /generate stream per request)")
     p.add_argument("--out", default=str(ROOT / "var" / "bench" / "gateway-bench.json"))
     args = p.parse_args(argv)
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    if not baselines or any(b not in BASELINES for b in baselines):
+        p.error(f"--baselines: choose from {', '.join(BASELINES)}")
+    gateways = [g.strip() for g in args.gateways.split(",") if g.strip()]
+    if not gateways or any(g not in GATEWAYS for g in gateways):
+        p.error(f"--gateways: choose from {', '.join(GATEWAYS)}")
 
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     model_dir = Path(args.model)
@@ -297,20 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(engine)
             watch["engine"] = engine.pid
         key, model = setup_database(env, engine_url, model_dir)
-        port = free_port()
-        gateway, _ = start_process([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host",
-                                    "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-                                    "--workers", str(args.gateway_workers)],
-                                   env, work / "gateway.log")
-        procs.append(gateway)
-        watch["gateway"] = gateway.pid
-        gateway_url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{gateway_url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        gateway_urls = {}
+        for name in gateways:
+            gateway, gateway_urls[name] = start_gateway(name, env, work, args.gateway_workers, key)
+            procs.append(gateway)
+            watch[name] = gateway.pid
 
         # Output lengths vary around --max-tokens (the same sequence on both paths), so streams end at different
         # times and arrivals spread out as they would with real clients, instead of all 16 finishing in the same
@@ -322,20 +365,27 @@ def main(argv: list[str] | None = None) -> int:
         async def on_engine(pool, phase, i):
             await engine_request(pool, lengths[i], phase)
 
+        async def on_session(session, phase, i):
+            await session_request(session, lengths[i], phase)
+
         async def on_gateway(pool, phase, i):
             await gateway_request(pool, key, model, lengths[i], phase)
 
-        paths = {"engine": (engine_url, on_engine), "gateway": (gateway_url, on_gateway)}
+        handlers = {"engine": (engine_url, on_engine), "session": (engine_url, on_session),
+                    **{name: (url, on_gateway) for name, url in gateway_urls.items()}}
+        paths = [*baselines, *gateways]
         print(f"warming up ({args.backend}) ...", flush=True)
-        for path, (url, fn) in paths.items():
+        for path in paths:
+            url, fn = handlers[path]
             asyncio.run(run_phase(path, url, args.concurrency, args.concurrency, fn))
         phases: list[Phase] = []
         for r in range(args.rounds):
-            for path in ("engine", "gateway") if r % 2 == 0 else ("gateway", "engine"):
-                url, fn = paths[path]
-                if args.warm_wave:  # one unmeasured wave first: the other path's phase left this one idle
+            for path in paths[r % len(paths):] + paths[:r % len(paths)]:  # each path takes each place in turn
+                url, fn = handlers[path]
+                if args.warm_wave:  # one unmeasured wave first: the other paths' phases left this one idle
                     asyncio.run(run_phase(path, url, args.concurrency, args.concurrency, fn))
                 phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch, engine_url))
+                phase.round = r
                 inside = "" if phase.engine_ttft_s is None else f" (mean {phase.engine_ttft_s * 1000:.2f} ms inside the engine)"
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
                       f"{median_ms(phase.ttft_s):7.2f} ms{inside}, {phase.errors} errors", flush=True)
@@ -348,63 +398,37 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def combine(path: str) -> dict:
-        ps = [ph for ph in phases if ph.path == path]
-        ttfts = [t for ph in ps for t in ph.ttft_s]
-        tokens, wall = sum(ph.tokens for ph in ps), sum(ph.wall_s for ph in ps)
-        return {"requests": sum(ph.requests for ph in ps), "errors": sum(ph.errors for ph in ps),
-                "completion_tokens": tokens, "wall_s": wall, "throughput_tok_s": tokens / wall if wall else 0.0,
-                "ttft_median_ms": median_ms(ttfts),
-                "ttft_p90_ms": statistics.quantiles(ttfts, n=10)[-1] * 1000 if len(ttfts) >= 10 else None}
-
-    engine_stats, gateway_stats = combine("engine"), combine("gateway")
-    # Each round runs both paths back to back; comparing within a round cancels slow drifts in machine load.
-    pairs = [(phases[i], phases[i + 1]) if phases[i].path == "engine" else (phases[i + 1], phases[i])
-             for i in range(0, len(phases) - 1, 2)]
-    round_added = [median_ms(g.ttft_s) - median_ms(e.ttft_s) for e, g in pairs]
-    round_share = [g.throughput / e.throughput * 100 for e, g in pairs]
-    added_ttft = statistics.median(round_added)
-    share = statistics.median(round_share)
-    # Load-independent view: CPU time per relayed token, from the processes' own accounting.
-    def per_token_us(path: str) -> dict[str, float]:
-        ps = [ph for ph in phases if ph.path == path and ph.tokens]
-        tokens = sum(ph.tokens for ph in ps)
-        names = sorted({name for ph in ps for name in ph.cpu_s})
-        return {name: sum(ph.cpu_s.get(name, 0.0) for ph in ps) / tokens * 1e6 for name in names} if tokens else {}
-
-    cpu_per_token_us = {"engine_phases": per_token_us("engine"), "gateway_phases": per_token_us("gateway")}
+    stats = {path: path_stats(phases, path) for path in paths}
+    by_gateway = {gateway: {baseline: compare(phases, stats, gateway, baseline) for baseline in baselines}
+                  for gateway in gateways}
+    comparisons = by_gateway[gateways[0]]
+    cpu_per_token_us = {path: cpu_us_per_token(phases, path) for path in paths}
     report = {
         "benchmark": "gateway overhead", "backend": args.backend,
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
         "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
         "max_tokens": args.max_tokens, "length_spread": args.length_spread, "seed": args.seed,
-        "gateway_workers": args.gateway_workers, "warm_wave": args.warm_wave, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+        "gateway_workers": args.gateway_workers, "gateways": gateways, "warm_wave": args.warm_wave,
+        "rounds": args.rounds, "cpu_count": os.cpu_count(),
         "engine_threads": args.engine_threads, "load_average_at_end": os.getloadavg(),
-        "engine": engine_stats, "gateway": gateway_stats,
-        "added_median_ttft_ms": added_ttft, "throughput_share_pct": share,
+        "baselines": {b: BASELINES[b] for b in baselines},
+        **stats,
+        # The verdict is against the first baseline (by default the replica's own per-request API: what a client
+        # without the gateway would use); the others are reported beside it.
+        "verdict_baseline": baselines[0],
+        "added_median_ttft_ms": comparisons[baselines[0]]["added_median_ttft_ms"],
+        "throughput_share_pct": comparisons[baselines[0]]["throughput_share_pct"],
+        "comparisons": comparisons,  # of the first gateway; every gateway's in comparisons_by_gateway
+        "comparisons_by_gateway": by_gateway,
         "cpu_us_per_token": cpu_per_token_us,
-        "per_round": {"added_median_ttft_ms": round_added, "throughput_share_pct": round_share},
-        "pooled": {"added_median_ttft_ms": gateway_stats["ttft_median_ms"] - engine_stats["ttft_median_ms"],
-                   "throughput_share_pct": gateway_stats["throughput_tok_s"] / engine_stats["throughput_tok_s"] * 100},
         "targets": {"added_median_ttft_ms_max": 5.0, "throughput_share_pct_min": 95.0},
-        "passed": added_ttft <= 5.0 and share >= 95.0,
+        "passed": comparisons[baselines[0]]["passed"],
         "phases": [asdict(ph) | {"throughput_tok_s": ph.throughput} for ph in phases],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"""
-Gateway overhead ({report['database']}; model {args.model}; {args.concurrency} concurrent streams, {args.max_tokens} tokens each +-{args.length_spread:.0%})
-                      engine direct    through gateway
-  median TTFT (ms)    {engine_stats['ttft_median_ms']:13.2f}    {gateway_stats['ttft_median_ms']:15.2f}
-  throughput (tok/s)  {engine_stats['throughput_tok_s']:13.1f}    {gateway_stats['throughput_tok_s']:15.1f}
-  errors              {engine_stats['errors']:13d}    {gateway_stats['errors']:15d}
-  per round: added TTFT {', '.join(f'{v:.1f}' for v in round_added)} ms; share {', '.join(f'{v:.0f}' for v in round_share)} %
-  added median TTFT: {added_ttft:.2f} ms (target <= 5)   throughput share: {share:.1f}% (target >= 95)
-  (medians over rounds; each round runs both paths back to back)
-  CPU per token, engine phases:  {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us['engine_phases'].items())}
-  CPU per token, gateway phases: {', '.join(f'{k} {v:.0f} us' for k, v in cpu_per_token_us['gateway_phases'].items())}
-  {'PASS' if report['passed'] else 'FAIL'}; report written to {out}""")
+    print("\n" + render(report, args.model, paths, out))
     return 0
 
 

@@ -44,6 +44,12 @@ def cold_start_timeout_s() -> float:
     return _get("GATEWAY_COLD_START_TIMEOUT_S", 120)
 
 
+def engine_sessions() -> bool:
+    """Whether requests to a replica share one multiplexed session (POST /session) rather than one /generate
+    stream each."""
+    return bool(_get("GATEWAY_ENGINE_SESSIONS", 1))
+
+
 def engine_connect_timeout_s() -> float:
     return _get("GATEWAY_ENGINE_CONNECT_TIMEOUT_S", 5)
 

@@ -39,6 +39,12 @@ class Response:
     done: bool = False
     _buffer: bytes = b""
 
+    @classmethod
+    def of(cls, status: int, headers: dict[str, str], conn: Connection, pool: "Pool") -> "Response":
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = None if chunked or "content-length" not in headers else int(headers["content-length"])
+        return cls(status, headers, conn, pool, chunked, length)
+
     async def read(self) -> bytes:
         """The whole body."""
         parts = [line async for line in self._raw()]
@@ -48,17 +54,8 @@ class Response:
         reader = self.conn.reader
         try:
             if self.chunked:
-                while True:
-                    size_line = await reader.readline()
-                    if not size_line:
-                        raise ConnectionBroken("connection closed mid-response")
-                    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                    if size == 0:
-                        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                            pass
-                        break
-                    data = await reader.readexactly(size + 2)
-                    yield data[:-2]
+                while (data := await read_chunk(reader)) is not None:
+                    yield data
             elif self.length is not None:
                 remaining = self.length
                 while remaining > 0:
@@ -143,19 +140,7 @@ class Pool:
             conn = self.idle.pop() if reused else await self.connect(connect_timeout_s)
             try:
                 conn.writer.write(head)
-                status_line = await asyncio.wait_for(conn.reader.readline(), head_timeout_s)
-                if not status_line:
-                    raise ConnectionBroken("connection closed before the response")
-                status = int(status_line.split(b" ", 2)[1])
-                response_headers: dict[str, str] = {}
-                while True:
-                    line = await conn.reader.readline()
-                    if line in (b"\r\n", b"\n"):
-                        break
-                    if not line:
-                        raise ConnectionBroken("connection closed in the response head")
-                    name, _, value = line.decode("latin-1").partition(":")
-                    response_headers[name.strip().lower()] = value.strip()
+                status, response_headers = await read_head(conn.reader, head_timeout_s)
             except (ConnectionBroken, OSError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
                 conn.close()
                 if reused and attempt == 0:
@@ -164,8 +149,35 @@ class Pool:
             except BaseException:  # cancelled (or timed out) mid-request: the engine takes the close as an abort
                 conn.close()
                 raise
-            chunked = "chunked" in response_headers.get("transfer-encoding", "").lower()
-            length = None if chunked or "content-length" not in response_headers else \
-                int(response_headers["content-length"])
-            return Response(status, response_headers, conn, self, chunked, length)
+            return Response.of(status, response_headers, conn, self)
         raise ConnectionBroken("unreachable")
+
+
+async def read_chunk(reader: asyncio.StreamReader) -> bytes | None:
+    """The next chunk of a chunked body; None at its end (the trailers read too)."""
+    size_line = await reader.readline()
+    if not size_line:
+        raise ConnectionBroken("connection closed mid-response")
+    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+    if size == 0:
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        return None
+    return (await reader.readexactly(size + 2))[:-2]
+
+
+async def read_head(reader: asyncio.StreamReader, timeout_s: float) -> tuple[int, dict[str, str]]:
+    """A response's status and headers (names lower-cased)."""
+    status_line = await asyncio.wait_for(reader.readline(), timeout_s)
+    if not status_line:
+        raise ConnectionBroken("connection closed before the response")
+    status = int(status_line.split(b" ", 2)[1])
+    headers: dict[str, str] = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n"):
+            return status, headers
+        if not line:
+            raise ConnectionBroken("connection closed in the response head")
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()

@@ -17,6 +17,7 @@ from . import metrics
 from .auth import Caller
 from .engine_client import EngineFailed, EngineRejected, EngineUnavailable, engine
 from .engine_http import Response
+from .engine_session import SessionStream
 from .errors import APIError, unavailable
 from .params import ParsedRequest
 from .quotas import Decision, get_quota_backend
@@ -60,7 +61,7 @@ class Call:
         self.started = started
         self.builder = ResponseBuilder(req, request_id, int(time.time()))
         self.target: Target | None = None
-        self.response: Response | None = None
+        self.response: Response | SessionStream | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.ttft_s: float | None = None
@@ -247,8 +248,8 @@ class Call:
         response, self.response = self.response, None
         if response is None:
             return
-        response.close()
-        if not self.done and self.target is not None:
+        response.close()  # on a session, this sends the abort
+        if not self.done and self.target is not None and not isinstance(response, SessionStream):
             await engine.abort(self.target, self.request_id)
 
     async def settle(self, status: int) -> None:

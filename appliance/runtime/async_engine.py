@@ -60,22 +60,30 @@ class RequestStream:
         self._loop = loop
         self._items: deque[RequestOutput | BaseException] = deque()
         self._ready = asyncio.Event()
+        self._on_ready: Callable[["RequestStream"], None] | None = None
 
     def _push(self, item: RequestOutput | BaseException) -> None:
         if self.finished:
             return
         self._items.append(item)
-        self._ready.set()
         if isinstance(item, BaseException) or item.finished:
             self.finished = True
+        if self._on_ready is not None:
+            self._on_ready(self)
+        else:
+            self._ready.set()
 
-    async def get_batch(self) -> list[RequestOutput]:
-        """Wait for at least one output and return all that arrived; [] once the stream has ended."""
-        while not self._items:
-            if self.finished:
-                return []
-            self._ready.clear()
-            await self._ready.wait()
+    def on_ready(self, callback: Callable[["RequestStream"], None]) -> None:
+        """Call `callback(stream)` on the stream's loop whenever outputs arrive, instead of waking a waiter: a
+        consumer of many streams (a replica session) then drains them all with `take()` in one wakeup per step.
+        Called at once if outputs are already waiting."""
+        self._on_ready = callback
+        if self._items:
+            callback(self)
+
+    def take(self) -> list[RequestOutput]:
+        """The outputs that have arrived, without waiting ([] if none); raises the engine's error if the stream
+        failed."""
         batch: list[RequestOutput] = []
         while self._items:
             item = self._items.popleft()
@@ -87,6 +95,15 @@ class RequestStream:
             batch.append(item)
             self.last = item
         return batch
+
+    async def get_batch(self) -> list[RequestOutput]:
+        """Wait for at least one output and return all that arrived; [] once the stream has ended."""
+        while not self._items:
+            if self.finished:
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        return self.take()
 
     def __aiter__(self) -> AsyncIterator[RequestOutput]:
         return self._iterate()

@@ -6,6 +6,14 @@ Endpoints of the internal server:
                      HTTP 400 with ErrorBody (``{"error": {...}}``, OpenAI shape). Otherwise HTTP 200 and an
                      NDJSON stream (one JSON object per line): a StartEvent, then DeltaEvents, then a DoneEvent
                      (or an ErrorEvent if the engine fails mid-stream). Closing the connection aborts the request.
+    POST /session    Many requests over one full-duplex exchange (the gateway's channel; server_session.py).
+                     The request body (chunked, kept open) carries NDJSON commands:
+                         {"op": "generate", ...GenerateRequest fields}  |  {"op": "abort", "request_id": str}
+                     The response (HTTP 200, NDJSON) carries the events of /generate for every request, each with
+                     the request id as its first member ({"id": str, "type": ...}), plus, for a generate the engine
+                     refuses before streaming, {"id", "type": "rejected", "status", "error": {...}}. The events one
+                     engine step produced for the session's requests arrive in one chunk. Ending the request body
+                     ends the response once its requests have finished; closing the connection aborts them all.
     POST /abort      body: {"request_id": str}. Frees the request's KV blocks at once.
     GET  /health     200 {"status": "ok", "model": str, "max_model_len": int, ...}; 503 while loading.
     GET  /metrics    Prometheus text exposition of the engine's metrics.

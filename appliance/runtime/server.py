@@ -142,6 +142,17 @@ def bind(host: str, port: int, uds: str | None) -> tuple[socket.socket, str]:
     return sock, url
 
 
+def _server(config: Any, app: ReplicaApp) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.drain()  # before uvicorn waits for open exchanges: a session (the gateway's) stays open otherwise
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 async def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -150,7 +161,7 @@ async def serve(args: argparse.Namespace) -> int:
     sock, url = bind(args.host, args.port, args.uds)
     config = uvicorn.Config(app, lifespan="off", log_level=args.log_level, access_log=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _server(config, app)
     for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn re-raises the signal it caught once it has stopped:
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))  # make that a no-op, so we clean up
     serving = asyncio.create_task(server.serve(sockets=[sock]))

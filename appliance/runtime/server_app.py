@@ -37,6 +37,10 @@ class BadRequest(ValueError):
         self.status = status
         self.code = code
 
+    def body(self) -> ErrorBody:
+        kind = "invalid_request_error" if self.status < 500 else "service_unavailable"
+        return ErrorBody(str(self), type=kind, param=self.param, code=self.code)
+
 
 def param_of(exc: ValueError) -> str | None:
     """The field a ValueError names: by convention its message starts with the field name."""
@@ -55,6 +59,13 @@ class ReplicaApp:
         self.max_model_len: int | None = None
         self.info: dict[str, Any] = {}
         self.load_error: str | None = None
+        self.sessions: set = set()  # open POST /session exchanges (server_session.ReplicaSession)
+
+    def drain(self) -> None:
+        """The server is shutting down: open sessions finish their requests and end rather than hold the graceful
+        shutdown open until it times out."""
+        for session in list(self.sessions):
+            session.drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +77,8 @@ class ReplicaApp:
         try:
             if route == ("POST", "/generate"):
                 await self.generate(receive, send)
+            elif route == ("POST", "/session"):
+                await self.session(receive, send)
             elif route == ("POST", "/abort"):
                 await self.abort(receive, send)
             elif route == ("GET", "/health"):
@@ -74,13 +87,12 @@ class ReplicaApp:
                 await self.metrics(send)
             elif route == ("POST", "/profile"):
                 await self.profile(receive, send)
-            elif scope["path"] in ("/generate", "/abort", "/health", "/metrics", "/profile"):
+            elif scope["path"] in ("/generate", "/session", "/abort", "/health", "/metrics", "/profile"):
                 await _error(send, 405, ErrorBody(f"method {scope['method']} not allowed", code="method_not_allowed"))
             else:
                 await _error(send, 404, ErrorBody(f"no route {scope['path']}", code="not_found"))
         except BadRequest as exc:
-            kind = "invalid_request_error" if exc.status < 500 else "service_unavailable"
-            await _error(send, exc.status, ErrorBody(str(exc), type=kind, param=exc.param, code=exc.code))
+            await _error(send, exc.status, exc.body())
         except ClientGone:
             return
 
@@ -130,8 +142,19 @@ class ReplicaApp:
         await _json(send, 200, await profile_engine(engine, float(seconds), out_dir))
 
     async def generate(self, receive: Receive, send: Send) -> None:
+        stream, prompt_tokens, params = await self.admit(await _read_json(receive))
+        await self._stream(stream, prompt_tokens, params, receive, send)
+
+    async def session(self, receive: Receive, send: Send) -> None:
+        from appliance.runtime.server_session import ReplicaSession
+
+        await ReplicaSession(self, self._require_engine(), send).run(receive)
+
+    async def admit(self, data: dict[str, Any]) -> tuple[RequestStream, int, SamplingParams]:
+        """Validate a GenerateRequest and add it to the engine: (its stream, prompt tokens, sampling params);
+        BadRequest (400, or 503 if the engine has stopped) if it cannot run."""
         engine = self._require_engine()
-        req, prompt, params = self._parse_generate(await _read_json(receive))
+        req, prompt, params = self._parse_generate(data)
         try:
             stream = await engine.add_request(req.request_id, prompt, params, req.cache_salt, req.priority)
         except ValueError as exc:
@@ -141,7 +164,7 @@ class ReplicaApp:
             raise BadRequest(str(exc), param, code=getattr(exc, "code", None)) from None
         except EngineDeadError as exc:
             raise BadRequest(str(exc), None, status=503) from None
-        await self._stream(stream, len(prompt), params, receive, send)
+        return stream, len(prompt), params
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 
@@ -192,8 +215,7 @@ class ReplicaApp:
                 try:
                     batch = await stream.get_batch()
                 except Exception as exc:
-                    err = ErrorBody(f"engine error: {exc}", type="server_error").to_dict()["error"]
-                    await send({"type": "http.response.body", "body": encode_event(ErrorEvent(err)),
+                    await send({"type": "http.response.body", "body": encode_event(engine_error(exc)),
                                 "more_body": False})
                     return
                 if not batch:
@@ -201,8 +223,8 @@ class ReplicaApp:
                 chunk = b"".join(encode_event(e) for e in deltas_of(batch, want_logprobs))
                 last = batch[-1]
                 if last.finished:
-                    done = DoneEvent(prompt_tokens, sum(len(c.token_ids) for c in last.outputs), metrics_of(last))
-                    await send({"type": "http.response.body", "body": chunk + encode_event(done), "more_body": False})
+                    await send({"type": "http.response.body", "body": chunk + encode_event(done_event(prompt_tokens, last)),
+                                "more_body": False})
                     return
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -229,6 +251,15 @@ def deltas_of(batch: list[RequestOutput], want_logprobs: bool) -> list[DeltaEven
             if c.finish_reason is not None:
                 ev.finish_reason = c.finish_reason
     return [merged[i] for i in sorted(merged)]
+
+
+def done_event(prompt_tokens: int, last: RequestOutput) -> DoneEvent:
+    return DoneEvent(prompt_tokens, sum(len(c.token_ids) for c in last.outputs), metrics_of(last))
+
+
+def engine_error(exc: BaseException) -> ErrorEvent:
+    """The event that ends a stream whose request the engine failed mid-generation."""
+    return ErrorEvent(ErrorBody(f"engine error: {exc}", type="server_error").to_dict()["error"])
 
 
 def metrics_of(out: RequestOutput) -> dict[str, float]:

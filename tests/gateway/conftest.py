@@ -53,6 +53,15 @@ class Engine:
                 self.process.wait()
 
 
+def engine_aborts(engine: Engine) -> float:
+    """How many requests the replica has finished as aborted (its own counter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{engine.port}/metrics", timeout=5).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "appliance_engine_requests_finished_total" and s.labels.get("finish_reason") == "abort")
+
+
 class PendingEngine:
     """An engine process launched but perhaps not ready yet."""
 
@@ -178,7 +187,6 @@ def flush_committed_rows(django_db_setup, django_db_blocker):
 @pytest.fixture(scope="package")
 def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_path_factory) -> World:
     from django.conf import settings
-    from django.db import connection
 
     import redis
 
@@ -191,14 +199,24 @@ def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_
 
     with django_db_blocker.unblock():
         acme, globex = committed(setup)
+    gateway = start_gateway(tmp_path_factory.mktemp("gateway"))
+    yield World(gateway, engine, "tiny-chat", "secret-model", "tiny-cold", acme, globex)
+    stop_gateway(gateway)
+
+
+def start_gateway(log_dir: Path, **env_overrides: str) -> Appliance:
+    """The gateway under uvicorn, against the test database and Redis, on a free port."""
+    from django.conf import settings
+    from django.db import connection
+
     db_name = connection.settings_dict["NAME"]
     port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "appliance.settings_test",
            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}", "REDIS_URL": settings.REDIS_URL,
            "GATEWAY_COLD_START_TIMEOUT_S": "1.5", "GATEWAY_AUTH_CACHE_S": "1", "GATEWAY_ROUTE_CACHE_S": "0.5",
            "GATEWAY_HEADROOM_TTL_S": "30",  # early dispatch stays on between a test's requests, however slow
-           "LOG_LEVEL": "WARNING"}
-    log_path = tmp_path_factory.mktemp("gateway") / "uvicorn.log"
+           "LOG_LEVEL": "WARNING", **env_overrides}
+    log_path = log_dir / "uvicorn.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "appliance.asgi:application", "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=log,
@@ -208,18 +226,19 @@ def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_
     while True:
         try:
             httpx.get(f"{url}/v1/models", timeout=2)
-            break
+            return Appliance(url, proc)
         except httpx.TransportError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gateway did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-    yield World(Appliance(url, proc), engine, "tiny-chat", "secret-model", "tiny-cold", acme, globex)
-    proc.terminate()
+
+
+def stop_gateway(gateway: Appliance) -> None:
+    gateway.process.terminate()
     try:
-        proc.wait(10)
+        gateway.process.wait(10)
     except subprocess.TimeoutExpired:
-        proc.kill()
-    print(f"gateway log: {log_path}")
+        gateway.process.kill()
 
 
 def _context(engine: Engine) -> int:

@@ -106,6 +106,105 @@ def test_generate_streams_start_deltas_done_matching_llm(server, tiny_llama):
     assert done.metrics["ttft_s"] > 0 and done.metrics["e2e_s"] >= done.metrics["ttft_s"]
 
 
+def test_session_serves_a_list_of_commands_tagged_per_request(server):
+    """POST /session with a fixed body: every generate is served as its own /generate would be, tagged with its
+    request id; refusals answer in the OpenAI error shape; the response ends when the last request has."""
+    prompts = {f"s{i}": f"session prompt {i}" for i in range(3)}
+    commands = [{"op": "generate", "request_id": rid, "prompt": p,
+                 "sampling": {"max_tokens": 6 + i, "temperature": 0, "ignore_eos": True}}
+                for i, (rid, p) in enumerate(prompts.items())]
+    commands += [{"op": "generate", "request_id": "bad", "prompt": "x", "sampling": {"top_p": 7}},
+                 {"op": "generate", "request_id": "s0", "prompt": "again"},  # its id is in use
+                 {"op": "rewind", "request_id": "odd"}]
+    body = b"".join(json.dumps(c).encode() + b"\n" for c in commands) + b"not json\n"
+    with server.stream("POST", "/session", content=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in r.iter_lines() if line]
+    by_id: dict[str, list[dict]] = {}
+    for line in lines:
+        by_id.setdefault(line.pop("id"), []).append(line)
+    rejected = {rid: events for rid, events in by_id.items() if events[0]["type"] == "rejected"}
+    assert rejected["bad"][0]["status"] == 400 and rejected["bad"][0]["error"]["param"] == "top_p"
+    assert rejected["odd"][0]["error"]["param"] == "op"
+    assert rejected[""][0]["error"]["message"].startswith("a session command must be a JSON object")
+    for i, (rid, prompt) in enumerate(prompts.items()):
+        events = [decode_event(json.dumps(e)) for e in by_id[rid] if e["type"] != "rejected"]
+        assert events[0].type == "start" and events[-1].type == "done"
+        tokens = [t for e in events if e.type == "delta" for t in e.token_ids]
+        assert len(tokens) == events[-1].completion_tokens == 6 + i
+        alone = stream_events(server, {"request_id": f"alone-{rid}", "prompt": prompt,
+                                       "sampling": {"max_tokens": 6 + i, "temperature": 0, "ignore_eos": True}})
+        assert tokens == [t for e in alone if e.type == "delta" for t in e.token_ids]
+    assert [e["type"] for e in by_id["s0"]].count("rejected") == 1  # the duplicate id, refused
+    wait_idle(server)
+
+
+def test_closing_a_session_aborts_its_requests(server):
+    import socket
+
+    aborted = counter(server, "appliance_engine_requests_finished_total", finish_reason="abort")
+    host, port = str(server.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for rid in ("k1", "k2"):
+            command = json.dumps({"op": "generate", "request_id": rid, "prompt": "keep going",
+                                  "sampling": {"max_tokens": 480, "ignore_eos": True}}).encode() + b"\n"
+            sock.sendall(b"%x\r\n%b\r\n" % (len(command), command))
+        seen = b""
+        while seen.count(b'"type":"delta"') < 2:  # the request body stays open: both are running
+            seen += sock.recv(65536)
+        assert server.get("/health").json()["in_flight"] == 2
+    wait_idle(server)
+    assert counter(server, "appliance_engine_requests_finished_total", finish_reason="abort") == aborted + 2
+
+
+def test_a_replica_shutting_down_drains_its_sessions(tiny_llama):
+    """SIGTERM: a session finishes the requests it has, refuses new ones with 503 (the gateway retries those
+    elsewhere) and ends its response, rather than holding the shutdown open until uvicorn's timeout cuts it."""
+    import signal
+    import socket
+
+    proc, url = start_server(tiny_llama, "--port", "0")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+
+        def command(rid: str) -> bytes:
+            data = json.dumps({"op": "generate", "request_id": rid, "prompt": "keep going",
+                               "sampling": {"max_tokens": 480, "ignore_eos": True}}).encode() + b"\n"
+            return b"%x\r\n%b\r\n" % (len(data), data)
+
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + b"".join(command(f"d{i}") for i in range(8)))
+            seen = b""
+            while seen.count(b'"type":"delta"') < 8:
+                seen += sock.recv(65536)
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while True:  # the listener closes once the shutdown (and the drain before it) has begun
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except OSError:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            sock.sendall(command("late"))
+            while not seen.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's proper end
+                data = sock.recv(65536)
+                assert data, "the replica closed the session without ending it"
+                seen += data
+        assert proc.wait(15) == 0
+    finally:
+        stop_server(proc)
+    events = [json.loads(line) for chunk in seen.split(b"\r\n") for line in chunk.split(b"\n")
+              if line.startswith(b"{")]
+    done = {e["id"]: e for e in events if e["type"] == "done"}
+    assert sorted(done) == [f"d{i}" for i in range(8)] and all(e["completion_tokens"] == 480 for e in done.values())
+    late = [e for e in events if e["id"] == "late"]
+    assert late == [{"id": "late", "type": "rejected", "status": 503, "error": {
+        "message": "the replica is shutting down", "type": "service_unavailable", "param": None, "code": None}}]
+
+
 def test_chat_messages_are_rendered_with_the_chat_template(server, tiny_llama):
     from transformers import AutoTokenizer
 
