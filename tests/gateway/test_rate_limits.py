@@ -59,12 +59,15 @@ def test_rpm_429_carries_rate_limit_headers(world: World):
 
 def test_tpm_counts_prompt_and_completion_tokens(world: World):
     client = sync_client(world, key_with(tpm=60))
-    first = client.completions.create(model=world.model, prompt="hi", max_tokens=20)
+    prompt = [5, 6]  # token ids: the gateway's reservation (prompt + max_tokens) is then exact
+    first = client.completions.create(model=world.model, prompt=prompt, max_tokens=20)
+    left = 60 - first.usage.total_tokens  # the first request may stop early at EOS: its exact count is what counts
     with pytest.raises(openai.RateLimitError) as exc:
-        client.completions.create(model=world.model, prompt="hi", max_tokens=50)
+        client.completions.create(model=world.model, prompt=prompt, max_tokens=left - len(prompt) + 1)
     assert "tokens per minute" in exc.value.message
     remaining = int(exc.value.response.headers["x-ratelimit-remaining-tokens"])
-    assert remaining == 60 - first.usage.total_tokens  # reconciled to the engine's exact count
+    assert remaining == left  # reconciled to the engine's exact count
+    client.completions.create(model=world.model, prompt=prompt, max_tokens=left - len(prompt))  # exactly fits
 
 
 def test_concurrency_limit_frees_its_slot_when_a_stream_ends(world: World):

@@ -19,6 +19,9 @@ from .conftest import wait_until
 pytestmark = [pytest.mark.slow]
 
 
+FULL_LENGTH = {"ignore_eos": True}  # the random-weight model may sample EOS; these checks count tokens
+
+
 def client_for(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=240)
 
@@ -32,7 +35,7 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["coldy"]))
 
     started = time.monotonic()
-    first = client.completions.create(model="coldy", prompt="Hello", max_tokens=3)
+    first = client.completions.create(model="coldy", prompt="Hello", max_tokens=3, extra_body=FULL_LENGTH)
     waited = time.monotonic() - started
     assert first.usage.completion_tokens == 3
     replica = Replica.objects.get(deployment=dep)
@@ -44,7 +47,7 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     dep.refresh_from_db()
     assert dep.desired_replicas == 0 and dep.status == "scaled-to-zero"
 
-    second = client.completions.create(model="coldy", prompt="Hello again", max_tokens=2)
+    second = client.completions.create(model="coldy", prompt="Hello again", max_tokens=2, extra_body=FULL_LENGTH)
     assert second.usage.completion_tokens == 2
     again = Replica.objects.exclude(pk=replica.pk).get(deployment=dep)
     assert again.state == "ready" and again.cold_start_s > 0 and again.pid != replica.pid
@@ -62,7 +65,7 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
                          "the first replica")
 
     stream = client.completions.create(model="fragile", prompt="go", max_tokens=400, stream=True,
-                                       extra_body={"ignore_eos": True})
+                                       extra_body=FULL_LENGTH)
     chunks = iter(stream)
     next(chunks)
     os.kill(replica.pid, signal.SIGKILL)
@@ -76,7 +79,7 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
                            240, "the agent to restart the replica")
     assert restarted.pid != replica.pid and "code -9" in restarted.last_error
     for _ in range(3):
-        done = client.completions.create(model="fragile", prompt="still there?", max_tokens=2)
+        done = client.completions.create(model="fragile", prompt="still there?", max_tokens=2, extra_body=FULL_LENGTH)
         assert done.usage.completion_tokens == 2
     assert Deployment.objects.get(pk=dep.pk).status == "running"
 
@@ -97,7 +100,7 @@ def test_shared_pool_with_room_for_two_serves_requests_cycling_over_three_models
     client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(names))
 
     for name in names + names[:1]:
-        done = client.completions.create(model=name, prompt=f"hello {name}", max_tokens=2)
+        done = client.completions.create(model=name, prompt=f"hello {name}", max_tokens=2, extra_body=FULL_LENGTH)
         assert done.usage.completion_tokens == 2, name
         loaded = Replica.objects.filter(deployment__pool=pool, state__in=["pending", "starting", "ready"])
         assert loaded.values("deployment").distinct().count() <= 2
