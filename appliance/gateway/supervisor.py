@@ -85,13 +85,12 @@ class Supervisor:
         return status
 
     def stop(self) -> None:
-        """SIGTERM every child (last started first), then SIGKILL what is still running after the timeout."""
+        """SIGTERM every child (last started first) and let it stop its own processes (the agent its replicas,
+        the Celery worker its pool; signalling the whole group would kill those behind their parent's back);
+        SIGKILL the process group of a child still running after the timeout."""
         for child in reversed(self.children):
             if child.running:
-                try:
-                    os.killpg(child.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                child.process.terminate()
         deadline = time.monotonic() + self.stop_timeout_s
         for child in reversed(self.children):
             if child.process is None:
@@ -100,7 +99,7 @@ class Supervisor:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in time; killing it", child.name)
-                try:
+                try:  # (the child is not reaped yet, so its pid still names its group)
                     os.killpg(child.process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass

@@ -39,6 +39,8 @@ def test_serve_starts_the_web_server_and_stops_all_its_processes_on_ctrl_c(tmp_p
         assert "uvicorn" in names and "celery" in names and "beat" in names
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
+        output = proc.stdout.read().decode()
+        assert "all processes stopped" in output and "ERROR" not in output, output[-3000:]
         gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, [c.cmdline() for c in alive]
     finally:
