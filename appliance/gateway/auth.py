@@ -1,14 +1,16 @@
 """API-key authentication for the OpenAI API, cached briefly in-process so the hot path does no DB work.
 
-A key in steady use is re-read in the background before its entry expires (cache.py); a revoked key stops working
-within GATEWAY_AUTH_CACHE_S.
+A key in steady use is re-read in the background before its entry expires (cache.py). A change to a key, its
+tenant or the catalog clears the cache in every gateway process at once (invalidation.py); without Redis, a change
+made in another process is seen within GATEWAY_AUTH_CACHE_S.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
-from . import conf
+from . import conf, invalidation
 from .cache import RefreshingCache
 from .db import run_db
 from .errors import unauthorized
@@ -25,6 +27,15 @@ class Caller:
     key_limits: Limits
     tenant_limits: Limits
     allowed_models: frozenset[str]
+    expires_at: float | None = None  # epoch seconds: a cached caller stops at its key's expiry, not the entry's
+
+    @classmethod
+    def of(cls, key) -> "Caller":
+        """The caller for an APIKey row (tenant preloaded) that is valid now."""
+        from appliance.tenancy.services import allowed_model_names
+
+        return cls(key.id, key.tenant_id, key.tenant.name, Limits.of(key), Limits.of(key.tenant),
+                   frozenset(allowed_model_names(key)), None if key.expires_at is None else key.expires_at.timestamp())
 
     def scopes(self) -> list[Scope]:
         return [Scope("tenant", self.tenant_id, self.tenant_limits), Scope("key", self.key_id, self.key_limits)]
@@ -33,14 +44,15 @@ class Caller:
 _cache: RefreshingCache[Caller | None] = RefreshingCache("api keys", conf.auth_cache_s)
 
 
+def forget_all() -> None:
+    _cache.clear()
+
+
 def _load(plaintext: str) -> Caller | None:
-    from appliance.tenancy.services import allowed_model_names, authenticate_key
+    from appliance.tenancy.services import authenticate_key
 
     key = authenticate_key(plaintext)
-    if key is None or not key.tenant.is_active:
-        return None
-    return Caller(key.id, key.tenant_id, key.tenant.name, Limits.of(key), Limits.of(key.tenant),
-                  frozenset(allowed_model_names(key)))
+    return None if key is None else Caller.of(key)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -56,7 +68,8 @@ def bearer_token(authorization: str | None) -> str:
 async def authenticate(authorization: str | None) -> Caller:
     """The caller for an Authorization header, or APIError 401 (missing, unknown, revoked or expired key)."""
     token = bearer_token(authorization)
+    invalidation.listen()
     caller = await _cache.get(hashlib.sha256(token.encode()).digest(), lambda: run_db(_load, token))
-    if caller is None:
+    if caller is None or (caller.expires_at is not None and caller.expires_at <= time.time()):
         raise unauthorized("Incorrect API key provided. You can find your API keys in the appliance's console.")
     return caller

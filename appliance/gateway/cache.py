@@ -27,6 +27,7 @@ class RefreshingCache(Generic[V]):
         self.cache_none = cache_none
         self._entries: dict[Hashable, tuple[V, float, float]] = {}  # key -> (value, refresh_at, expires)
         self._loading: dict[Hashable, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
+        self.generation = 0  # bumped by clear()
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
         entry = self._entries.get(key)
@@ -59,7 +60,11 @@ class RefreshingCache(Generic[V]):
         self._entries.pop(key, None)
 
     def clear(self) -> None:
+        """Forget every entry, and every load in flight: what such a load read may predate the change that
+        called for the clear, so it answers the requests that were waiting for it but is not cached."""
+        self.generation += 1
         self._entries.clear()
+        self._loading.clear()
 
     def _start(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> asyncio.Task:
         """The load in flight for `key` on this event loop, starting one if there is none."""
@@ -67,15 +72,16 @@ class RefreshingCache(Generic[V]):
         running = self._loading.get(key)
         if running is not None and running[0] is loop and not running[1].done():
             return running[1]
-        task = loop.create_task(self._load(key, load))
+        task = loop.create_task(self._load(key, load, self.generation))
         task.add_done_callback(_retrieve)  # a background reload nobody awaits must not log "never retrieved"
         self._loading[key] = (loop, task)
         return task
 
-    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
         try:
             value = await load()
-            self.put(key, value)
+            if generation == self.generation:
+                self.put(key, value)
             return value
         except Exception:
             entry = self._entries.get(key)

@@ -30,7 +30,7 @@ from .auth import Caller
 from .db import run_db
 from .errors import APIError, invalid, model_not_found, unauthorized
 from .params import parse
-from .quotas import Decision, Limits, Scope, month_of, month_tokens_used, seconds_to_next_month
+from .quotas import Decision, Scope, month_of, month_tokens_used, seconds_to_next_month
 from .relay import Call
 from .routing import router
 from .usage import Usage, record
@@ -41,7 +41,6 @@ MONTH_TTL_S = 40 * 86400
 
 def _caller(api_key: Any) -> Caller | None:
     from appliance.tenancy.models import APIKey
-    from appliance.tenancy.services import allowed_model_names
     from django.utils import timezone
 
     key_id = getattr(api_key, "pk", api_key)
@@ -50,8 +49,7 @@ def _caller(api_key: Any) -> Caller | None:
         return None
     if key.expires_at is not None and key.expires_at <= timezone.now():
         return None
-    return Caller(key.id, key.tenant_id, key.tenant.name, Limits.of(key), Limits.of(key.tenant),
-                  frozenset(allowed_model_names(key)))
+    return Caller.of(key)
 
 
 class _JobCall(Call):

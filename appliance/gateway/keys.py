@@ -36,3 +36,8 @@ def quota_inflight(scope: str, scope_id: int) -> str:
 def quota_month(scope: str, scope_id: int, month: str) -> str:
     """Integer: tokens used (and reserved) in calendar month ``YYYYMM`` (UTC)."""
     return f"{PREFIX}:quota:{scope}:{scope_id}:month:{month}"
+
+
+def callers_changed() -> str:
+    """Pub/sub channel: an API key, tenant or model changed; gateways forget the callers they have cached."""
+    return f"{PREFIX}:callers-changed"
