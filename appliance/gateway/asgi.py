@@ -4,7 +4,8 @@ Requests to ``/v1/completions``, ``/v1/chat/completions`` and ``/v1/models`` go 
 views: no middleware chain (each of Django's sync-style middleware costs a hop to a worker thread per request),
 no per-request thread context and no request_started/finished signals (the gateway keeps its own database
 connections). Everything else (console, admin, admin API, /metrics, other /v1/ routes) takes Django's full path.
-The streaming and client-disconnect handling mirror Django's own handler.
+The streaming and client-disconnect handling mirror Django's own handler. The ASGI lifespan, which Django does not
+handle, starts the key-change listener and writes the queued usage rows at shutdown.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class GatewayASGIHandler(ASGIHandler):
         self.fast_views = _fast_views()
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         view = self.fast_views.get(scope.get("path", "")) if scope["type"] == "http" else None
         if view is None or scope.get("root_path"):
             await super().__call__(scope, receive, send)
@@ -82,6 +86,24 @@ class GatewayASGIHandler(ASGIHandler):
             finished = True
             watcher.cancel()
             body_file.close()
+
+    async def _lifespan(self, receive, send) -> None:
+        """Startup: listen for key changes before the first request. Shutdown (the server has finished its
+        requests): write the usage rows still queued."""
+        from . import invalidation, usage
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                invalidation.listen()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await usage.drain()
+                except Exception:
+                    log.exception("writing the queued usage records at shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _send(self, response: HttpResponse, send) -> None:
         stream = getattr(response, "raw_stream", None)

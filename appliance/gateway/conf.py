@@ -34,6 +34,11 @@ def headroom_ttl_s() -> float:
     return _get("GATEWAY_HEADROOM_TTL_S", 1)
 
 
+def usage_batch_s() -> float:
+    """How long a finished request's usage row waits for others to share its INSERT."""
+    return _get("GATEWAY_USAGE_BATCH_S", 0.05)
+
+
 def route_stale_s() -> float:
     """How long past GATEWAY_ROUTE_CACHE_S a cached route may still serve one request while it is re-read."""
     return _get("GATEWAY_ROUTE_STALE_S", 30)

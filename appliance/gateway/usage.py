@@ -1,21 +1,23 @@
 """Settle a finished request: one UsageRecord row (its tokens are the ones the client received) and metrics.
 
-Rows are queued and written in batches (one INSERT for everything that finished within ~50 ms) by a background task
-per event loop, so no request waits for the database after its last token.
+Rows are queued and written in batches (one INSERT for everything that finished within GATEWAY_USAGE_BATCH_S, 50 ms)
+by a background task per event loop, so no request waits for the database after its last token. When the web
+server shuts down (ASGI lifespan, after its last request) the queue is written out; only a process killed outright
+loses its last ~50 ms of rows.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
-from . import metrics
+from . import conf, metrics
 from .db import run_db_write
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-BATCH_WAIT_S = 0.05
 BATCH_MAX = 500
 
 
@@ -50,18 +52,37 @@ class UsageWriter:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Usage] = asyncio.Queue()
+        self.batch: list[Usage] = []  # taken from the queue, waiting for the rest of its batch
         self.task = asyncio.get_running_loop().create_task(self._run())
 
+    async def drain(self) -> None:
+        """Stop batching and write every row queued so far (the web server is shutting down). A batch whose
+        INSERT had already started finishes on the writer thread, which the interpreter joins at exit."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        rows, self.batch = self.batch, []
+        while not self.queue.empty():
+            rows.append(self.queue.get_nowait())
+        for start in range(0, len(rows), BATCH_MAX):
+            await self._write(rows[start:start + BATCH_MAX])
+
     async def _run(self) -> None:
+        wait_s = conf.usage_batch_s()
         while True:
-            batch = [await self.queue.get()]
-            await asyncio.sleep(BATCH_WAIT_S)
-            while not self.queue.empty() and len(batch) < BATCH_MAX:
-                batch.append(self.queue.get_nowait())
-            try:
-                await run_db_write(write_rows, batch)
-            except Exception:
-                log.exception("could not write %d usage records", len(batch))
+            self.batch.append(await self.queue.get())
+            await asyncio.sleep(wait_s)
+            while not self.queue.empty() and len(self.batch) < BATCH_MAX:
+                self.batch.append(self.queue.get_nowait())
+            batch, self.batch = self.batch, []
+            await self._write(batch)
+
+    @staticmethod
+    async def _write(batch: list[Usage]) -> None:
+        try:
+            await run_db_write(write_rows, batch)
+        except Exception:
+            log.exception("could not write %d usage records", len(batch))
 
 
 _writers: dict[int, tuple[asyncio.AbstractEventLoop, UsageWriter]] = {}
@@ -74,6 +95,13 @@ def _writer() -> UsageWriter:
         entry = (loop, UsageWriter())
         _writers[id(loop)] = entry
     return entry[1]
+
+
+async def drain() -> None:
+    """Write the rows this event loop has queued (called at the web server's shutdown, after its last request)."""
+    entry = _writers.pop(id(asyncio.get_running_loop()), None)
+    if entry is not None and entry[0] is asyncio.get_running_loop():
+        await entry[1].drain()
 
 
 def observe(model: str, endpoint: str, status: int, latency_s: float, ttft_s: float | None = None,

@@ -1,13 +1,14 @@
 """Usage rows match what clients received; tenants never see each other's models, keys or usage."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import openai
 import pytest
 
-from .conftest import World, raw_post
+from .conftest import World, committed, make_key, raw_post, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +22,25 @@ def usage_row(request_id: str):
     while not rows.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return rows.get()
+
+
+def test_a_gateway_stopped_right_after_its_requests_still_writes_their_usage_rows(world: World, tmp_path):
+    from appliance.tenancy.models import UsageRecord
+
+    key, plaintext = committed(make_key, "shutdown", ["tiny"])
+    gateway = start_gateway(tmp_path, GATEWAY_USAGE_BATCH_S="30")  # rows wait in the queue until the shutdown
+    try:
+        async def burst() -> list:
+            async with openai.AsyncOpenAI(base_url=gateway.v1, api_key=plaintext, max_retries=0, timeout=60) as c:
+                return await asyncio.gather(*[c.completions.create(model=world.model, prompt=f"bill me {i}",
+                                                                   max_tokens=3) for i in range(8)])
+
+        answers = asyncio.run(burst())
+    finally:
+        stop_gateway(gateway)  # SIGTERM: the server finishes its requests, then the lifespan writes the queue
+    rows = {r.request_id: r for r in UsageRecord.objects.filter(api_key_id=key.pk)}
+    assert sorted(rows) == sorted(a.id for a in answers)
+    assert all(rows[a.id].completion_tokens == a.usage.completion_tokens for a in answers)
 
 
 def test_usage_rows_equal_the_tokens_the_client_received(client, world: World):
