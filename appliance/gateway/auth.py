@@ -10,7 +10,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from . import conf, invalidation
+from . import conf
 from .cache import RefreshingCache
 from .db import run_db
 from .errors import unauthorized
@@ -68,7 +68,6 @@ def bearer_token(authorization: str | None) -> str:
 async def authenticate(authorization: str | None) -> Caller:
     """The caller for an Authorization header, or APIError 401 (missing, unknown, revoked or expired key)."""
     token = bearer_token(authorization)
-    invalidation.listen()
     caller = await _cache.get(hashlib.sha256(token.encode()).digest(), lambda: run_db(_load, token))
     if caller is None or (caller.expires_at is not None and caller.expires_at <= time.time()):
         raise unauthorized("Incorrect API key provided. You can find your API keys in the appliance's console.")

@@ -4,8 +4,9 @@ working within milliseconds of the commit, and new quotas apply to the next requ
 
 The control plane (any process that saves those rows: admin API, console, Django admin, management commands)
 announces each committed change on a Redis pub/sub channel and clears its own process's cache. Every gateway
-process listens on that channel from its first request and clears its cached callers when a message arrives, and
-when its subscription (re)connects, since it may have missed one meanwhile.
+process listens on that channel from its startup (the ASGI lifespan; a server without lifespan support gets the
+TTL alone) and clears its cached callers when a message arrives, and when its subscription (re)connects, since it
+may have missed one meanwhile.
 
 Without Redis (the laptop defaults) there is no channel: a process clears only its own cache, and the TTL bounds
 what other processes see. If Redis is unreachable the announcement is dropped with a warning and the TTL again
@@ -63,12 +64,13 @@ def announce_on_commit(sender=None, created: bool = False, **_) -> None:
 
 
 def listen() -> None:
-    """Start this event loop's listener if it has none (cheap: called on every request)."""
+    """Start this event loop's listener if it has none: the web server's loop, at its startup (ASGI lifespan). Not
+    for the short-lived loops of async_to_sync: one lives only as long as its call."""
     if not settings.REDIS_URL:
         return
     loop = asyncio.get_running_loop()
     entry = _listeners.get(id(loop))
-    if entry is not None and entry[0] is loop:
+    if entry is not None and entry[0] is loop and not entry[1].done():
         return
     for key in [k for k, (lp, _) in _listeners.items() if lp.is_closed()]:
         del _listeners[key]
@@ -89,9 +91,10 @@ async def _listen() -> None:
             async for message in pubsub.listen():
                 if message is not None and message.get("type") == "message":
                     forget_callers()
-        except (redis.RedisError, OSError):
-            log.warning("the key/tenant change subscription failed; resubscribing in %ss", RESUBSCRIBE_S,
-                        exc_info=True)
+        except (redis.RedisError, OSError) as exc:
+            if asyncio.current_task().cancelling():
+                return  # (redis-py may turn a cancellation into a connection error)
+            log.warning("the key/tenant change subscription failed (%s); resubscribing in %ss", exc, RESUBSCRIBE_S)
         finally:
             await pubsub.aclose()
             await client.aclose()

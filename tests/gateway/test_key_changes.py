@@ -50,6 +50,19 @@ def test_a_revoked_key_stops_working_at_once(world: World, long_cache_gateway: A
     seen_within(long_cache_gateway, plaintext, world.model, 401)
 
 
+def test_a_change_made_while_the_subscription_is_down_is_not_missed(world: World, long_cache_gateway: Appliance):
+    import redis
+    from django.conf import settings
+
+    from appliance.tenancy.services import revoke_api_key
+
+    key, plaintext = committed(make_key, "resubscribe", ["tiny"])
+    assert status(long_cache_gateway, plaintext, world.model) == 200
+    assert redis.Redis.from_url(settings.REDIS_URL).client_kill_filter(_type="pubsub") >= 1  # the gateway's
+    committed(revoke_api_key, key)  # announced before the gateway has resubscribed (it waits 1 s)
+    seen_within(long_cache_gateway, plaintext, world.model, 401)  # it forgets its callers when it resubscribes
+
+
 def test_a_suspended_tenant_and_a_narrowed_model_list_apply_at_once(world: World, long_cache_gateway: Appliance):
     from appliance.tenancy.models import Tenant
 
