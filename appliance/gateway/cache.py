@@ -92,7 +92,7 @@ class RefreshingCache(Generic[V]):
         finally:
             running = self._loading.get(key)
             if running is not None and running[1] is asyncio.current_task():
-                del self._loading[key]
+                self._loading.pop(key, None)  # (clear() may run on another thread)
 
 
 def _retrieve(task: asyncio.Task) -> None:
