@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(run_phase(path, url, args.concurrency, args.concurrency, fn))
                 phase = asyncio.run(run_phase(path, url, args.concurrency, args.requests, fn, watch, engine_url))
                 phase.round = r
-                inside = "" if phase.engine_ttft_s is None else f" (mean {phase.engine_ttft_s * 1000:.2f} ms inside the engine)"
+                inside = ("" if phase.engine_ttft_s is None
+                          else f" (mean {phase.engine_ttft_s * 1000:.2f} ms inside the engine)")
                 print(f"  round {r + 1} {path:8s}: {phase.throughput:8.1f} tok/s, median TTFT "
                       f"{median_ms(phase.ttft_s):7.2f} ms{inside}, {phase.errors} errors", flush=True)
                 phases.append(phase)
@@ -406,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "gateway overhead", "backend": args.backend,
         "database": "PostgreSQL + Redis" if args.backend == "postgres" else "SQLite, in-process quotas (no Redis)",
-        "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency, "requests_per_phase": args.requests,
+        "model_dir": str(model_dir), "engine_url": args.engine_url, "concurrency": args.concurrency,
+        "requests_per_phase": args.requests,
         "max_tokens": args.max_tokens, "length_spread": args.length_spread, "seed": args.seed,
         "gateway_workers": args.gateway_workers, "gateways": gateways, "warm_wave": args.warm_wave,
         "rounds": args.rounds, "cpu_count": os.cpu_count(),

@@ -52,10 +52,11 @@ def compare(phases: list[Phase], stats: dict[str, dict], gateway: str, baseline:
     pairs = [(by_round[r, baseline], by_round[r, gateway]) for r in sorted({ph.round for ph in phases})]
     added = [median_ms(g.ttft_s) - median_ms(b.ttft_s) for b, g in pairs]
     share = [g.throughput / b.throughput * 100 for b, g in pairs]
+    g, b = stats[gateway], stats[baseline]
     result = {"added_median_ttft_ms": statistics.median(added), "throughput_share_pct": statistics.median(share),
               "per_round": {"added_median_ttft_ms": added, "throughput_share_pct": share},
-              "pooled": {"added_median_ttft_ms": stats[gateway]["ttft_median_ms"] - stats[baseline]["ttft_median_ms"],
-                         "throughput_share_pct": stats[gateway]["throughput_tok_s"] / stats[baseline]["throughput_tok_s"] * 100}}
+              "pooled": {"added_median_ttft_ms": g["ttft_median_ms"] - b["ttft_median_ms"],
+                         "throughput_share_pct": g["throughput_tok_s"] / b["throughput_tok_s"] * 100}}
     result["passed"] = result["added_median_ttft_ms"] <= 5.0 and result["throughput_share_pct"] >= 95.0
     return result
 

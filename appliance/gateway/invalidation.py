@@ -20,18 +20,13 @@ import logging
 from django.conf import settings
 
 from . import keys
+from .auth import forget_all as forget_callers
 
 log = logging.getLogger(__name__)
 RESUBSCRIBE_S = 1.0
 
 _publisher = None
 _listeners: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
-
-
-def forget_callers() -> None:
-    from .auth import forget_all
-
-    forget_all()
 
 
 def announce() -> None:

@@ -208,8 +208,8 @@ class ReplicaApp:
         watcher = asyncio.create_task(_abort_on_disconnect(receive, stream))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
-            await send({"type": "http.response.body", "body": encode_event(StartEvent(stream.request_id, prompt_tokens)),
-                        "more_body": True})
+            start = encode_event(StartEvent(stream.request_id, prompt_tokens))
+            await send({"type": "http.response.body", "body": start, "more_body": True})
             want_logprobs = params.logprobs is not None
             while True:
                 try:
@@ -223,8 +223,8 @@ class ReplicaApp:
                 chunk = b"".join(encode_event(e) for e in deltas_of(batch, want_logprobs))
                 last = batch[-1]
                 if last.finished:
-                    await send({"type": "http.response.body", "body": chunk + encode_event(done_event(prompt_tokens, last)),
-                                "more_body": False})
+                    body = chunk + encode_event(done_event(prompt_tokens, last))
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

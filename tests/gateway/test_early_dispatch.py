@@ -70,7 +70,8 @@ def test_a_request_refused_after_its_early_dispatch_is_aborted_at_the_engine_and
 
     import redis.asyncio as aioredis
 
-    from appliance.gateway.quotas import Limits, RedisQuotaBackend, Scope
+    from appliance.gateway.quota_redis import RedisQuotaBackend
+    from appliance.gateway.quotas import Limits, Scope
     from appliance.tenancy.models import UsageRecord
 
     row, key = limited_key(rpm=20)

@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from appliance.gateway.quota_local import LocalQuotaBackend
-from appliance.gateway.quotas import Limits, RedisQuotaBackend, Scope
+from appliance.gateway.quota_redis import RedisQuotaBackend
+from appliance.gateway.quotas import Limits, Scope
 from appliance.gateway.resp import ScriptClient
 
 
