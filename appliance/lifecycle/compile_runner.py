@@ -239,7 +239,7 @@ def _check_options(job: CompileJob) -> None:
 def _toolchain(target: str) -> str:
     if target == "neuron":
         try:
-            from appliance.runtime.neuron.compile import toolchain_version as neuron_toolchain
+            from appliance.runtime.neuron.sdk import toolchain_version as neuron_toolchain
 
             return neuron_toolchain()
         except Exception:  # noqa: BLE001 - the SDK is absent; the compile step reports that plainly
@@ -293,6 +293,9 @@ def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder
                                     model_checksum=job.model_version.checksum or None)
     except NeuronSDKUnavailable as exc:
         raise CompileError(f"{not_installed}. {exc}") from exc
+    except ImportError as exc:  # a Neuron package importing a name its dependencies no longer have
+        raise CompileError(f"the Neuron SDK is installed but does not import: {exc}. Check that the node's Python "
+                           "environment is the AMI's (Neuron 2.28 set, transformers 4.57)") from exc
     except (ValueError, RuntimeError, OSError) as exc:  # bad options or a failed compile: not worth retrying
         raise CompileError(f"neuron compile failed: {exc}") from exc
     return {"neuron": manifest if isinstance(manifest, dict) else {}}

@@ -58,8 +58,8 @@ def _parse_bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m appliance.runtime.server", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="Hugging Face-format checkpoint directory")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--model", required=True, help="Hugging Face-format checkpoint directory (neuron: the artifact)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, neuron")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed in the READY line)")
     p.add_argument("--uds", default=None, help="serve on this Unix socket instead of TCP")
@@ -100,9 +100,13 @@ def build_engine(model: str, device: str, served_model_name: str, **kwargs: Any)
     from appliance.runtime.engine import EngineCore
     from appliance.runtime.metrics import EngineMetrics
 
-    config = _engine_config_cls()(model=model, device=device, **kwargs)
-    core = EngineCore(config)
-    facts = engine_facts(core)
+    if device == "neuron":  # `model` is a compiled Neuron artifact; cores come from NEURON_RT_VISIBLE_CORES
+        from appliance.runtime.neuron.executor import neuron_engine
+
+        core = neuron_engine(model, **kwargs)
+    else:
+        core = EngineCore(_engine_config_cls()(model=model, device=device, **kwargs))
+    facts = {**engine_facts(core), "device": device}
     metrics = EngineMetrics(served_model_name, info={"device": device, "max_model_len": facts["max_model_len"]})
     return AsyncEngine(core, metrics), facts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.neuron.sdk_doubles import install_nxdi, install_tnx
+from tests.neuron.sdk_doubles import install_nxdi
 
 # Tiny models gain nothing from intra-op threads; on a shared machine they make every op slower (as tests/runtime).
 os.environ.setdefault("APPLIANCE_NUM_THREADS", "1")
@@ -18,11 +18,6 @@ torch.set_num_threads(1)
 @pytest.fixture
 def nxdi_sdk(monkeypatch):
     return install_nxdi(monkeypatch)
-
-
-@pytest.fixture
-def tnx_sdk(monkeypatch):
-    return install_tnx(monkeypatch)
 
 
 @pytest.fixture

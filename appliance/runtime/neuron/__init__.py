@@ -1,4 +1,4 @@
-"""The neuron target: compile options, bucketing, the NxD Inference and transformers-neuronx backends, the executor.
+"""The neuron target: compile options, bucketing, the NxD Inference backend, the executor.
 
 Importing this package never imports the Neuron SDK; only appliance.runtime.neuron.sdk does, lazily.
 """

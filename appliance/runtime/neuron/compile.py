@@ -111,13 +111,9 @@ def _renamed(exc: NeuronOptionsError, used: dict[str, str]) -> NeuronOptionsErro
 
 
 def make_backend(options: NeuronCompileOptions, family: str, api: Any = None) -> Any:
-    if options.backend == "nxdi":
-        from appliance.runtime.neuron.nxdi_backend import NxdiBackend
+    from appliance.runtime.neuron.nxdi_backend import NxdiBackend
 
-        return NxdiBackend(options, family, api)
-    from appliance.runtime.neuron.tnx_backend import TnxBackend
-
-    return TnxBackend(options, family, api)
+    return NxdiBackend(options, family, api)
 
 
 @contextmanager

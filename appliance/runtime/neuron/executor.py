@@ -1,4 +1,4 @@
-"""NeuronExecutor: the engine's Executor over a compiled Neuron artifact (NxD Inference or transformers-neuronx).
+"""NeuronExecutor: the engine's Executor over a compiled Neuron artifact (NxD Inference).
 
 The engine schedules and samples on the host exactly as on the CPU; this executor turns each StepBatch into the
 backend's calls (one context-encoding call per prefill, one token-generation call for all decodes), checks every
@@ -22,7 +22,6 @@ from appliance.runtime.executor.interface import Executor, StepBatch
 from appliance.runtime.neuron.buckets import BucketSet
 from appliance.runtime.neuron.compile import load_manifest, make_backend
 from appliance.runtime.neuron.cores import check_visible_cores
-from appliance.runtime.neuron.kernel_hook import install_neuron_kernels
 from appliance.runtime.neuron.options import NeuronCompileOptions
 from appliance.runtime.neuron.steps import SeqStep
 
@@ -80,18 +79,17 @@ class NeuronExecutor(Executor):
         self.block_size = o.block_size
         self.vocab_size = int(self.manifest["vocab_size"])
         if o.block_layout:
-            self.num_kv_blocks = o.resolved_num_blocks - 1
+            self.num_kv_blocks = o.resolved_num_blocks
         else:
             self.num_kv_blocks = o.max_batch * -(-o.max_model_len // o.block_size)
         self._tokens = [0] * (self.num_kv_blocks * self.block_size)
         self._slots = SlotTable(o.max_batch)
         self.backend = make_backend(o, self.manifest["family"], api)
-        if o.backend == "tnx":
-            self.backend.load(self.artifact_dir, self.manifest["model_dir"])
-        else:
-            self.backend.load(self.artifact_dir)
-        self.nki_operations = install_neuron_kernels(o.kernels, on_neuron_device=True)
+        self.backend.vocab_size = self.vocab_size
+        self.backend.load(self.artifact_dir)
+        self.nki_operations = list(o.kernel_ops)  # inside the compiled graph (nxdi_llama.py), not the host's
         self.last_calls: list[dict[str, Any]] = []
+        self.last_forward_s = 0.0
 
     def kv_cache_bytes_per_block(self) -> int:
         kv = self.manifest["memory_estimate"]["kv_bytes_per_core"]

@@ -5,9 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Hugging Face architecture -> model family, per backend (the Neuron model class that compiles it).
+# Hugging Face architecture -> NxD Inference model family (the Neuron model class that compiles it).
 NXDI_FAMILIES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-TNX_FAMILIES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class ModelShape:
 
     def family(self, backend: str) -> str:
         """The Neuron model family for `backend`, or ValueError saying which architectures it supports."""
-        table = NXDI_FAMILIES if backend == "nxdi" else TNX_FAMILIES
+        table = NXDI_FAMILIES if backend == "nxdi" else {}
         if self.architecture not in table:
             raise ValueError(
                 f"backend {backend!r} cannot compile {self.architecture}; it supports {', '.join(sorted(table))}"

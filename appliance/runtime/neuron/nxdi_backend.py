@@ -1,19 +1,27 @@
 """NxD Inference backend (neuronx-distributed-inference 0.8, Neuron SDK 2.28): configure, compile, load, run steps.
 
-Written against the NxD Inference API reference and source of that release; exercised here only against test doubles
-of the SDK (tests/neuron/sdk_doubles), never on Inferentia hardware.
+Written against the source of that release (file names below are under ``neuronx_distributed_inference/``);
+exercised here against the project's SDK emulator (appliance/runtime/neuron/emulator), never on Inferentia hardware.
 
-Mapping of one engine step (the same split vLLM's Neuron worker makes):
+One engine step becomes (the split vLLM's Neuron worker makes):
 
-* each prefilling sequence -> one context-encoding call (ctx_batch_size=1): the sequence's tokens from position 0,
-  positions 0..n-1, its slot as seq_ids, and with the block KV layout its slot_mapping, block_table,
-  full_context_lens and computed_context_lens (the cached prefix, rounded down to a whole block);
-* all decoding sequences -> one token-generation call: the last token and its position per sequence, and with the
-  block KV layout the slot of that position, the block tables, full_context_lens = position + 1 and
-  computed_context_lens = position.
+* each prefilling sequence -> one context-encoding call (ctx_batch_size=1). Block layout (prefix caching): the whole
+  sequence from position 0 (routing needs ``position_ids.min() == 0``, models/model_base.py ``_get_model_outputs``),
+  ``slot_mapping`` for the uncached tokens only, the block table, and 2-D ``full_context_lens`` /
+  ``computed_context_lens`` (the cached prefix, rounded down to a whole block); NxD Inference pads to its 2-D
+  [prefill, prefix] buckets itself (models/model_wrapper.py ``_pad_prefix_caching_inputs``). Contiguous layout: the
+  prompt unpadded with an explicit attention mask; a 1-token prompt is padded to the largest bucket by us, since the
+  SDK pads position ids with 1 and takes the logits at the largest position id (model_wrapper ``pad_inputs``,
+  model_base ``NeuronBaseModel.forward``), which would be a padding row.
+* all decoding sequences -> one token-generation call. Contiguous layout: rows in cache-line (seq id) order, because a
+  full batch is not reordered and row i writes line i (modules/kvcache/kv_cache_manager.py); and
+  ``apply_seq_ids_mask`` so the rows the SDK adds to fill the batch write past ``max_length`` instead of into the
+  cache line of a live sequence missing from the call (model_wrapper ``_forward_with_pad``).
 
-Block ids are shifted by one: NxD Inference pads block tables with block 0, so block 0 is reserved and the engine's
-block b is the artifact's block b + 1. Slot mappings are padded with -1 (no KV write).
+Block ids are the engine's own: block 0 is an ordinary block (the SDK pads block tables with 0 and masks them) and
+the SDK reserves one extra block after ``pa_num_blocks`` for writes of slot -1 (kvcache/block_kv_cache_manager.py).
+The returned logits are ``[rows, 1, padded vocab]`` with the padding rows already removed; the vocabulary padding of
+the lm_head is cut off here.
 """
 from __future__ import annotations
 
@@ -24,9 +32,7 @@ from appliance.runtime.neuron.buckets import pad_row
 from appliance.runtime.neuron.options import NeuronCompileOptions
 from appliance.runtime.neuron.steps import BackendCall, SdkBackend, SeqStep, StepOutput
 
-SLOT_PAD = -1
 BLOCK_TABLE_PAD = 0
-BLOCK_OFFSET = 1
 
 
 def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path | None = None) -> dict[str, Any]:
@@ -55,10 +61,18 @@ def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path
             is_prefix_caching=True,
             pa_block_size=o.block_size,
             pa_num_blocks=o.resolved_num_blocks,
-            prefix_buckets=list(b.context_lengths[:-1]) or list(b.context_lengths),
+            # The prefix dimension must reach max_context_length: a cached prefix is only partly absorbed by the
+            # prefill bucket's empty slots, and past the largest prefix bucket model_wrapper.py asserts "Prefix len
+            # ... exceeds largest bucket" (get_target_2d_bucket_for_prefix_caching).
+            prefix_buckets=list(b.context_lengths),
+            # Only the flash-attention kernel masks the cached prefix on a LNC1 core (attention_base.py
+            # get_flash_attention_strategy: attn_kernel_enabled and a prefill bucket >= 512).
+            attn_kernel_enabled=True,
         )
-    elif len(b.batch_sizes) > 1:
-        kw["token_generation_batches"] = list(b.batch_sizes)
+    else:
+        kw["apply_seq_ids_mask"] = True
+        if len(b.batch_sizes) > 1:
+            kw["token_generation_batches"] = list(b.batch_sizes)
     if o.on_device_sampling:
         kw["on_device_sampling_config"] = dict(dynamic=True, do_sample=True, top_k=1, global_topk=256)
     if o.quantization == "int8":
@@ -68,8 +82,10 @@ def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path
             quantization_type="per_channel_symmetric",
             quantized_checkpoints_path=str(Path(artifact_dir or ".") / "quantized"),
         )
-    if o.kernels:
-        kw.update(fused_qkv=True, qkv_kernel_enabled=True, mlp_kernel_enabled=True, attn_kernel_enabled=True)
+    if o.kernel_ops:
+        # The appliance's own kernels, inside its own model class (nxdi_llama.py); NxD Inference's QKV/MLP kernel
+        # flags stay off (with int8 the QKV kernel would need modules_to_not_convert, models/config.py l.518).
+        kw["appliance_kernels"] = list(o.kernel_ops)
     kw.update(o.extra)
     return kw
 
@@ -123,13 +139,9 @@ class NxdiBackend(SdkBackend):
             temperature=[s.sampling.temperature for s in steps],
         )
 
-    def _neuron_block_table(self, step: SeqStep) -> list[int]:
-        width = -(-self.options.max_model_len // self.options.block_size)
-        return pad_row([b + BLOCK_OFFSET for b in step.block_table], width, BLOCK_TABLE_PAD)
-
     def _slot(self, step: SeqStep, pos: int) -> int:
         bs = self.options.block_size
-        return (step.block_table[pos // bs] + BLOCK_OFFSET) * bs + pos % bs
+        return step.block_table[pos // bs] * bs + pos % bs
 
     def prefill_call(self, step: SeqStep, length_bucket: int) -> BackendCall:
         import torch
@@ -143,38 +155,46 @@ class NxdiBackend(SdkBackend):
             raise ValueError(f"sequence {step.seq_id}: prefill at position {step.start_pos} needs the "
                              f"{step.start_pos} earlier token ids (history), got {len(step.history)}")
         n = len(tokens)
-        kwargs: dict[str, Any] = dict(
-            input_ids=torch.tensor([pad_row(tokens, length_bucket, 0)], dtype=torch.long),
-            position_ids=torch.tensor([pad_row(list(range(n)), length_bucket, 0)], dtype=torch.long),
-            seq_ids=torch.tensor([step.slot], dtype=torch.long),
-            sampling_params=self._sampling([step]),
-        )
+        long = dict(dtype=torch.long)
+        kwargs: dict[str, Any] = dict(seq_ids=torch.tensor([step.slot], **long), sampling_params=self._sampling([step]))
         if self.options.block_layout:
             computed = (step.start_pos // self.options.block_size) * self.options.block_size
-            slots = [self._slot(step, p) for p in range(computed, n)]
             kwargs.update(
-                slot_mapping=torch.tensor([pad_row(slots, self.options.max_model_len, SLOT_PAD)], dtype=torch.long),
-                block_table=torch.tensor([self._neuron_block_table(step)], dtype=torch.long),
-                full_context_lens=torch.tensor([[n]], dtype=torch.long),
-                computed_context_lens=torch.tensor([[computed]], dtype=torch.long),
+                input_ids=torch.tensor([tokens], **long),
+                position_ids=torch.tensor([list(range(n))], **long),
+                slot_mapping=torch.tensor([[self._slot(step, p) for p in range(computed, n)]], **long),
+                block_table=torch.tensor([list(step.block_table)], **long),
+                full_context_lens=torch.tensor([[n]], **long),
+                computed_context_lens=torch.tensor([[computed]], **long),
+            )
+        else:
+            width = n if n > 1 else self.options.buckets.context_lengths[-1]
+            kwargs.update(
+                input_ids=torch.tensor([pad_row(tokens, width, 0)], **long),
+                position_ids=torch.tensor([pad_row(list(range(n)), width, 0)], **long),
+                attention_mask=torch.tensor([pad_row([1] * n, width, 0)], **long),
             )
         return BackendCall("prefill", [step.seq_id], kwargs)
 
     def decode_call(self, steps: list[SeqStep]) -> BackendCall:
         import torch
 
+        if not self.options.block_layout:
+            steps = sorted(steps, key=lambda s: s.slot)  # cache line order: a full batch is not reordered
+        long = dict(dtype=torch.long)
         kwargs: dict[str, Any] = dict(
-            input_ids=torch.tensor([[s.token_ids[0]] for s in steps], dtype=torch.long),
-            position_ids=torch.tensor([[s.start_pos] for s in steps], dtype=torch.long),
-            seq_ids=torch.tensor([s.slot for s in steps], dtype=torch.long),
+            input_ids=torch.tensor([[s.token_ids[0]] for s in steps], **long),
+            position_ids=torch.tensor([[s.start_pos] for s in steps], **long),
+            seq_ids=torch.tensor([s.slot for s in steps], **long),
             sampling_params=self._sampling(steps),
         )
         if self.options.block_layout:
+            width = max(len(s.block_table) for s in steps)
             kwargs.update(
-                slot_mapping=torch.tensor([[self._slot(s, s.start_pos)] for s in steps], dtype=torch.long),
-                block_table=torch.tensor([self._neuron_block_table(s) for s in steps], dtype=torch.long),
-                full_context_lens=torch.tensor([[s.end_pos] for s in steps], dtype=torch.long),
-                computed_context_lens=torch.tensor([[s.start_pos] for s in steps], dtype=torch.long),
+                slot_mapping=torch.tensor([[self._slot(s, s.start_pos)] for s in steps], **long),
+                block_table=torch.tensor([pad_row(list(s.block_table), width, BLOCK_TABLE_PAD) for s in steps], **long),
+                full_context_lens=torch.tensor([[s.end_pos] for s in steps], **long),
+                computed_context_lens=torch.tensor([[s.start_pos] for s in steps], **long),
             )
         return BackendCall("decode", [s.seq_id for s in steps], kwargs)
 
@@ -187,6 +207,8 @@ class NxdiBackend(SdkBackend):
         tokens = getattr(out, "tokens", None) if self.options.on_device_sampling else None
         if logits is not None:
             logits = logits[:rows, -1, :] if logits.dim() == 3 else logits[:rows]
+            if self.vocab_size:
+                logits = logits[:, : self.vocab_size]  # lm_head pads the vocabulary to a multiple of tp_degree
         if tokens is not None:
             tokens = tokens.reshape(tokens.shape[0], -1)[:rows, -1]
         return StepOutput(call.seq_ids, logits=logits, tokens=tokens)

@@ -14,10 +14,14 @@ from appliance.runtime.neuron.instances import InstanceType, get_instance
 from appliance.runtime.neuron.memory import DTYPE_BYTES, MemoryEstimate, estimate
 from appliance.runtime.neuron.model_shape import ModelShape
 
-BACKENDS = ("nxdi", "tnx")
+BACKENDS = ("nxdi",)
 KV_LAYOUTS = ("block", "contiguous")
 QUANTIZATIONS = (None, "int8")
 ALL_TP_DEGREES = (1, 2, 4, 8, 16, 24, 32)
+# Prefix caching on a LNC1 NeuronCore (inf2/trn1) is only correct through NxD Inference's flash-attention kernel,
+# which it uses for prefill buckets of at least 512 tokens (attention_base.py get_flash_attention_strategy; the
+# non-kernel prefix attention does not mask the cached prefix). autobucketing.py's defaults start at 512 too.
+MIN_PREFIX_CACHING_BUCKET = 512
 
 
 class NeuronOptionsError(ValueError):
@@ -30,7 +34,7 @@ class NeuronOptionsError(ValueError):
 class NeuronCompileOptions:
     """Compile options for the neuron target. Lengths are in tokens; empty bucket lists mean powers of two."""
 
-    backend: str = "nxdi"  # "nxdi" (NxD Inference, SDK 2.28) | "tnx" (transformers-neuronx, SDK 2.26, legacy)
+    backend: str = "nxdi"  # NxD Inference, SDK 2.28 (the only backend; transformers-neuronx was removed)
     tp_degree: int = 2
     batch_sizes: tuple[int, ...] = (8,)  # decode batch buckets; the largest is max_num_seqs
     max_context_length: int = 0  # longest prefill (cached prefix included); 0 = max_model_len
@@ -39,8 +43,8 @@ class NeuronCompileOptions:
     token_buckets: tuple[int, ...] = ()  # decode KV lengths; () = powers of two up to max_model_len
     dtype: str = "bfloat16"
     quantization: str | None = None  # None | "int8" (weights only)
-    kernels: bool = False
-    kv_layout: str = ""  # "block" (paged; nxdi default) | "contiguous" (a cache line per sequence; tnx); "" = default
+    kernels: bool | tuple[str, ...] = False  # the appliance's NKI kernels: True (all that apply) or operation names
+    kv_layout: str = ""  # "block" (paged, the default) | "contiguous" (a cache line per sequence); "" = default
     block_size: int = 32  # KV block size (NxD Inference pa_block_size)
     num_blocks: int = 0  # KV blocks; 0 = enough for every sequence at max_model_len
     on_device_sampling: bool = False
@@ -62,6 +66,8 @@ class NeuronCompileOptions:
                 if not isinstance(value, (list, tuple)):
                     raise NeuronOptionsError(key, f"must be a list of integers, got {value!r}")
                 kwargs[key] = tuple(value)
+        if isinstance(kwargs.get("kernels"), list):
+            kwargs["kernels"] = tuple(kwargs["kernels"])
         if kwargs.get("quantization") in ("", "none"):
             kwargs["quantization"] = None
         return cls(**kwargs)
@@ -70,6 +76,8 @@ class NeuronCompileOptions:
         out = asdict(self)
         for key in ("batch_sizes", "context_buckets", "token_buckets"):
             out[key] = list(out[key])
+        if isinstance(out["kernels"], tuple):
+            out["kernels"] = list(out["kernels"])
         return out
 
     @property
@@ -82,21 +90,30 @@ class NeuronCompileOptions:
         return max(self.batch_sizes)
 
     @property
+    def kernel_ops(self) -> tuple[str, ...]:
+        """The appliance NKI kernels this artifact puts into the compiled graph (validated by validate())."""
+        from appliance.runtime.neuron.kernel_support import resolve_kernels
+
+        if not self.kernels:
+            return ()
+        return resolve_kernels(self.kernels, platform="inf2", dtype=self.dtype, block_layout=self.block_layout)
+
+    @property
     def buckets(self) -> BucketSet:
         limit = self.context_length
-        ctx = self.context_buckets or power_of_two_buckets(limit, min(128, limit))
+        smallest = MIN_PREFIX_CACHING_BUCKET if self.block_layout else 128
+        ctx = self.context_buckets or power_of_two_buckets(limit, min(smallest, limit))
         tok = self.token_buckets or power_of_two_buckets(self.max_model_len, min(128, self.max_model_len))
         return BucketSet.build(self.batch_sizes, ctx, tok)
 
     @property
     def resolved_num_blocks(self) -> int:
-        """KV blocks to allocate; one more than the engine uses, because NxD Inference pads block tables with 0."""
-        usable = self.num_blocks or self.max_batch * -(-self.max_model_len // self.block_size)
-        return usable + 1
+        """KV blocks (NxD Inference's pa_num_blocks; it adds one reserved block of its own for writes of slot -1)."""
+        return self.num_blocks or self.max_batch * -(-self.max_model_len // self.block_size)
 
     @property
     def layout(self) -> str:
-        return self.kv_layout or ("block" if self.backend == "nxdi" else "contiguous")
+        return self.kv_layout or "block"
 
     @property
     def block_layout(self) -> bool:
@@ -117,7 +134,7 @@ class NeuronCompileOptions:
             shape.family(self.backend)
         except ValueError as exc:
             raise NeuronOptionsError("backend", str(exc)) from None
-        window = shape.sliding_window if self.backend == "nxdi" else None  # tnx's MistralForSampling has one
+        window = shape.sliding_window
         if shape.architecture == "MistralForCausalLM" and window and window < self.max_model_len:
             raise NeuronOptionsError(
                 "max_model_len", f"{self.max_model_len} exceeds the model's sliding_window {shape.sliding_window}, "
@@ -146,6 +163,9 @@ class NeuronCompileOptions:
         return mem
 
     def _validate_alone(self) -> None:
+        if self.backend == "tnx":
+            raise NeuronOptionsError("backend", "the transformers-neuronx backend was removed (retired after Neuron SDK "
+                                     "2.26; see docs/neuron.md); use 'nxdi'")
         if self.backend not in BACKENDS:
             raise NeuronOptionsError("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not isinstance(self.tp_degree, int) or self.tp_degree not in ALL_TP_DEGREES:
@@ -178,6 +198,21 @@ class NeuronCompileOptions:
                 normalize_buckets(name, value)
             except ValueError as exc:
                 raise NeuronOptionsError(name, str(exc).split(" ", 1)[1]) from None
+        if self.block_layout:
+            small = [b for b in self.buckets.context_lengths if b < MIN_PREFIX_CACHING_BUCKET or b % self.block_size]
+            if small:
+                raise NeuronOptionsError(
+                    "context_buckets", f"{small}: with kv_layout='block' every context bucket must be a multiple of "
+                    f"block_size ({self.block_size}) and at least {MIN_PREFIX_CACHING_BUCKET} (NxD Inference 0.8 "
+                    "masks a cached prefix only in its flash-attention kernel, which needs 512-token prefill buckets "
+                    "on inf2/trn1); raise max_context_length or use kv_layout='contiguous'")
+        if self.kernels:
+            from appliance.runtime.neuron.kernel_support import KernelNotSupported
+
+            try:
+                self.kernel_ops
+            except KernelNotSupported as exc:
+                raise NeuronOptionsError("kernels", str(exc)) from None
         if self.context_buckets and max(self.context_buckets) != self.context_length:
             raise NeuronOptionsError("context_buckets", f"the largest bucket must equal max_context_length "
                                      f"{self.context_length}, got {max(self.context_buckets)}")
@@ -187,20 +222,7 @@ class NeuronCompileOptions:
         if self.num_blocks and self.num_blocks * self.block_size < self.max_model_len:
             raise NeuronOptionsError("num_blocks", f"{self.num_blocks} blocks of {self.block_size} tokens cannot "
                                      f"hold one sequence of max_model_len {self.max_model_len}")
-        if len(set(self.batch_sizes)) > 1 and not (self.backend == "nxdi" and self.layout == "contiguous"):
+        if len(set(self.batch_sizes)) > 1 and self.layout != "contiguous":
             why = ("NxD Inference 0.8 does not support batch bucketing (token_generation_batches) with the block KV "
-                   "layout; give one batch size or set kv_layout='contiguous'") if self.backend == "nxdi" else (
-                   "transformers-neuronx continuous batching compiles one batch size (batch_size_for_shared_caches)")
+                   "layout; give one batch size or set kv_layout='contiguous'")
             raise NeuronOptionsError("batch_sizes", f"{list(self.batch_sizes)}: {why}")
-        if self.backend == "tnx":
-            if self.layout != "contiguous":
-                raise NeuronOptionsError("kv_layout", "transformers-neuronx keeps one contiguous cache line per "
-                                         "sequence; set kv_layout='contiguous'")
-            if self.on_device_sampling:
-                raise NeuronOptionsError("on_device_sampling", "is only wired for the nxdi backend")
-            if self.kernels:
-                raise NeuronOptionsError("kernels", "are only wired for the nxdi backend (NxD Inference kernel "
-                                         "flags); transformers-neuronx is legacy")
-        if self.kernels and self.dtype != "bfloat16":
-            raise NeuronOptionsError("kernels", f"NxD Inference's QKV and MLP kernels need dtype bfloat16, "
-                                     f"got {self.dtype}")

@@ -1,8 +1,7 @@
 """What one engine step asks of a Neuron backend, per sequence, and what comes back.
 
 The executor turns the engine's batch into SeqSteps; each backend turns SeqSteps into the calls its runtime makes
-(NxD Inference: one context-encoding call per prefill and one token-generation call for all decodes;
-transformers-neuronx: the same split over its continuous-batching forward).
+(NxD Inference: one context-encoding call per prefill and one token-generation call for all decodes).
 """
 from __future__ import annotations
 
@@ -58,7 +57,7 @@ class StepOutput:
 
 
 class SdkBackend:
-    """What both backends share: the compile options, the model family, and the SDK's modules, loaded on first use
+    """A backend's compile options, model family, and the SDK's modules, loaded on first use
     (`api` defaults to the real SDK through appliance.runtime.neuron.sdk; contract tests pass doubles)."""
 
     name = ""
@@ -68,6 +67,7 @@ class SdkBackend:
         self.family = family
         self._api = api
         self.model: Any = None
+        self.vocab_size = 0  # the model's; logits wider than this carry the lm_head's padding
 
     def _load_api(self) -> Any:
         raise NotImplementedError

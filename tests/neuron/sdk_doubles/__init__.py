@@ -1,15 +1,15 @@
 """TEST DOUBLES of the AWS Neuron SDK — not the SDK, and not a simulator of it.
 
-`install_nxdi(monkeypatch)` / `install_tnx(monkeypatch)` put fake `torch_neuronx`, `neuronx_distributed_inference`
-and `transformers_neuronx` modules into sys.modules. They expose the names and signatures the appliance calls (taken
-from neuronx-distributed-inference 0.8 / transformers-neuronx 0.13), RECORD every call in a `Recorder`, write
+`install_nxdi(monkeypatch)` puts fake `torch_neuronx` and `neuronx_distributed_inference`
+modules into sys.modules. They expose the names and signatures the appliance calls (taken
+from neuronx-distributed-inference 0.8), RECORD every call in a `Recorder`, write
 placeholder artifact files with the documented names (NxD Inference: neuron_config.json, model.pt,
-weights/tp<rank>_sharded_checkpoint.safetensors; transformers-neuronx: <hash>.neff per compiled graph), and return
+weights/tp<rank>_sharded_checkpoint.safetensors), and return
 logits whose argmax is (last input token + 1) so tests can follow rows through a step.
 
 What they prove: the configuration the appliance passes at compile time, the artifact layout it saves and expects at
 load time, the per-step call arguments, and core assignment through NEURON_RT_VISIBLE_CORES.
-What they do NOT prove: that NxD Inference or transformers-neuronx accept these arguments at runtime, that anything
+What they do NOT prove: that NxD Inference accepts these arguments at runtime, that anything
 traces or compiles with neuronx-cc, that a NEFF loads or runs, or any numerics. Nothing here has run on Inferentia.
 """
 from __future__ import annotations
@@ -44,14 +44,6 @@ def install_nxdi(monkeypatch: Any, version: str = "0.8.16251") -> Recorder:
         monkeypatch.setitem(__import__("sys").modules, name, module)
     return rec
 
-
-def install_tnx(monkeypatch: Any, version: str = "0.13.1315") -> Recorder:
-    from tests.neuron.sdk_doubles import tnx
-
-    rec = Recorder()
-    for name, module in tnx.build_modules(rec, version).items():
-        monkeypatch.setitem(__import__("sys").modules, name, module)
-    return rec
 
 
 def fake_logits(input_ids: Any, vocab_size: int) -> Any:
