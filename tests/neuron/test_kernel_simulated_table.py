@@ -49,7 +49,8 @@ def test_each_operation_matches_its_reference_and_keeps_dtype(dtype):
     }
     for op, args in cases.items():
         got, want = table[op](*args), kernels.REFERENCES[op](*args)
-        for g_out, w_out in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        as_tuple = lambda t: t if isinstance(t, tuple) else (t,)  # noqa: E731
+        for g_out, w_out in zip(as_tuple(got), as_tuple(want)):
             assert g_out.dtype == w_out.dtype and g_out.shape == w_out.shape and g_out.device == w_out.device
             rtol, atol = TOLERANCES[dtype][op]
             torch.testing.assert_close(g_out.float(), w_out.float(), rtol=rtol, atol=atol)

@@ -282,7 +282,8 @@ def test_kernel_attention_rotates_and_decodes_through_block_tables_like_the_stoc
     x = torch.randn(2, 1, 32)
     with torch.no_grad():
         want = stock(x, position_ids=position_ids, past_key_value=gathered)
-        got = kernel(x, position_ids=position_ids, past_key_value=gathered, kv_mgr=StandInBlockKVManager(k_cache, v_cache),
+        kv_mgr = StandInBlockKVManager(k_cache, v_cache)
+        got = kernel(x, position_ids=position_ids, past_key_value=gathered, kv_mgr=kv_mgr,
                      idx=0, scatter_index=slots, active_block_table=block_table)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert counter == {"rotary_embedding": 1, "paged_decode_attention": 1}

@@ -11,7 +11,7 @@ the SDK), subclasses of models/llama/modeling_llama.py's classes (commit cd3abf3
 |---|---|---|
 | rms_norm | CustomRMSNorm of input/post-attention/final norms | `get_rmsnorm_cls`, modules/custom_calls.py |
 | rotary_embedding | `NeuronAttentionBase.apply_rotary_embedding` | modules/attention/attention_base.py |
-| swiglu_mlp | `NeuronLlamaMLP._native_mlp`, on each rank's shards, then the all-reduce | `NeuronLlamaMLP._kernel_enabled_mlp` |
+| swiglu_mlp | `NeuronLlamaMLP._native_mlp`: rank's shards, then all-reduce | `NeuronLlamaMLP._kernel_enabled_mlp` |
 | paged_decode_attention | `NeuronAttentionBase.attention_tokengen` with the block KV layout | `compute_for_token_gen` |
 
 Kernels are traced the way modeling_llama.py `import_nki_mlp_tkg_kernel` does: the `nki.jit` decoration peeled and
@@ -238,7 +238,8 @@ def appliance_llama_class(
             if ml.parallel_state.model_parallel_is_initialized():
                 self.embed_tokens = ml.ParallelEmbedding(
                     config.vocab_size, config.hidden_size, self.padding_idx, dtype=nc.torch_dtype,
-                    shard_across_embedding=not nc.vocab_parallel, sequence_parallel_enabled=nc.sequence_parallel_enabled,
+                    shard_across_embedding=not nc.vocab_parallel,
+                    sequence_parallel_enabled=nc.sequence_parallel_enabled,
                     sequence_dimension=self.sequence_dimension, tile_cc=nc.tile_cc, pad=True,
                     tensor_model_parallel_group=ml.get_tp_group(config), use_spmd_rank=nc.vocab_parallel,
                 )
