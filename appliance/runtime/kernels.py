@@ -28,7 +28,8 @@ class _Scratch(threading.local):
         self.buffers: dict[tuple, torch.Tensor] = {}
 
     def take(self, slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        key = (slot, like.dtype, like.device)
+        key = (slot, like.dtype, like.device, torch.is_inference_mode_enabled())  # an inference tensor cannot be
+        # written outside inference mode, so a buffer made inside one is not reused outside it
         numel = 1
         for n in shape:
             numel *= n

@@ -1,4 +1,5 @@
-"""Fixtures for the neuron tests: SDK test doubles (see sdk_doubles/__init__.py for what they do not prove)."""
+"""Fixtures for the neuron tests: the labelled NxD Inference EMULATOR (appliance/runtime/neuron/emulator), which is a
+test double of the SDK computing with the project's PyTorch model, never the AWS Neuron SDK."""
 from __future__ import annotations
 
 import json
@@ -8,21 +9,36 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.neuron.sdk_doubles import install_nxdi
-
 # Tiny models gain nothing from intra-op threads; on a shared machine they make every op slower (as tests/runtime).
 os.environ.setdefault("APPLIANCE_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
 @pytest.fixture
-def nxdi_sdk(monkeypatch):
-    return install_nxdi(monkeypatch)
+def emulator(monkeypatch):
+    """APPLIANCE_NEURON_SDK=emulator for this test; the kernel dispatch layer is restored afterwards."""
+    from appliance.runtime import kernels
+
+    monkeypatch.setenv("APPLIANCE_NEURON_SDK", "emulator")
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0-1")
+    yield
+    kernels.use_implementations(None)
+
+
+@pytest.fixture
+def long_llama(checkpoint_factory) -> Path:
+    """The tiny random-weight Llama with a 2048-token context (the block layout needs 512-token buckets)."""
+    return checkpoint_factory("llama", max_position_embeddings=2048)
 
 
 @pytest.fixture
 def llama_config(tiny_llama) -> dict:
     return json.loads(Path(tiny_llama, "config.json").read_text())
+
+
+def saved_neuron_config(artifact: Path) -> dict:
+    """The NeuronConfig an artifact was compiled with, as NxD Inference saves it (neuron_config.json)."""
+    return json.loads((Path(artifact) / "neuron_config.json").read_text())["neuron_config"]
 
 
 def big_config(**overrides) -> dict:

@@ -1,7 +1,11 @@
-"""NeuronExecutor over an NxD Inference artifact, against SDK TEST DOUBLES (see sdk_doubles/__init__.py).
+"""The engine on a Neuron artifact, through the SDK EMULATOR (a labelled test double of NxD Inference 0.8).
 
-Checks the per-step call arguments and core assignment; says nothing about NxD Inference's behaviour on hardware.
+Greedy tokens are compared with transformers on the same random weights, so a call the appliance builds wrongly for
+NxD Inference's static shapes, padding or KV-cache rules (as the emulator mirrors them from the SDK's source) shows
+up as different tokens or as the SDK's own error. Nothing here ran on Inferentia.
 """
+import random
+
 import pytest
 import torch
 
@@ -9,134 +13,134 @@ from appliance.runtime.executor.interface import StepBatch
 from appliance.runtime.neuron.compile import compile_artifact
 from appliance.runtime.neuron.executor import NeuronExecutor, neuron_engine
 from appliance.runtime.sampling_params import SamplingParams
+from tests.runtime.conftest import hf_greedy
 
-OPTS = {"tp_degree": 2, "batch_sizes": [4], "max_model_len": 256, "max_context_length": 256,
-        "context_buckets": [32, 256], "token_buckets": [64, 256], "block_size": 16}
 CORES = {"NEURON_RT_VISIBLE_CORES": "2-3"}
+BLOCK = {"tp_degree": 2, "batch_sizes": [4], "max_model_len": 2048, "dtype": "float32", "block_size": 32}
+CONTIGUOUS = {**BLOCK, "kv_layout": "contiguous", "max_model_len": 512, "context_buckets": [64, 512],
+              "token_buckets": [128, 512]}
+GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+
+
+def compiled(model, options, path):
+    compile_artifact(model, options, path)
+    return path
 
 
 @pytest.fixture
-def artifact(nxdi_sdk, tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "2-3")
-    return compile_artifact(tiny_llama, OPTS, tmp_path / "artifact") and tmp_path / "artifact"
+def block_artifact(emulator, long_llama, tmp_path):
+    return compiled(long_llama, BLOCK, tmp_path / "block")
 
 
-def forward_calls(rec):
-    return rec.named("NeuronLlamaForCausalLM.forward")
+def prompts(n: int, length: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(4, 500) for _ in range(length)] for _ in range(n)]
 
 
-def test_load_checks_and_uses_the_replica_cores(nxdi_sdk, artifact, monkeypatch):
-    NeuronExecutor(artifact)
-    assert nxdi_sdk.last("NeuronLlamaForCausalLM.load") == {"compiled_model_path": str(artifact),
-                                                            "visible_cores": "2-3"}
-    with pytest.raises(ValueError, match="compiled for tp_degree=2 but the replica has 1 cores"):
-        NeuronExecutor(artifact, environ={"NEURON_RT_VISIBLE_CORES": "5"})
-    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES")
-    with pytest.raises(RuntimeError, match="NEURON_RT_VISIBLE_CORES is not set"):
-        NeuronExecutor(artifact)
+def run(engine, requests: list[list[int]], arrive_every: int = 0) -> list[list[int]]:
+    """Add requests (one every `arrive_every` steps, or all at once) and step to the end; token ids per request."""
+    pending = list(enumerate(requests))
+    outs: dict[str, list[int]] = {}
+    steps = 0
+    while pending or engine.has_unfinished_requests():
+        if pending and (arrive_every == 0 or steps % arrive_every == 0):
+            batch = pending if arrive_every == 0 else pending[:1]
+            for i, ids in batch:
+                engine.add_request(str(i), ids, GREEDY)
+            pending = pending[len(batch):]
+        for out in engine.step():
+            if out.finished:
+                outs[out.request_id] = list(out.token_ids)
+        steps += 1
+    return [outs[str(i)] for i in range(len(requests))]
 
 
-def test_mixed_prefill_and_decode_step_makes_the_documented_calls(nxdi_sdk, artifact):
-    ex = NeuronExecutor(artifact)
-    assert (ex.num_kv_blocks, ex.block_size, ex.vocab_size) == (4 * 256 // 16, 16, 512)
-    prompt_a = list(range(100, 120))  # 20 tokens in blocks 3, 4
-    step1 = StepBatch()
-    step1.add(prompt_a, 0, [3, 4], True)
-    logits = ex.execute(step1)
-    assert logits.shape == (1, 512) and int(logits[0].argmax()) == 120
-
-    step2 = StepBatch()
-    step2.add([7], 20, [3, 4], True)  # A decodes position 20
-    step2.add([200, 201, 202, 203], 16, [3, 7], True)  # B: prefix-cache hit on block 3, then 4 new tokens
-    step2.add(list(range(300, 308)), 0, [9], False)  # C: a first prefill chunk (no logits wanted)
-    logits = ex.execute(step2)
-    assert logits.shape == (2, 512)
-    assert [int(r.argmax()) for r in logits] == [8, 204]
-
-    b_call, c_call, a_call = forward_calls(nxdi_sdk)[1:]
-    pad = [0] * 12
-    assert b_call["input_ids"].tolist() == [prompt_a[:16] + [200, 201, 202, 203] + pad]
-    assert b_call["position_ids"].tolist() == [list(range(20)) + pad]
-    assert b_call["seq_ids"].tolist() == [0]
-    assert b_call["slot_mapping"].tolist() == [[8 * 16 + i for i in range(4)] + [-1] * 252]  # block 7 -> artifact 8
-    assert b_call["block_table"].tolist() == [[4, 8] + [0] * 14]
-    assert b_call["full_context_lens"].tolist() == [[20]] and b_call["computed_context_lens"].tolist() == [[16]]
-    assert b_call["sampling_params"].shape == (1, 3)
-
-    assert c_call["input_ids"].shape == (1, 32) and c_call["computed_context_lens"].tolist() == [[0]]
-    assert c_call["slot_mapping"][0, :8].tolist() == [10 * 16 + i for i in range(8)]
-
-    assert a_call["input_ids"].tolist() == [[7]] and a_call["position_ids"].tolist() == [[20]]
-    assert a_call["seq_ids"].tolist() == [0]
-    assert a_call["slot_mapping"].tolist() == [[5 * 16 + 4]]
-    assert a_call["block_table"].tolist() == [[4, 5] + [0] * 14]
-    assert a_call["full_context_lens"].tolist() == [[21]] and a_call["computed_context_lens"].tolist() == [[20]]
-    assert ex.last_calls == [{"kind": "prefill", "rows": 1, "batch": 1, "length": 32},
-                             {"kind": "prefill", "rows": 1, "batch": 1, "length": 32},
-                             {"kind": "decode", "rows": 1, "batch": 4, "length": 64}]
+def test_load_checks_the_replica_cores(block_artifact):
+    assert NeuronExecutor(block_artifact, environ=CORES).cores == [2, 3]
+    with pytest.raises(ValueError, match=r"tp_degree=2 but the replica has 1 cores \(\[2\]\)"):
+        NeuronExecutor(block_artifact, environ={"NEURON_RT_VISIBLE_CORES": "2"})
 
 
-def test_a_step_beyond_the_compiled_buckets_is_refused(nxdi_sdk, artifact):
-    ex = NeuronExecutor(artifact)
+def test_block_layout_mixed_steps_are_exact(block_artifact, long_llama):
+    """Staggered arrivals: prefills and decodes share steps; the emulator's SDK rules decide every call."""
+    requests = prompts(4, 40, seed=1)
+    engine = neuron_engine(block_artifact, environ=CORES)
+    assert run(engine, requests, arrive_every=2) == hf_greedy(long_llama, requests, 8)
+    kinds = {c["kind"] for c in engine.executor.last_calls}
+    assert kinds <= {"prefill", "decode"}
+    assert engine.stats().kv_blocks_used == 0
+
+
+def test_a_1500_token_cached_prefix_and_chunked_prefill_are_exact(block_artifact, long_llama):
+    """A 1,500-token shared prefix (prefix-cache hit) and a 1,700-token prompt prefilled in 256-token chunks,
+    past the second-largest context bucket (1024) at max_model_len 2048."""
+    shared = prompts(1, 1500, seed=2)[0]
+    requests = [shared + [7, 8, 9], shared + [10, 11], prompts(1, 1700, seed=3)[0]]
+    engine = neuron_engine(block_artifact, environ=CORES, max_num_batched_tokens=256)
+    first = run(engine, requests[:1])
+    rest = run(engine, requests[1:])
+    assert first + rest == hf_greedy(long_llama, requests, 8)
+    assert engine.stats().prefix_cache_hit_tokens >= 1472  # the shared prefix's whole 32-token blocks
+
+
+def test_contiguous_layout_with_partial_batches_is_exact(emulator, long_llama, tmp_path):
+    """Partial decode batches are padded by the SDK with the unused seq ids; apply_seq_ids_mask keeps those rows off
+    live cache lines. Without it (the old configuration) a sequence prefilled in the same step is overwritten."""
+    # a short first prompt decodes at positions the later, longer prompts already hold; the 1-token prompt would
+    # otherwise get the logits of a padding row (the SDK pads position ids with 1 and reads the largest position)
+    requests = prompts(1, 5, seed=4) + prompts(3, 30, seed=5) + [[42]]
+    expected = hf_greedy(long_llama, requests, 8)
+    fixed = neuron_engine(compiled(long_llama, CONTIGUOUS, tmp_path / "c"), environ=CORES)
+    assert run(fixed, requests, arrive_every=3) == expected
+    unmasked = {**CONTIGUOUS, "extra": {"apply_seq_ids_mask": False}}
+    broken = neuron_engine(compiled(long_llama, unmasked, tmp_path / "u"), environ=CORES)
+    assert run(broken, requests, arrive_every=3) != expected
+
+
+def test_kernels_run_inside_the_emulated_graph_within_tolerance(emulator, long_llama, tmp_path):
+    """With kernels on, the emulated graph calls each enabled NKI kernel (on the NumPy simulator), and the logits
+    stay within the kernels' documented float32 tolerance of the reference path."""
     batch = StepBatch()
-    for i in range(5):
-        batch.add([1], 3, [i], True)
+    batch.add(list(range(5, 45)), 0, [0, 1], True)
+    plain = NeuronExecutor(compiled(long_llama, BLOCK, tmp_path / "plain"), environ=CORES)
+    reference = plain.execute(batch)
+    decode = StepBatch()
+    decode.add([int(reference[0].argmax())], 40, [0, 1], True)
+    reference_decode = plain.execute(decode)
+
+    with_kernels = NeuronExecutor(compiled(long_llama, {**BLOCK, "kernels": True}, tmp_path / "k"), environ=CORES)
+    calls = with_kernels.backend.model.kernel_calls
+    got = with_kernels.execute(batch)
+    got_decode = with_kernels.execute(decode)
+    assert calls.uncalled(with_kernels.nki_operations) == []
+    assert set(with_kernels.nki_operations) == {"rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention"}
+    torch.testing.assert_close(got, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_decode, reference_decode, rtol=1e-4, atol=1e-4)
+
+
+def test_a_step_beyond_the_compiled_buckets_is_refused(block_artifact):
+    ex = NeuronExecutor(block_artifact, environ=CORES)
+    batch = StepBatch()
+    for i in range(5):  # the artifact's batch is 4
+        batch.add([1], 10, [i], True)
     with pytest.raises(ValueError, match="batch size 5 exceeds the largest compiled bucket 4"):
         ex.execute(batch)
 
 
-def test_engine_generates_through_the_executor(nxdi_sdk, artifact):
-    engine = neuron_engine(artifact)
-    assert engine.max_model_len == 256 and engine.config.block_size == 16
-    engine.add_request("r1", [5, 6, 7], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
-    engine.add_request("r2", [40, 41], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
-    done = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                done[out.request_id] = out.outputs[0].token_ids
-    assert done == {"r1": [8, 9, 10, 11], "r2": [42, 43, 44]}  # the doubles' logits: next = last + 1
-    decodes = [c for c in forward_calls(nxdi_sdk) if c["input_ids"].shape[1] == 1]
-    assert any(c["input_ids"].shape[0] == 2 for c in decodes)  # both sequences decode in one call
-
-
-def test_engine_config_the_artifact_cannot_serve_is_an_error(nxdi_sdk, artifact):
+def test_engine_config_the_artifact_cannot_serve_is_an_error(block_artifact):
     with pytest.raises(ValueError, match="max_num_seqs: 8 exceeds the artifact's batch size 4"):
-        neuron_engine(artifact, max_num_seqs=8)
-    with pytest.raises(ValueError, match="block_size: the artifact was compiled with block_size=16"):
-        neuron_engine(artifact, block_size=32)
+        neuron_engine(block_artifact, environ=CORES, max_num_seqs=8)
+    with pytest.raises(ValueError, match="block_size: the artifact was compiled with block_size=32"):
+        neuron_engine(block_artifact, environ=CORES, block_size=16)
 
 
-def test_on_device_sampling_artifacts_are_refused_by_the_engine(nxdi_sdk, tiny_llama, tmp_path):
-    out = tmp_path / "ods"
-    compile_artifact(tiny_llama, {**OPTS, "on_device_sampling": True}, out)
+def test_on_device_sampling_artifacts_are_refused_by_the_engine(emulator, long_llama, tmp_path):
+    path = compiled(long_llama, {**BLOCK, "on_device_sampling": True}, tmp_path / "ods")
     with pytest.raises(ValueError, match="on_device_sampling: this artifact samples on the device"):
-        NeuronExecutor(out, environ=CORES)
+        NeuronExecutor(path, environ=CORES)
 
 
-def test_contiguous_layout_uses_stable_slots_and_refuses_partial_prefills(nxdi_sdk, tiny_llama, tmp_path):
-    out = tmp_path / "contig"
-    compile_artifact(tiny_llama, {**OPTS, "kv_layout": "contiguous", "batch_sizes": [1, 2, 4]}, out)
-    ex = NeuronExecutor(out, environ=CORES)
-    first = StepBatch()
-    first.add([1, 2, 3], 0, [0], True)
-    first.add([4, 5], 0, [16], True)
-    ex.execute(first)
-    second = StepBatch()
-    second.add([6], 2, [16], True)
-    second.add([7], 3, [0], True)
-    ex.execute(second)
-    calls = forward_calls(nxdi_sdk)
-    assert [c["seq_ids"].tolist() for c in calls] == [[0], [1], [1, 0]]
-    assert calls[0]["slot_mapping"] is None and calls[2]["position_ids"].tolist() == [[2], [3]]
-    assert ex.last_calls[-1] == {"kind": "decode", "rows": 2, "batch": 2, "length": 64}
-    partial = StepBatch()
-    partial.add([8, 9], 3, [0], True)
-    with pytest.raises(ValueError, match="contiguous KV layout prefills whole prompts only"):
-        ex.execute(partial)
-
-
-def test_loading_needs_every_file_of_the_layout(nxdi_sdk, artifact):
-    (artifact / "weights" / "tp1_sharded_checkpoint.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="tp1_sharded_checkpoint.safetensors"):
-        NeuronExecutor(artifact)
+def test_loading_needs_every_file_of_the_layout(block_artifact):
+    (block_artifact / "weights" / "tp1_sharded_checkpoint.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="tp1_sharded_checkpoint"):
+        NeuronExecutor(block_artifact, environ=CORES)

@@ -4,7 +4,7 @@ from appliance.runtime.neuron.model_shape import ModelShape
 from appliance.runtime.neuron.options import NeuronCompileOptions, NeuronOptionsError
 from tests.neuron.conftest import big_config
 
-SMALL = dict(max_model_len=256, max_context_length=256)
+SMALL = dict(max_model_len=512, max_context_length=512)
 
 
 def field_of(excinfo) -> str:
@@ -88,7 +88,9 @@ def test_from_dict_rejects_unknown_options_by_name():
         ({"block_size": 0}, "block_size"),
         ({"num_blocks": 2}, "num_blocks"),
         ({"backend": "tnx"}, "backend"),
-        ({"kernels": True, "dtype": "float32"}, "kernels"),
+        ({"kernels": ["paged_decode_attention"], "kv_layout": "contiguous"}, "kernels"),
+        ({"kernels": ["flash_attention"]}, "kernels"),
+        ({"context_buckets": (256, 2048)}, "context_buckets"),
     ],
 )
 def test_bad_options_are_errors_naming_the_option(kwargs, field, llama_config):

@@ -1,11 +1,8 @@
-"""Route the engine's kernel dispatch layer to the NKI kernels when running on Neuron with kernels enabled.
+"""The NKI kernels behind the engine's kernel dispatch layer, for the SDK emulator.
 
-`appliance.runtime.kernels` is the one dispatch layer the model code calls (rms_norm, rotary_embedding, swiglu_mlp,
-paged_decode_attention). Each `nki_kernels.<op>` exposes `kernel` (an `nki.jit` kernel) with the same signature as
-its PyTorch `reference`; with the Neuron SDK installed, `nki.jit` kernels are called directly with torch tensors on
-the Neuron (XLA) device. On any other device the references stay in place. Not run on Neuron hardware.
-
-For an SDK emulator, `simulated_kernel_table` gives the same operations backed by the NKI kernels running on the
+On Neuron the kernels run inside NxD Inference's compiled graph (appliance/runtime/neuron/nxdi_llama.py), not through
+the host's dispatch layer (`appliance.runtime.kernels`): the engine only samples on the host there. For the SDK
+emulator, `simulated_kernel_table` gives the same operations backed by the NKI kernels running on the
 simulator (`nki_kernels.simulate`): torch tensors in and out, the kernel in between, each call counted, so a test
 can check that an artifact compiled with kernels really ran them. It is slow (NumPy, per tile): tiny models only.
 """
@@ -18,27 +15,6 @@ import numpy as np
 import torch
 
 from appliance.runtime import kernels
-
-
-def nki_kernel_table() -> dict[str, Callable]:
-    """{operation: nki_kernels.<operation>.kernel} for every operation the dispatch layer has."""
-    import nki_kernels
-
-    missing = [op for op in kernels.OPERATIONS if op not in nki_kernels.OPERATIONS]
-    if missing:
-        raise RuntimeError(f"nki_kernels has no kernel for {', '.join(missing)}")
-    return {op: getattr(nki_kernels, op).kernel for op in kernels.OPERATIONS}
-
-
-def install_neuron_kernels(enabled: bool, on_neuron_device: bool) -> list[str]:
-    """Install the NKI kernels into the dispatch layer when `enabled` (the compile option) and running on a Neuron
-    device; otherwise make sure the references are in place. Returns the operations now routed to NKI."""
-    if not (enabled and on_neuron_device):
-        kernels.use_implementations(None)
-        return []
-    table = nki_kernel_table()
-    kernels.use_implementations(table)
-    return sorted(table)
 
 
 class KernelCallCounter(Counter):
