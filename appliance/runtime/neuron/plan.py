@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from appliance.runtime.neuron.buckets import BucketSet
 from appliance.runtime.neuron.instances import TP_DEGREES, InstanceType, get_instance
 from appliance.runtime.neuron.memory import (
     HostMemoryEstimate, MemoryEstimate, estimate, gib, host_estimate, host_refusals,
@@ -84,6 +85,10 @@ class NeuronPlan:
     @property
     def tp_degree(self) -> int:
         return self.options.tp_degree
+
+    @property
+    def buckets(self) -> BucketSet:
+        return self.options.buckets
 
     @property
     def kv_blocks(self) -> int:
