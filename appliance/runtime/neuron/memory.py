@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.runtime.neuron.instances import GIB, HBM_PER_CORE_BYTES, InstanceType
+from appliance.runtime.neuron.instances import GIB, HBM_PER_CORE_BYTES, InstanceType, smallest_with_host_memory
 from appliance.runtime.neuron.model_shape import ModelShape
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -73,12 +73,12 @@ def estimate(shape: ModelShape, tp_degree: int, dtype: str, int8_weights: bool, 
     return MemoryEstimate(weights, kv, int(HBM_PER_CORE_BYTES * USABLE_FRACTION))
 
 
-def parameter_count(shape: ModelShape, tied_embeddings: bool = False) -> int:
+def parameter_count(shape: ModelShape) -> int:
     """Parameters of a Llama-family decoder: embeddings, attention, SwiGLU MLP, norms, and the LM head unless tied."""
     h, hd = shape.hidden_size, shape.head_dim
     attn = h * shape.num_heads * hd * 2 + h * shape.num_kv_heads * hd * 2
     per_layer = attn + 3 * h * shape.intermediate_size + 2 * h
-    head = 0 if tied_embeddings else shape.vocab_size * h
+    head = 0 if shape.tie_word_embeddings else shape.vocab_size * h
     return shape.vocab_size * h + shape.num_layers * per_layer + h + head
 
 
@@ -109,31 +109,56 @@ class HostMemoryEstimate:
     def load_fits(self) -> bool:
         return self.usable_bytes is None or self.load_bytes <= self.usable_bytes
 
+    def compile_parts(self) -> str:
+        """What the compile estimate adds up."""
+        if self.quantize_bytes > self.state_dict_bytes + self.shard_bytes_per_rank:
+            return f"int8 quantization {gib(self.quantize_bytes)} + baseline {gib(self.baseline_bytes)}"
+        return (f"checkpoint {gib(self.state_dict_bytes)} + one rank's shard {gib(self.shard_bytes_per_rank)} + "
+                f"baseline {gib(self.baseline_bytes)}")
+
     def describe(self) -> str:
-        of = "" if self.usable_bytes is None else f" (usable {self.usable_bytes / GIB:.1f} GiB)"
-        return (f"compile {self.compile_bytes / GIB:.1f} GiB, load {self.load_bytes / GIB:.1f} GiB of host memory{of}")
+        of = "" if self.usable_bytes is None else f"; usable {gib(self.usable_bytes)}"
+        return f"compile {gib(self.compile_bytes)} ({self.compile_parts()}), load {gib(self.load_bytes)}{of}"
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
 
 
 def host_estimate(
-    shape: ModelShape,
-    device: MemoryEstimate,
-    dtype: str,
-    int8_weights: bool,
-    instance: InstanceType | None = None,
-    *,
-    checkpoint_dtype: str | None = None,
+    shape: ModelShape, device: MemoryEstimate, dtype: str, int8_weights: bool, instance: InstanceType | None = None,
     checkpoint_bytes: int | None = None,
-    tied_embeddings: bool = False,
 ) -> HostMemoryEstimate:
     """Host memory to compile and load; `checkpoint_bytes` (the safetensors files' size) replaces the parameter count."""
-    params = parameter_count(shape, tied_embeddings)
-    source = checkpoint_bytes or params * DTYPE_BYTES.get(checkpoint_dtype or dtype, DTYPE_BYTES[dtype])
-    state = max(source, params * DTYPE_BYTES[dtype])  # cast to the compile dtype when that is wider
-    quantize = params * (FLOAT32_BYTES + 1) if int8_weights else 0
+    params = parameter_count(shape)
+    source = checkpoint_bytes or params * DTYPE_BYTES.get(shape.torch_dtype or dtype, DTYPE_BYTES[dtype])
     return HostMemoryEstimate(
-        state_dict_bytes=state,
-        quantize_bytes=quantize,
+        state_dict_bytes=max(source, params * DTYPE_BYTES[dtype]),  # cast to the compile dtype when that is wider
+        quantize_bytes=params * (FLOAT32_BYTES + 1) if int8_weights else 0,
         shard_bytes_per_rank=device.weight_bytes_per_core,
         baseline_bytes=PROCESS_BASELINE_BYTES,
         usable_bytes=instance.usable_host_memory_bytes if instance else None,
     )
+
+
+def host_refusals(host: HostMemoryEstimate, instance: InstanceType, tp_degree: int) -> list[tuple[str, str]]:
+    """(reason, fix) for each of compile and load that will not fit the instance's host memory."""
+    out: list[tuple[str, str]] = []
+    have = f"{instance.name} has {instance.host_memory_gib} GiB ({gib(instance.usable_host_memory_bytes)} usable)"
+    if not host.load_fits:
+        bigger = smallest_with_host_memory(host.load_bytes, instance.family, tp_degree)
+        out.append((
+            f"loading the compiled model needs about {gib(host.load_bytes)} of host memory (one rank's shard "
+            f"{gib(host.shard_bytes_per_rank)} + baseline {gib(host.baseline_bytes)}, an estimate); {have}",
+            f"deploy on {bigger.name if bigger else 'a larger instance'}, raise tp_degree, or set quantization='int8'"))
+    if not host.compile_fits:
+        bigger = smallest_with_host_memory(host.compile_bytes, instance.family, tp_degree)
+        where = bigger.name if bigger else f"a larger {instance.family} instance"
+        sized = f" ({bigger.host_memory_gib} GiB)" if bigger else ""
+        then = (f", whose weights/tp<rank>_sharded_checkpoint.safetensors load here with about {gib(host.load_bytes)}"
+                if host.load_fits else "")
+        out.append((
+            f"compiling needs about {gib(host.compile_bytes)} of host memory to load and shard the checkpoint "
+            f"({host.compile_parts()}, an estimate); {have}",
+            f"use pre-sharded weights or {where}: compile on {where}{sized} and copy the artifact{then}"))
+    return out
