@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.catalog.models import Model, ModelVersion
+from appliance.runtime.neuron.instances import INSTANCES
 from appliance.runtime.neuron.plan import NeuronPlan, make_plan
 
 
@@ -48,3 +49,30 @@ def plan_model(name_or_dir: str, instance: str | None, options: Mapping[str, Any
     """The plan for a registered model (latest version) or a checkpoint directory on `instance`."""
     label, config, weights = resolve_model(name_or_dir)
     return make_plan(config, instance or None, options, model=label, checkpoint_bytes=weights)
+
+
+def deploy_instance_type() -> str | None:
+    """The instance type a neuron deployment compiles and loads on: this node's, else any neuron node's."""
+    from appliance.catalog.models import Node
+    from appliance.lifecycle.compile_runner import node_instance_type
+
+    here = node_instance_type()
+    if here in INSTANCES:
+        return here
+    known = Node.objects.filter(device="neuron", instance_type__in=list(INSTANCES))
+    return known.values_list("instance_type", flat=True).first()
+
+
+def plan_for_deploy(version: ModelVersion, cores_per_replica: int) -> NeuronPlan:
+    """The plan of the neuron artifact a deployment of `version` serves: the newest existing neuron artifact's
+    options, else those of the compile the deployment would queue (tp_degree = cores per replica)."""
+    from appliance.lifecycle.compile_runner import neuron_options
+    from appliance.lifecycle.models import CompileJob
+
+    config, weights = version_config(version)
+    artifact = version.artifacts.filter(target="neuron").order_by("-created_at").first()
+    fields = dict(artifact.options) if artifact else {"tp_degree": cores_per_replica, "dtype": version.dtype}
+    fields.pop("target", None)
+    job = CompileJob(model_version=version, target="neuron", **fields)
+    return make_plan(config, deploy_instance_type(), neuron_options(job, Path(version.source_uri)),
+                     model=str(version), checkpoint_bytes=weights)
