@@ -1,4 +1,4 @@
-"""Inferentia2 / Trainium1 instance inventory: chips, NeuronCores, device and host memory, valid tensor-parallel degrees.
+"""Inferentia2 / Trainium1 instances: chips, NeuronCores, device and host memory, valid tensor-parallel degrees.
 
 Each NeuronCore-v2 has 16 GiB of device memory (HBM) on inf2 and trn1. The valid tensor-parallel degrees are the ones
 the Neuron runtime supports, as listed in the NxD Inference API reference (tp_degree) of Neuron SDK 2.28.

@@ -129,7 +129,8 @@ def host_estimate(
     shape: ModelShape, device: MemoryEstimate, dtype: str, int8_weights: bool, instance: InstanceType | None = None,
     checkpoint_bytes: int | None = None,
 ) -> HostMemoryEstimate:
-    """Host memory to compile and load; `checkpoint_bytes` (the safetensors files' size) replaces the parameter count."""
+    """Host memory to compile and load; `checkpoint_bytes` (the safetensors files' size) replaces the parameter
+    count for the checkpoint."""
     params = parameter_count(shape)
     source = checkpoint_bytes or params * DTYPE_BYTES.get(shape.torch_dtype or dtype, DTYPE_BYTES[dtype])
     return HostMemoryEstimate(

@@ -27,7 +27,7 @@ from typing import Any
 from appliance.runtime.neuron.buckets import BucketSet
 from appliance.runtime.neuron.instances import TP_DEGREES, InstanceType, get_instance
 from appliance.runtime.neuron.memory import (
-    HostMemoryEstimate, MemoryEstimate, estimate, gib, host_estimate, host_refusals,
+    HostMemoryEstimate, MemoryEstimate, estimate, host_estimate, host_refusals,
 )
 from appliance.runtime.neuron.model_shape import ModelShape
 from appliance.runtime.neuron.options import NeuronCompileOptions, NeuronOptionsError
@@ -281,6 +281,3 @@ def describe(plan: NeuronPlan) -> str:
         for p in plan.problems:
             lines += [f"  - {p.what}: {p.reason}", f"    fix: {p.fix}"]
     return "\n".join(lines)
-
-
-__all__ = ["NeuronPlan", "Problem", "GraphCount", "make_plan", "default_max_model_len", "count_graphs", "gib"]
