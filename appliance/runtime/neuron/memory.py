@@ -17,8 +17,11 @@ Host memory (see host_estimate), following how NxD Inference 0.8 with save_shard
   max(checkpoint dtype, compile dtype) bytes per parameter because sharding touches every page of it.
   With quantization="int8" the compile first builds the quantized checkpoint (`generate_quantized_state_dict`:
   transformers `from_pretrained`, float32 by default, quantized in place): parameters x (4 + 1) bytes.
-* load of the pre-sharded artifact = one rank's shard + baseline. `load_weights` reads each rank's file with
-  safetensors `load_file`, which maps the file (pages are file-backed and can be dropped once copied to the device).
+* load of the pre-sharded artifact = one rank's shard + baseline. `load_weights` reads every local rank's file with
+  safetensors `load_file` into one list before `nxd_model.initialize` copies it to the NeuronCores. With safetensors
+  0.8.0 (measured here: RssFile grows, RssAnon does not) those tensors map the files, so their pages are file-backed
+  and can be dropped once copied; a safetensors that copies into anonymous memory would need every rank's shard
+  (about the whole model) instead, and this estimate would be too low.
 * baseline = the Python process with torch, torch-neuronx and NxD Inference imported, plus neuronx-cc's working set.
 """
 from __future__ import annotations
