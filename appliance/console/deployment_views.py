@@ -67,10 +67,15 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
             elif changes := diff(before, snapshot(dep)):
                 record_audit(request.user, "update", dep, changes)
             job = f" Compile #{result.compile_job.pk} is {result.compile_job.status}." if result.compile_job else ""
+            plan = form.plan
+            if plan is not None:
+                job += (f" Neuron plan: tp_degree {plan.tp_degree}, {plan.graphs.total} graphs, host memory "
+                        f"{plan.host.describe()}.")
             messages.success(request, f"Deployment {dep.name}: {result.message or dep.status}.{job}")
             return redirect("console:deployment-detail", name=dep.name)
     status = 400 if request.method == "POST" else 200
-    return render(request, "console/deploy.html", {"form": form, "nav": "deployments"}, status=status)
+    return render(request, "console/deploy.html", {"form": form, "plan": form.plan, "nav": "deployments"},
+                  status=status)
 
 
 def scale_to_zero(dep: Deployment, now) -> dict | None:

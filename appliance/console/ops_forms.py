@@ -77,8 +77,12 @@ class DeployForm(forms.Form):
                                       help_text="Idle this long: scale in (to zero when min is 0)")
     pool = forms.SlugField(required=False, max_length=100, help_text="Shared mode: the pool the model loads into")
 
+    plan = None  # the neuron plan (appliance/runtime/neuron/plan.py) of a neuron deployment, once cleaned
+
     def clean(self) -> dict:
         data = super().clean()
+        if data.get("device") == Device.NEURON and data.get("model") and data.get("cores_per_replica"):
+            self._check_neuron_plan(data["model"], data["cores_per_replica"])
         low, high = data.get("min_replicas"), data.get("max_replicas")
         if low is not None and high is not None and low > high:
             self.add_error("min_replicas", f"min replicas ({low}) is more than max replicas ({high})")
@@ -88,3 +92,18 @@ class DeployForm(forms.Form):
             self.add_error("min_replicas", "dedicated deployments keep at least 1 replica; use per-model to scale "
                                            "to zero")
         return data
+
+    def _check_neuron_plan(self, model: Model, cores: int) -> None:
+        """Refuse a neuron deployment whose plan refuses (host or device memory, TP), with the plan's reason."""
+        from appliance.lifecycle.plans import plan_for_deploy
+
+        version = model.versions.order_by("-version").first()
+        if version is None:
+            return
+        try:
+            self.plan = plan_for_deploy(version, cores)
+        except ValueError as exc:
+            self.add_error(None, f"Cannot plan a neuron compile of {version}: {exc}")
+            return
+        if not self.plan.fits:
+            self.add_error(None, f"The neuron plan refuses this deployment: {self.plan.reason}")

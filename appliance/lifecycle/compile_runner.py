@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from appliance.catalog.models import Artifact
 
+from appliance.runtime.neuron.plan import default_max_model_len
+
 from .conf import setting
 from .artifact_store import compute_digest, get_store
 from .converter import (
@@ -167,6 +169,8 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
             "so copy the checkpoint to this node and register that directory"
         )
     _check_options(job)
+    if job.target == "neuron":
+        _check_plan(job, src, progress)
     progress("hashing", 5, f"hashing {src}")
     toolchain = _toolchain(job.target)
     digest = compute_digest(source_checksum(src, version.checksum), options, toolchain)
@@ -263,7 +267,7 @@ def neuron_options(job: CompileJob, src: Path) -> dict:
         "dtype": job.dtype,
         "quantization": None if job.quantization in ("", "none", None) else job.quantization,
         "kernels": bool(job.kernels),
-        "max_model_len": seq_lens[-1] if seq_lens else context_length(job.model_version, src),
+        "max_model_len": seq_lens[-1] if seq_lens else default_max_model_len(context_length(job.model_version, src)),
     }
     if job.batch_buckets:
         options["batch_sizes"] = sorted(job.batch_buckets)
@@ -271,6 +275,42 @@ def neuron_options(job: CompileJob, src: Path) -> dict:
         options["context_buckets"] = seq_lens
         options["token_buckets"] = seq_lens
     return options
+
+
+def node_instance_type() -> str:
+    """This node's instance type, as its Node row records it ("" when unknown)."""
+    from appliance.catalog.models import Node
+
+    return Node.objects.filter(name=settings.NODE_NAME).values_list("instance_type", flat=True).first() or ""
+
+
+def neuron_plan(job: CompileJob, src: Path, instance: str = ""):
+    """The plan (appliance.runtime.neuron.plan) for this job's neuron compile on `instance` (unknown types: none)."""
+    import json
+
+    from appliance.runtime.neuron.instances import INSTANCES
+    from appliance.runtime.neuron.plan import make_plan
+
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise CompileError(f"{src} has no config.json; register a Hugging Face checkpoint directory")
+    weights = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+    try:
+        return make_plan(json.loads(config_path.read_text()), instance if instance in INSTANCES else None,
+                         neuron_options(job, src), model=str(job.model_version), checkpoint_bytes=weights or None)
+    except ValueError as exc:
+        raise CompileError(f"neuron compile options: {exc}") from None
+
+
+def _check_plan(job: CompileJob, src: Path, progress: JobRecorder) -> None:
+    """Fail before any compile when the plan refuses (host or device memory, TP degree, lengths)."""
+    instance = node_instance_type()
+    plan = neuron_plan(job, src, instance)
+    where = plan.instance.name if plan.instance else f"instance type {instance or 'unknown'} (host memory unchecked)"
+    progress("planning", 3, f"plan on {where}: tp_degree {plan.tp_degree}, {plan.graphs.total} graphs, host memory "
+             f"{plan.host.describe()}")
+    if not plan.fits:
+        raise CompileError(f"the neuron plan refuses this compile: {plan.reason}")
 
 
 def _compile_neuron(job: CompileJob, src: Path, out: Path, progress: JobRecorder) -> dict:

@@ -154,7 +154,8 @@ def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_r
         dep.save()
         job = None
         if compile:
-            job = request_compile(version, device, dtype=dtype)
+            tp = dep.cores_per_replica if device == Device.NEURON else 1  # a neuron replica runs on tp_degree cores
+            job = request_compile(version, device, tp_degree=tp, dtype=dtype)
         else:
             dep.artifact = None
             dep.save(update_fields=["artifact"])

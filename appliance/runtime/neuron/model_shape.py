@@ -21,6 +21,8 @@ class ModelShape:
     head_dim: int
     max_position_embeddings: int
     sliding_window: int | None = None
+    torch_dtype: str | None = None  # the checkpoint's dtype as config.json states it
+    tie_word_embeddings: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | Any) -> "ModelShape":
@@ -47,6 +49,8 @@ class ModelShape:
             head_dim=int(get("head_dim") or hidden // heads),
             max_position_embeddings=int(get("max_position_embeddings") or 0),
             sliding_window=get("sliding_window"),
+            torch_dtype=str(get("torch_dtype") or get("dtype") or "").replace("torch.", "") or None,
+            tie_word_embeddings=bool(get("tie_word_embeddings", False)),
         )
 
     def family(self, backend: str) -> str:

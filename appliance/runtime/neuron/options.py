@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance.runtime.neuron.buckets import BucketSet, normalize_buckets, power_of_two_buckets
 from appliance.runtime.neuron.instances import InstanceType, get_instance
-from appliance.runtime.neuron.memory import DTYPE_BYTES, MemoryEstimate, estimate
+from appliance.runtime.neuron.memory import DTYPE_BYTES, MemoryEstimate, estimate, host_estimate, host_refusals
 from appliance.runtime.neuron.model_shape import ModelShape
 
 BACKENDS = ("nxdi",)
@@ -125,9 +125,12 @@ class NeuronCompileOptions:
         return self.max_batch * self.max_model_len
 
     def validate(
-        self, model_config: Mapping[str, Any] | Any, instance: str | InstanceType | None = None
+        self, model_config: Mapping[str, Any] | Any, instance: str | InstanceType | None = None,
+        check_host: bool = True,
     ) -> MemoryEstimate:
-        """Check the options against a model config (config.json) and an instance type; return the memory estimate."""
+        """Check the options against a model config (config.json) and an instance type; return the memory estimate.
+
+        With an instance, the host memory to compile is checked too (plan.py reports it with the load's)."""
         self._validate_alone()
         shape = ModelShape.from_config(model_config)
         try:
@@ -160,6 +163,10 @@ class NeuronCompileOptions:
             raise NeuronOptionsError(
                 "tp_degree", f"the model does not fit at tp_degree={self.tp_degree}: {mem.describe()}; {hint}, set "
                 "quantization='int8', or lower max_model_len, batch_sizes or num_blocks")
+        if inst is not None and check_host:
+            host = host_estimate(shape, mem, self.dtype, self.quantization == "int8", inst)
+            if refusals := host_refusals(host, inst, self.tp_degree):
+                raise NeuronOptionsError("instance", " ".join(f"{reason}; {fix}." for reason, fix in refusals))
         return mem
 
     def _validate_alone(self) -> None:
