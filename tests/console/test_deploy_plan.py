@@ -50,7 +50,7 @@ def test_deploy_form_deploys_llama_3_8b_on_inf2_8xlarge_and_reports_the_plan(con
     job = CompileJob.objects.get(model_version__model=llama_3_8b, target="neuron")
     assert job.tp_degree == 2  # the replica's cores, which the plan checked
     page = console.get(response.url).content.decode()
-    assert "Neuron plan: tp_degree 2, 30 graphs" in page
+    assert "Neuron plan: tp_degree 2, 17 graphs" in page
 
 
 def test_deploy_form_refuses_a_neuron_model_it_cannot_plan(console, catalog_model, settings):

@@ -38,7 +38,7 @@ def test_registered_model_on_inf2_xlarge_prints_the_refusal_and_exits_1(llama_3_
     out, err = run("llama-3-8b", "--instance", "inf2.xlarge")
     assert err is not None and err.returncode == 1
     assert out.startswith("Neuron plan for llama-3-8b:v1 on inf2.xlarge") and "REFUSED" in out
-    assert "tp_degree        2" in out and "graphs           30" in out
+    assert "tp_degree        2" in out and "graphs           17" in out
     assert "fix: use pre-sharded weights or inf2.8xlarge" in out
     assert "host memory" in str(err) and "pre-sharded weights or inf2.8xlarge" in str(err)
 
@@ -51,7 +51,7 @@ def test_registered_model_on_inf2_8xlarge_fits_and_exits_0(llama_3_8b):
 def test_options_and_json_output(llama_3_8b):
     out, err = run("llama-3-8b", "--instance", "inf2.8xlarge", "--options", '{"max_model_len": 8192}', "--json")
     data = json.loads(out)
-    assert err is None and data["fits"] and data["graphs"]["context_encoding"] == 49
+    assert err is None and data["fits"] and data["graphs"]["context_encoding"] == 30
     assert data["options"]["max_model_len"] == 8192 and data["instance"] == "inf2.8xlarge"
 
 

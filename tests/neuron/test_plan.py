@@ -45,17 +45,17 @@ def test_llama_3_8b_on_inf2_8xlarge_fits_at_the_smallest_tp():
     assert plan.fits and plan.problems == () and plan.tp_degree == 2
     assert "the smallest valid degree that fits" in plan.tp_chosen  # tp 1: 15 GiB of weights on one 16 GiB core
     assert plan.options.max_model_len == 2048
-    assert plan.buckets.context_lengths == (128, 256, 512, 1024, 2048)
-    assert plan.prefix_buckets == (128, 256, 512, 1024)
-    assert plan.graphs.context_encoding == 25 and plan.graphs.token_generation == 5
-    assert plan.kv_blocks == 8 * 2048 // 32 + 1
+    assert plan.buckets.context_lengths == (512, 1024, 2048)  # prefix caching: 512-token buckets and up
+    assert plan.prefix_buckets == (512, 1024, 2048)
+    assert plan.graphs.context_encoding == 12 and plan.graphs.token_generation == 5
+    assert plan.kv_blocks == 8 * 2048 // 32
     assert "fits" in plan.describe().splitlines()[0] and "not a measurement" in plan.describe()
 
 
 def test_default_length_is_2048_not_the_models_8192():
     assert default_max_model_len(8192) == 2048 and default_max_model_len(512) == 512
     long = make_plan(LLAMA_3_8B, "inf2.8xlarge", {"max_model_len": 8192})
-    assert long.graphs.context_encoding == 49  # 7 lengths x (no prefix + 6 prefix lengths)
+    assert long.graphs.context_encoding == 30  # 5 lengths (512..8192) x (no prefix + 5 prefix lengths)
     assert long.compile_seconds_estimate > make_plan(LLAMA_3_8B, "inf2.8xlarge").compile_seconds_estimate
 
 
@@ -98,4 +98,4 @@ def test_plan_as_json_has_the_numbers():
     assert data["fits"] is False and data["problems"][0]["what"] == "host memory"
     host = data["host_memory"]
     assert host["compile_bytes"] > host["usable_bytes"] > host["load_bytes"]
-    assert data["graphs"]["total"] == 30
+    assert data["graphs"]["total"] == 17

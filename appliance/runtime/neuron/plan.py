@@ -92,7 +92,7 @@ class NeuronPlan:
 
     @property
     def kv_blocks(self) -> int:
-        """Blocks the artifact allocates (block layout; one reserved), 0 for the contiguous layout."""
+        """KV blocks of the artifact (block layout; NxD Inference adds one reserved block), 0 for the contiguous layout."""
         return self.options.resolved_num_blocks if self.options.block_layout else 0
 
     @property
@@ -253,7 +253,7 @@ def describe(plan: NeuronPlan) -> str:
     verdict = "fits" if plan.fits else "REFUSED"
     chosen = f" (chosen: {plan.tp_chosen})" if plan.tp_chosen else " (given)"
     if o.block_layout:
-        kv = f"block layout, {plan.kv_blocks} blocks of {o.block_size} tokens (one reserved)"
+        kv = f"block layout, {plan.kv_blocks} blocks of {o.block_size} tokens (+1 the SDK reserves)"
         prefix = f" x {len(plan.prefix_buckets) + 1} prefix lengths (0, {_list(plan.prefix_buckets)})"
     else:
         kv = f"contiguous, {o.max_batch} cache lines of {o.max_model_len} tokens"
