@@ -1,22 +1,39 @@
 # The two commands of the README:  make demo  (run the appliance)  and  make test  (run the whole test suite).
+#
+# requirements.txt states ranges that admit the AMI's Neuron SDK 2.28 set (torch 2.9, transformers 4.57) and the
+# development set; constraints-dev.txt pins the development set exactly. make test-compat runs the engine's parity
+# tests (engine vs transformers on the same weights) again in .venv-compat under transformers 4.57 (the AMI's line).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
+# The engine's tests (parity with transformers, tokenizer, chat template, server), the demo model and the bucketed
+# executor; not the benchmark, whose baseline is transformers 5's continuous batching (a development-machine tool).
+PARITY_TESTS ?= tests/runtime tests/demo tests/neuron/test_bucketed_cpu.py --ignore=tests/runtime/test_bench.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test venv venv-dev services browser bench clean ami-bundle
+.PHONY: demo test test-compat venv venv-dev venv-compat services browser bench clean ami-bundle
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 venv: $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -c constraints-dev.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints-dev.txt -r requirements.txt
 
 venv-dev: venv
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -c constraints-dev.txt -r requirements-dev.txt
+
+$(COMPAT_BIN)/python:
+	$(PY) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/pip install --quiet --upgrade pip
+
+venv-compat: $(COMPAT_BIN)/python
+	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt torch==2.13.0
+	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt -r requirements-compat.txt
 
 demo: venv
 	$(BIN)/python manage.py quickstart --host $(HOST) --port $(PORT)
@@ -29,6 +46,11 @@ browser:
 
 test: venv-dev services browser
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-compat
+
+test-compat: venv-compat services
+	$(COMPAT_BIN)/python -c "import transformers as t; assert t.__version__.startswith('4.57.'), t.__version__"
+	$(COMPAT_BIN)/python -m pytest -q $(PARITY_TESTS)
 
 bench: venv
 	$(BIN)/python -m appliance.runtime.bench

@@ -59,7 +59,7 @@ source "amazon-ebs" "appliance" {
 
   tags = {
     Name        = "${var.ami_name_prefix}"
-    NeuronSDK   = "2.28.0"
+    NeuronSDK   = "2.28.1"
     Application = "inferentia-appliance"
   }
 }

@@ -134,6 +134,8 @@ def node_list(request: HttpRequest) -> HttpResponse:
             "memory_total": node.memory_per_core_bytes * node.cores,
             "alive": node.last_heartbeat is not None and now - node.last_heartbeat <= stale,
             "heartbeat_age_s": (now - node.last_heartbeat).total_seconds() if node.last_heartbeat else None,
+            "detection": (node.inventory or {}).get("detection"),
+            "inventory_error": (node.inventory or {}).get("error", ""),
         })
     return render(request, "console/nodes.html", {"rows": rows, "stale_s": int(stale.total_seconds()),
                                                   "nav": "nodes"})

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from appliance.demo.corpus_loader import load_chats, load_documents
-from appliance.runtime.tiny_models import CHAT_TEMPLATE
+from appliance.runtime.tiny_models import CHAT_TEMPLATE, save_tokenizer
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 SAMPLE_PROMPTS = ["Once upon a time", "The king said", "We the People"]
@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, out: Path, minutes: float | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.config.dtype = "bfloat16"
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=128,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,6 +51,9 @@ def neuron_inventory() -> Inventory:
                          raw={"error": "the neuron-ls reader (appliance.telemetry) is not installed"})
     try:
         inv = read_inventory()
+    except subprocess.CalledProcessError as exc:  # e.g. no driver loaded: neuron-ls says why on stderr
+        why = (exc.stderr or exc.stdout or "").strip() or f"exit status {exc.returncode}"
+        return Inventory("neuron", cores=0, raw={"error": f"neuron-ls failed: {why}"})
     except Exception as exc:  # noqa: BLE001 - a broken driver or tool: report it, schedule nothing here
         return Inventory("neuron", cores=0, raw={"error": f"neuron-ls failed: {exc}"})
     if inv is None:
@@ -70,15 +74,28 @@ def detect(device: str) -> Inventory:
     return DETECTORS[device]()
 
 
-def register_node(name: str, device: str = "cpu", address: str = "127.0.0.1", cores: int | None = None):
-    """Create or refresh this machine's Node row from its detected inventory (cores may be overridden)."""
+def register_node(name: str, device: str = "cpu", address: str = "127.0.0.1", cores: int | None = None,
+                  instance_type: str | None = None, detection: dict[str, Any] | None = None):
+    """Create or refresh this machine's Node row from its detected inventory (cores may be overridden).
+
+    The instance type and first boot's findings (inventory["detection"], see node_probe.py) are kept from the
+    existing row unless given, so the node agent's own registration at start does not erase them.
+    """
     from appliance.catalog.models import Node
 
     inv = detect(device)
+    existing = Node.objects.filter(name=name).first()
+    if instance_type is None:
+        instance_type = inv.instance_type or (existing.instance_type if existing else "")
+    raw = dict(inv.raw)
+    if detection is not None:
+        raw["detection"] = detection
+    elif existing is not None and "detection" in (existing.inventory or {}):
+        raw["detection"] = existing.inventory["detection"]
     node, _ = Node.objects.update_or_create(
         name=name,
         defaults={"device": device, "cores": cores if cores is not None else inv.cores, "chips": inv.chips,
-                  "memory_per_core_bytes": inv.memory_per_core_bytes, "inventory": inv.raw, "address": address,
-                  "instance_type": inv.instance_type},
+                  "memory_per_core_bytes": inv.memory_per_core_bytes, "inventory": raw, "address": address,
+                  "instance_type": instance_type},
     )
     return node

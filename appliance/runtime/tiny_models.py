@@ -6,8 +6,13 @@ save them exactly as the Hub would (config.json, safetensors, tokenizer files), 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+# transformers 5 saves tokenizers as "TokenizersBackend", a class transformers 4.57 (the AMI's, for NxD Inference)
+# does not have; both load a tokenizer.json-backed "PreTrainedTokenizerFast" to the same tokenizer.
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endfor %}"
@@ -44,6 +49,16 @@ def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def save_tokenizer(tokenizer: Any, path: str | Path) -> None:
+    """save_pretrained, with a tokenizer class that transformers 4.57 and 5.x both load."""
+    tokenizer.save_pretrained(path)
+    config_file = Path(path) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("tokenizer_class") != PORTABLE_TOKENIZER_CLASS:
+        config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -122,5 +137,5 @@ def make_checkpoint(
                 p.normal_(0.0, init_std)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, safe_serialization=True, **kwargs)
-    build_tokenizer(min(tokenizer_vocab or config.vocab_size, config.vocab_size)).save_pretrained(path)
+    save_tokenizer(build_tokenizer(min(tokenizer_vocab or config.vocab_size, config.vocab_size)), path)
     return path

@@ -1,6 +1,7 @@
 """Console pages of the lifecycle: compile jobs, deploy, deployment detail and its series, nodes."""
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 
@@ -210,3 +211,32 @@ def test_nodes_page_shows_inventory_and_heartbeat(console, deployment):
     assert "inf2.24xlarge" in page and "16.0\xa0GB" in page and "192.0\xa0GB" in page
     assert "1 / 3" in page  # n1: one core used by the replica, three free
     assert "no heartbeat for more than" in page and "s ago" in page
+
+
+def test_nodes_page_shows_what_first_boot_found(console, tmp_path, monkeypatch):
+    """register_node as first boot runs it, against TEST DOUBLES (a local IMDS stand-in, fake neuron-ls and
+    modinfo: see tests/lifecycle/host_doubles.py), then the page a platform engineer opens."""
+    from django.core.management import call_command
+
+    from tests.lifecycle.host_doubles import FakeIMDS, fake_neuron_ls, fake_tool
+    from tests.telemetry.test_neuron_ls import INF2_24XL
+
+    bin_dir = tmp_path / "bin"
+    fake_neuron_ls(bin_dir, INF2_24XL)
+    fake_tool(bin_dir, "modinfo", stdout="2.26.10.0")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with FakeIMDS("inf2.24xlarge") as imds:
+        monkeypatch.setenv("APPLIANCE_IMDS_URL", imds.url)
+        call_command("register_node", "--device", "neuron", "--node", "inf2-first-boot")
+    fake_tool(bin_dir, "modinfo", stderr="modinfo: ERROR: Module neuron not found.", exit_status=1)
+    fake_tool(bin_dir, "neuron-ls", stderr="No Neuron devices found", exit_status=1)
+    monkeypatch.setenv("APPLIANCE_IMDS_URL", "http://127.0.0.1:9")
+    call_command("register_node", "--device", "neuron", "--node", "inf2-no-driver", "--imds-timeout", "0.5")
+
+    page = console.get("/nodes/").content.decode()
+    row = page[page.index('data-name="inf2-first-boot"'):page.index('data-name="inf2-no-driver"')]
+    assert "inf2.24xlarge" in row and ">6<" in row and ">12<" in row and "192.0\xa0GB" in row
+    assert "installed, not loaded" in row and "2.26.10.0" in row and f"kernel {os.uname().release}" in row
+    broken = page[page.index('data-name="inf2-no-driver"'):]
+    assert "instance type unknown" in broken and "driver <span" in broken and "missing" in broken
+    assert "Module neuron not found" in broken and "neuron-ls failed: No Neuron devices found" in broken
