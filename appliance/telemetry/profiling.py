@@ -16,6 +16,30 @@ from typing import Any
 import httpx
 
 
+def artifact_neffs(artifact_dir: Path) -> list[Path]:
+    """The NEFFs a compile kept: NxD Inference embeds them in model.pt, so the compile copies each bucket's
+    ``graph.neff`` from the compiler's work directory to ``neffs/<submodel>/bk<i>.neff`` (nxdi_backend.compile)."""
+    return sorted((artifact_dir / "neffs").rglob("*.neff"))
+
+
+def free_cores_env(replica: Any) -> dict[str, str]:
+    """NEURON_RT_VISIBLE_CORES for a profiling run on free cores of the replica's node, as many as the replica has.
+
+    neuron-profile loads and runs the NEFF itself, and the Neuron runtime gives a NeuronCore to one process: the
+    live replica's cores cannot be shared, so the profile runs beside it or not at all."""
+    from appliance.lifecycle.placement import free_run, used_cores
+    from appliance.runtime.neuron.cores import visible_cores_env
+
+    node = replica.node
+    size = len(replica.cores or [])
+    run = free_run(sorted(set(range(node.cores)) - used_cores(node)), size)
+    if run is None:
+        raise RuntimeError(f"profiling needs {size} free contiguous NeuronCores on node {node.name} (neuron-profile "
+                           "runs the NEFF itself and cannot share the live replica's cores); scale a deployment down "
+                           "or free cores, then profile again")
+    return visible_cores_env(run, size, node.cores)
+
+
 def neuron_profile_commands(neff: Path, out_dir: Path) -> tuple[list[str], list[str]]:
     ntff = out_dir / f"{neff.stem}.ntff"
     capture = ["neuron-profile", "capture", "-n", str(neff), "-s", str(ntff), "--profile-nth-exec=2"]

@@ -38,10 +38,11 @@ def profile_replica(job_id: int) -> None:
     try:
         if replica.deployment.device == Device.NEURON:
             artifact = replica.deployment.artifact
-            neffs = sorted(Path(artifact.uri).rglob("*.neff")) if artifact else []
+            neffs = profiling.artifact_neffs(Path(artifact.uri)) if artifact else []
             if not neffs:
-                raise RuntimeError("the deployment's artifact holds no NEFF to profile; compile it for neuron first")
-            env = {**os.environ, "NEURON_RT_VISIBLE_CORES": ",".join(str(c) for c in replica.cores)}
+                raise RuntimeError("the deployment's artifact holds no NEFF to profile (neffs/ is written by compiles "
+                                   "from this release on); compile it for neuron again")
+            env = {**os.environ, **profiling.free_cores_env(replica)}
             summary = profiling.profile_neuron(neffs, out_dir, env)
         else:
             if replica.port is None and not replica.socket_path:

@@ -61,12 +61,15 @@ def test_artifact_layout_is_what_nxd_inference_saves_and_loads(emulator, long_ll
     out = tmp_path / "artifact"
     manifest = compile_artifact(long_llama, OPTS, out)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["artifact.json", "model.pt", "neuron_config.json", "weights/tp0_sharded_checkpoint.safetensors",
-                     "weights/tp1_sharded_checkpoint.safetensors"]
+    neffs = [f"neffs/context_encoding_model/bk{i}.neff" for i in range(6)] + [
+        f"neffs/token_generation_model/bk{i}.neff" for i in range(2)]
+    assert files == sorted(["artifact.json", "model.pt", "neuron_config.json",
+                            "weights/tp0_sharded_checkpoint.safetensors", "weights/tp1_sharded_checkpoint.safetensors",
+                            *neffs])
     assert set(manifest["files"]) == set(files) - {"artifact.json"}
     assert manifest["size_bytes"] == sum(manifest["files"].values())
     assert load_manifest(out)["key"] == manifest["key"]
-    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # staging directory renamed away
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # staging and compiler work directories gone
 
 
 def test_same_key_reuses_the_artifact_and_a_different_one_refuses(emulator, long_llama, tmp_path):

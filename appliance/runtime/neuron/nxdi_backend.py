@@ -33,6 +33,7 @@ from appliance.runtime.neuron.options import NeuronCompileOptions
 from appliance.runtime.neuron.steps import BackendCall, SdkBackend, SeqStep, StepOutput
 
 BLOCK_TABLE_PAD = 0
+WORKDIR_ENV = "BASE_COMPILE_WORK_DIR"  # models/application_base.py get_builder
 
 
 def neuron_config_kwargs(options: NeuronCompileOptions, artifact_dir: str | Path | None = None) -> dict[str, Any]:
@@ -115,14 +116,37 @@ class NxdiBackend(SdkBackend):
         )
 
     def compile(self, model_dir: str | Path, artifact_dir: str | Path) -> None:
-        """Trace and compile to `artifact_dir` (neuron_config.json, model.pt, weights/tp<rank>_sharded_checkpoint)."""
+        """Trace and compile to `artifact_dir` (neuron_config.json, model.pt, weights/tp<rank>_sharded_checkpoint,
+        and neffs/<submodel>/bk<i>.neff for profiling).
+
+        NxD's ModelBuilder compiles in BASE_COMPILE_WORK_DIR (default /tmp/nxd_model/, which it deletes first, so two
+        compiles sharing it clobber each other: application_base.get_builder, neuronx_distributed
+        trace/model_builder.py) and embeds the NEFFs in model.pt; each compile gets a work directory of its own,
+        and the per-bucket graph.neff files are kept, since neuron-profile needs a NEFF file."""
+        import os
+        import shutil
+
         artifact_dir = Path(artifact_dir)
+        workdir = artifact_dir.parent / f".{artifact_dir.name}.compiler-workdir"
         config = self.inference_config(model_dir, artifact_dir)
         if self.options.quantization == "int8":
             (artifact_dir / "quantized").mkdir(parents=True, exist_ok=True)
             self.model_cls.save_quantized_state_dict(str(model_dir), config)
-        model = self.model_cls(str(model_dir), config)
-        model.compile(str(artifact_dir))
+        previous = os.environ.get(WORKDIR_ENV)
+        os.environ[WORKDIR_ENV] = f"{workdir}/"
+        try:
+            self.model_cls(str(model_dir), config).compile(str(artifact_dir))
+            for neff in sorted(workdir.glob("*/_tp0_bk*/graph.neff")):
+                bucket = neff.parent.name.removeprefix("_tp0_")  # "bk<i>"
+                target = artifact_dir / "neffs" / neff.parent.parent.name / f"{bucket}.neff"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(neff, target)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if previous is None:
+                os.environ.pop(WORKDIR_ENV, None)
+            else:
+                os.environ[WORKDIR_ENV] = previous
 
     def load(self, artifact_dir: str | Path) -> None:
         """Load a compiled artifact onto the NeuronCores this process may see (NEURON_RT_VISIBLE_CORES)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -87,6 +88,13 @@ class NeuronBaseForCausalLM:
         root.mkdir(parents=True, exist_ok=True)
         self.config.save(root)
         graphs = self.graphs()  # raises as the SDK's autobucketing does (e.g. TypeError: no prefix_buckets)
+        workdir = Path(os.environ.get("BASE_COMPILE_WORK_DIR", "/tmp/nxd_model/"))
+        shutil.rmtree(workdir, ignore_errors=True)  # ModelBuilder.trace empties its work directory first
+        for tag, buckets in graphs.items():  # <workdir>/<tag>/_tp0_bk<i>/graph.neff (ModelBuilder.trace)
+            for i, bucket in enumerate(buckets):
+                neff = workdir / tag / f"_tp0_bk{i}" / "graph.neff"
+                neff.parent.mkdir(parents=True, exist_ok=True)
+                neff.write_text(f"EMULATOR placeholder, not a NEFF: {tag} bucket {bucket} ({LABEL})\n")
         torch.save({"emulator": LABEL, "graphs": graphs, "family": self.family}, root / MODEL_FILE)
         if self.neuron_config.save_sharded_checkpoint:
             self._shard(root / "weights")
