@@ -328,3 +328,20 @@ def test_without_implementations_the_kernels_are_re_jitted_for_torch_xla():
     api.nki_jit = lambda f, **kw: jitted.append((f, kw)) or f
     appliance_llama_class(api, ("rms_norm",))
     assert jitted == [(nki_kernels.rms_norm.kernel.__wrapped__, {"mode": "torchxla", "platform_target": "trn1"})]
+
+
+def test_the_backend_compiles_with_the_appliance_class_when_kernels_are_on(monkeypatch):
+    """On the real SDK path (not the emulator) a kernels artifact is built and loaded with the appliance's class."""
+    from appliance.runtime.neuron import sdk
+    from appliance.runtime.neuron.nxdi_backend import NxdiBackend
+    from appliance.runtime.neuron.options import NeuronCompileOptions
+
+    api = SimpleNamespace(model_classes={"llama": NeuronLlamaForCausalLM}, emulated=False)
+    monkeypatch.setattr(sdk, "load_nxdi_kernel_api", lambda: SimpleNamespace(**vars(stand_in_api()),
+                                                                              nki_jit=None, get_platform_target=None,
+                                                                              peel_decorations=None))
+    monkeypatch.setattr("appliance.runtime.neuron.nxdi_llama.traced_kernels", lambda api, ops: {})
+    with_kernels = NxdiBackend(NeuronCompileOptions(kernels=("rms_norm",)), "llama", api)
+    assert with_kernels.model_cls.appliance_kernels == ("rms_norm",)
+    assert issubclass(with_kernels.model_cls, NeuronLlamaForCausalLM)
+    assert NxdiBackend(NeuronCompileOptions(), "llama", api).model_cls is NeuronLlamaForCausalLM

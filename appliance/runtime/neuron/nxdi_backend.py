@@ -95,6 +95,7 @@ class NxdiBackend(SdkBackend):
     """One NxD Inference model for one artifact."""
 
     name = "nxdi"
+    _kernel_cls: Any = None
 
     def _load_api(self) -> Any:
         from appliance.runtime.neuron.sdk import load_nxdi
@@ -103,7 +104,18 @@ class NxdiBackend(SdkBackend):
 
     @property
     def model_cls(self) -> Any:
-        return self.api.model_classes[self.family]
+        """NxD Inference's class for the family, or with kernels the appliance's own Llama class whose graph calls
+        them (nxdi_llama.py). The emulator reads the kernels from the config (appliance_kernels) instead."""
+        base = self.api.model_classes[self.family]
+        ops = self.options.kernel_ops
+        if not ops or self.api.emulated:
+            return base
+        if self._kernel_cls is None:
+            from appliance.runtime.neuron.nxdi_llama import appliance_llama_class
+            from appliance.runtime.neuron.sdk import load_nxdi_kernel_api
+
+            self._kernel_cls = appliance_llama_class(load_nxdi_kernel_api(), ops)
+        return self._kernel_cls
 
     def inference_config(self, model_dir: str | Path, artifact_dir: str | Path | None = None) -> Any:
         kwargs = neuron_config_kwargs(self.options, artifact_dir)
@@ -111,9 +123,14 @@ class NxdiBackend(SdkBackend):
         if ods is not None:
             kwargs["on_device_sampling_config"] = self.api.OnDeviceSamplingConfig(**ods)
         neuron_config = self.api.NeuronConfig(**kwargs)
-        return self.model_cls.get_config_cls()(
+        config = self.model_cls.get_config_cls()(
             neuron_config, load_config=self.api.load_pretrained_config(str(model_dir))
         )
+        if self.options.kernel_ops:
+            from appliance.runtime.neuron.nxdi_llama import check_config
+
+            check_config(config, self.options.kernel_ops)
+        return config
 
     def compile(self, model_dir: str | Path, artifact_dir: str | Path) -> None:
         """Trace and compile to `artifact_dir` (neuron_config.json, model.pt, weights/tp<rank>_sharded_checkpoint,

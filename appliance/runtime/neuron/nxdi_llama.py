@@ -18,7 +18,7 @@ Kernels are traced the way modeling_llama.py `import_nki_mlp_tkg_kernel` does: t
 re-applied with mode="torchxla" and the platform target. Not compiled or run on Neuron here (no SDK); checked
 against a labelled stand-in of these classes (tests/neuron/test_nxdi_llama.py).
 
-`api` is any object with these attributes (sdk.py builds it; `load_api()` below is the plain import):
+`api` is any object with these attributes (appliance.runtime.neuron.sdk.load_nxdi_kernel_api() imports them):
     modeling_llama       neuronx_distributed_inference.models.llama.modeling_llama; used: NeuronLlamaForCausalLM,
                          NeuronLlamaModel, NeuronLlamaDecoderLayer, NeuronLlamaAttention, NeuronLlamaMLP,
                          LlamaInferenceConfig, get_rmsnorm_cls, get_updated_configs, ParallelEmbedding,
@@ -30,7 +30,6 @@ against a labelled stand-in of these classes (tests/neuron/test_nxdi_llama.py).
 """
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
@@ -40,18 +39,6 @@ import torch
 from torch import nn
 
 OPERATIONS = ("rms_norm", "rotary_embedding", "swiglu_mlp", "paged_decode_attention")
-
-
-def load_api() -> SimpleNamespace:
-    """Import the SDK modules appliance_llama_class needs (NxD Inference 0.8 / Neuron SDK 2.28)."""
-    imp = importlib.import_module
-    return SimpleNamespace(
-        modeling_llama=imp("neuronx_distributed_inference.models.llama.modeling_llama"),
-        mappings=imp("neuronx_distributed.parallel_layers.mappings"),
-        nki_jit=imp("neuronxcc.nki").jit,
-        get_platform_target=imp("torch_neuronx.utils").get_platform_target,
-        peel_decorations=imp("neuronx_distributed_inference.utils.decorator_peeling").peel_decorations,
-    )
 
 
 def traced_kernels(api: Any, kernels: tuple[str, ...]) -> dict[str, Callable]:

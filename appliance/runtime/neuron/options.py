@@ -92,11 +92,17 @@ class NeuronCompileOptions:
     @property
     def kernel_ops(self) -> tuple[str, ...]:
         """The appliance NKI kernels this artifact puts into the compiled graph (validated by validate())."""
-        from appliance.runtime.neuron.kernel_support import resolve_kernels
+        from appliance.runtime.neuron.kernel_support import KernelNotSupported, resolve_kernels
 
         if not self.kernels:
             return ()
-        return resolve_kernels(self.kernels, platform="inf2", dtype=self.dtype, block_layout=self.block_layout)
+        ops = resolve_kernels(self.kernels, platform="inf2", dtype=self.dtype, block_layout=self.block_layout)
+        if self.quantization and "swiglu_mlp" in ops:  # the kernel multiplies the float weights NxD quantizes
+            if self.kernels is not True:
+                raise KernelNotSupported("NKI kernel 'swiglu_mlp' reads float MLP weights; with quantization='int8' "
+                                         "NxD Inference's quantized linear layers hold them instead")
+            ops = tuple(op for op in ops if op != "swiglu_mlp")
+        return ops
 
     @property
     def buckets(self) -> BucketSet:
@@ -134,9 +140,12 @@ class NeuronCompileOptions:
         self._validate_alone()
         shape = ModelShape.from_config(model_config)
         try:
-            shape.family(self.backend)
+            family = shape.family(self.backend)
         except ValueError as exc:
             raise NeuronOptionsError("backend", str(exc)) from None
+        if self.kernels and family != "llama":
+            raise NeuronOptionsError("kernels", f"the appliance's NKI kernels are wired into its Llama-family model "
+                                     f"class (Llama, Mistral), not {shape.architecture}; compile without kernels")
         window = shape.sliding_window
         if shape.architecture == "MistralForCausalLM" and window and window < self.max_model_len:
             raise NeuronOptionsError(

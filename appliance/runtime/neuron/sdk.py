@@ -212,3 +212,20 @@ def load_nxdi() -> NxdiAPI:
         modules=mods,
         emulated=emulated(),
     )
+
+
+def load_nxdi_kernel_api() -> Any:
+    """The SDK names the appliance's own Llama model class needs to put its NKI kernels into NxD Inference's graph
+    (appliance/runtime/neuron/nxdi_llama.py): NxD Inference's Llama modules, NxD's tensor-parallel mappings, and the
+    Beta 1 NKI jit (neuronxcc.nki, see nki_kernels/_nki.py)."""
+    from types import SimpleNamespace
+
+    require("nxdi")
+    imp = importlib.import_module
+    return SimpleNamespace(
+        modeling_llama=imp("neuronx_distributed_inference.models.llama.modeling_llama"),
+        mappings=imp("neuronx_distributed.parallel_layers.mappings"),
+        nki_jit=imp("neuronxcc.nki").jit,
+        get_platform_target=imp("torch_neuronx.utils").get_platform_target,
+        peel_decorations=imp("neuronx_distributed_inference.utils.decorator_peeling").peel_decorations,
+    )
