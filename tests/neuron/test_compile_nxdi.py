@@ -190,3 +190,17 @@ def test_job_option_errors_name_the_jobs_field(emulator, tiny_llama, tmp_path):
         compile_artifact(tiny_llama, {"target": "cpu"}, tmp_path / "c")
     manifest = compile_artifact(tiny_llama, {"tp_degree": 1, "kv_layout": "contiguous"}, tmp_path / "d")
     assert manifest["options"]["max_model_len"] == 512  # min(2048, max_position_embeddings)
+
+
+def test_the_sdk_refuses_a_tp_degree_its_parallel_layers_cannot_split(emulator, long_llama, tmp_path):
+    """NxD Inference pads attention heads to a multiple of tp_degree (gqa.py), but NxD's ColumnParallelLinear asserts
+    the MLP splits evenly; the appliance's own validation refuses both before the SDK sees them."""
+    from appliance.runtime.neuron.emulator.application import NeuronLlamaForCausalLM
+    from appliance.runtime.neuron.emulator.config import InferenceConfig, NeuronConfig
+    from appliance.runtime.neuron.emulator.hf_adapter import load_pretrained_config
+
+    config = InferenceConfig(NeuronConfig(tp_degree=24), load_config=load_pretrained_config(str(long_llama)))
+    with pytest.raises(AssertionError, match="128 is not divisible by 24"):
+        NeuronLlamaForCausalLM(str(long_llama), config).compile(str(tmp_path / "a"))
+    with pytest.raises(NeuronOptionsError, match="tp_degree: 8 does not divide num_attention_heads=4"):
+        compile_artifact(long_llama, {**OPTS, "tp_degree": 8}, tmp_path / "b")

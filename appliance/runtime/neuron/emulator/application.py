@@ -81,6 +81,11 @@ class NeuronBaseForCausalLM:
 
     def graphs(self) -> dict[str, list]:
         nc = self.neuron_config
+        # Building the model shards the MLP with ColumnParallelLinear, whose size per rank is NxD's
+        # parallel_layers/utils.divide(): `assert numerator % denominator == 0, "{} is not divisible by {}"`.
+        # Attention heads are padded to a multiple of tp_degree instead (modules/attention/gqa.py).
+        inter = int(getattr(self.config, "intermediate_size", 0) or 0)
+        assert inter % nc.tp_degree == 0, f"{inter} is not divisible by {nc.tp_degree}"
         return {bk.CTE: bk.cte_buckets(nc), bk.TKG: bk.tkg_buckets(nc)}
 
     def compile(self, compiled_model_path: str) -> None:
