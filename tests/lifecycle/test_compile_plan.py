@@ -74,3 +74,14 @@ def test_neuron_compile_with_a_tp_too_small_for_the_cores_fails_naming_the_optio
     job.refresh_from_db()
     assert job.status == "failed" and "tp_degree: the model does not fit at tp_degree=1" in job.error
     assert "Fix: raise tp_degree (to 2" in job.error and "host memory unchecked" in job.log
+
+
+def test_a_neuron_artifact_names_the_toolchain_it_was_built_with(monkeypatch):
+    """The toolchain is part of the artifact's content address; it used to be "neuron-sdk-unavailable" for every
+    neuron artifact (the import it needed did not exist). Under the emulator it says so."""
+    from appliance.lifecycle.compile_runner import _toolchain
+
+    monkeypatch.setenv("APPLIANCE_NEURON_SDK", "emulator")
+    assert _toolchain("neuron") == "neuron-sdk-2.28.1-emulator"
+    monkeypatch.delenv("APPLIANCE_NEURON_SDK")
+    assert _toolchain("neuron") == "neuron-sdk-unavailable"  # no SDK on this machine: the compile step says why
