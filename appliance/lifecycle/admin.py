@@ -29,4 +29,4 @@ class CompileJobAdmin(admin.ModelAdmin):
             o = job.options()
             request_compile(job.model_version, job.target, tp_degree=o["tp_degree"], batch_buckets=o["batch_buckets"],
                             seq_len_buckets=o["seq_len_buckets"], dtype=o["dtype"], quantization=o["quantization"],
-                            kernels=o["kernels"])
+                            kernels=o["kernels"], kv_layout=o.get("kv_layout", ""))

@@ -234,6 +234,8 @@ def _check_options(job: CompileJob) -> None:
             raise CompileError(f"quantization {job.quantization!r} is only available for target neuron; use 'none'")
         if job.kernels:
             raise CompileError("NKI kernels run only on Neuron; turn kernels off for target " + job.target)
+        if job.kv_layout:
+            raise CompileError(f"kv_layout is a Neuron compile option; leave it empty for target {job.target}")
     for field in ("batch_buckets", "seq_len_buckets"):
         values = getattr(job, field) or []
         if not isinstance(values, list) or any(not isinstance(v, int) or v < 1 for v in values):
@@ -269,6 +271,8 @@ def neuron_options(job: CompileJob, src: Path) -> dict:
         "kernels": bool(job.kernels),
         "max_model_len": seq_lens[-1] if seq_lens else default_max_model_len(context_length(job.model_version, src)),
     }
+    if job.kv_layout:
+        options["kv_layout"] = job.kv_layout
     if job.batch_buckets:
         options["batch_sizes"] = sorted(job.batch_buckets)
     if seq_lens:

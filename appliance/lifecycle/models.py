@@ -21,6 +21,11 @@ class CompileJob(models.Model):
         NONE = "none", "None"
         INT8 = "int8", "int8 weights"
 
+    class KVLayout(models.TextChoices):
+        DEFAULT = "", "Default (block on Neuron)"
+        BLOCK = "block", "Block (paged; prefix caching and chunked prefill)"
+        CONTIGUOUS = "contiguous", "Contiguous (a cache line per sequence)"
+
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="compile_jobs")
     target = models.CharField(max_length=10, choices=Device.choices, default=Device.CPU)
     tp_degree = models.PositiveIntegerField(default=1, help_text="Tensor-parallel degree")
@@ -29,6 +34,8 @@ class CompileJob(models.Model):
     dtype = models.CharField(max_length=20, default="float32")
     quantization = models.CharField(max_length=10, choices=Quantization.choices, default=Quantization.NONE)
     kernels = models.BooleanField(default=False, help_text="Use NKI kernels (Neuron only)")
+    kv_layout = models.CharField(max_length=10, choices=KVLayout.choices, default=KVLayout.DEFAULT, blank=True,
+                                 help_text="Neuron KV cache layout")
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     stage = models.CharField(max_length=50, blank=True)
@@ -57,8 +64,9 @@ class CompileJob(models.Model):
         return self.status in self.FINISHED
 
     def options(self) -> dict:
-        """The options that, with the weights and toolchain, determine the artifact."""
-        return {
+        """The options that, with the weights and toolchain, determine the artifact (kv_layout only when chosen, so
+        the artifacts compiled before it existed keep their content addresses)."""
+        options = {
             "target": self.target,
             "tp_degree": self.tp_degree,
             "batch_buckets": sorted(self.batch_buckets or []),
@@ -67,6 +75,9 @@ class CompileJob(models.Model):
             "quantization": self.quantization,
             "kernels": self.kernels,
         }
+        if self.kv_layout:
+            options["kv_layout"] = self.kv_layout
+        return options
 
     def append_log(self, line: str) -> None:
         """Append one timestamped line to the in-memory log; the caller saves the row."""

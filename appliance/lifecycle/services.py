@@ -49,17 +49,19 @@ def enqueue_compile(job: CompileJob, fresh_task_id: bool = True) -> None:
 
 def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: int = 1,
                     batch_buckets: list[int] | None = None, seq_len_buckets: list[int] | None = None,
-                    dtype: str | None = None, quantization: str = "none", kernels: bool = False) -> CompileJob:
+                    dtype: str | None = None, quantization: str = "none", kernels: bool = False,
+                    kv_layout: str = "") -> CompileJob:
     """Queue a compile of `version` for `target` (an identical queued or running job is reused)."""
     if target not in DEVICES:
         raise LifecycleError(f"target must be one of {', '.join(DEVICES)}, got {target!r}")
     if quantization not in CompileJob.Quantization.values:
         raise LifecycleError(f"quantization must be one of {', '.join(CompileJob.Quantization.values)}")
+    check_kv_layout(target, kv_layout)
     if tp_degree < 1:
         raise LifecycleError("tp_degree must be at least 1")
     fields = dict(model_version=version, target=target, tp_degree=tp_degree, batch_buckets=sorted(batch_buckets or []),
                   seq_len_buckets=sorted(seq_len_buckets or []), dtype=dtype or version.dtype or "float32",
-                  quantization=quantization, kernels=kernels)
+                  quantization=quantization, kernels=kernels, kv_layout=kv_layout or "")
     with transaction.atomic():
         live = CompileJob.objects.filter(status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING], **fields)
         job = live.first()
@@ -72,6 +74,15 @@ def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: in
         job.save(update_fields=["log"])
         enqueue_compile(job)
     return job
+
+
+def check_kv_layout(target: str, kv_layout: str | None) -> None:
+    layouts = [v for v in CompileJob.KVLayout.values if v]
+    if kv_layout and kv_layout not in layouts:
+        raise LifecycleError(f"kv_layout must be one of {', '.join(layouts)} (or empty for the default), "
+                             f"got {kv_layout!r}")
+    if kv_layout and target != "neuron":
+        raise LifecycleError(f"kv_layout is a Neuron compile option; target {target} has no compiled KV layout")
 
 
 def cancel_compile(job: CompileJob) -> CompileJob:
@@ -111,10 +122,14 @@ class DeployResult:
 def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_replicas: int | None = None,
            max_replicas: int | None = None, idle_timeout: int | None = None, mode: str | None = None,
            cores_per_replica: int | None = None, pool: str | None = None, compile: bool = True,
-           dtype: str | None = None) -> DeployResult:
-    """Create or update the deployment named after model `name` (latest version), compile if needed, place it."""
+           dtype: str | None = None, kv_layout: str = "") -> DeployResult:
+    """Create or update the deployment named after model `name` (latest version), compile if needed, place it.
+
+    On neuron the artifact is compiled for tensor parallelism over each replica's cores (tp_degree =
+    cores_per_replica): the runtime runs an artifact on exactly tp_degree NeuronCores."""
     if device not in DEVICES:
         raise LifecycleError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    check_kv_layout(device, kv_layout)
     if mode is not None and mode not in MODES:
         raise LifecycleError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     for flag, value in (("--replicas", replicas), ("--min-replicas", min_replicas), ("--max-replicas", max_replicas),
@@ -155,7 +170,7 @@ def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_r
         job = None
         if compile:
             tp = dep.cores_per_replica if device == Device.NEURON else 1  # a neuron replica runs on tp_degree cores
-            job = request_compile(version, device, tp_degree=tp, dtype=dtype)
+            job = request_compile(version, device, tp_degree=tp, dtype=dtype, kv_layout=kv_layout)
         else:
             dep.artifact = None
             dep.save(update_fields=["artifact"])

@@ -119,12 +119,14 @@ def start_worker(process_env, tmp_path):
 
 @pytest.fixture
 def start_agent(process_env, tmp_path):
-    """start_agent(cores=4, server_module=...) -> Proc: a real `manage.py run_agent` for node 'lc-node'."""
+    """start_agent(cores=4, server_module=..., device="cpu") -> Proc: a real `manage.py run_agent` for node
+    'lc-node'."""
     procs: list[Proc] = []
 
-    def start(cores: int = 4, server_module: str = ENGINE_SERVER, tick: float = 0.3, **env) -> Proc:
-        proc = Proc([sys.executable, "manage.py", "run_agent", "--node", "lc-node", "--cores", str(cores),
-                     "--tick", str(tick), "--server-module", server_module],
+    def start(cores: int = 4, server_module: str = ENGINE_SERVER, tick: float = 0.3, device: str = "cpu",
+              **env) -> Proc:
+        proc = Proc([sys.executable, "manage.py", "run_agent", "--node", "lc-node", "--device", device,
+                     "--cores", str(cores), "--tick", str(tick), "--server-module", server_module],
                     {**process_env, **{k: str(v) for k, v in env.items()}}, tmp_path / f"agent-{len(procs)}.log")
         procs.append(proc)
         proc.wait_for("node agent on lc-node", 60)

@@ -63,6 +63,21 @@ def test_deploy_compiles_then_places_on_the_artifact_and_redeploy_is_a_cache_hit
     assert again.cache_hit and again.artifact_id == dep.artifact_id
 
 
+def test_neuron_deploy_compiles_for_its_replica_cores_in_the_chosen_kv_layout(
+        node, register_version, tiny_llama, django_capture_on_commit_callbacks):
+    from appliance.lifecycle.compile_runner import neuron_options
+
+    register_version("tiny", tiny_llama)
+    with django_capture_on_commit_callbacks(execute=False):
+        out = run_deploy("tiny", "--device", "neuron", "--cores-per-replica", "2", "--kv-layout", "contiguous")
+        run_deploy("tiny", "--device", "neuron", "--cores-per-replica", "2", "--kv-layout", "block")
+    contiguous, block = CompileJob.objects.order_by("pk")
+    assert f"compile job #{contiguous.pk}: queued" in out
+    assert (contiguous.target, contiguous.tp_degree, contiguous.kv_layout) == ("neuron", 2, "contiguous")
+    assert neuron_options(contiguous, tiny_llama)["kv_layout"] == "contiguous"
+    assert contiguous.options() != block.options()  # two layouts, two artifacts
+
+
 def test_deploy_waits_plainly_when_no_node_has_room(node, register_version, tiny_llama):
     register_version("tiny", tiny_llama)
     out = run_deploy("tiny", "--no-compile", "--replicas", "1", "--cores-per-replica", "8")
@@ -74,6 +89,7 @@ def test_deploy_waits_plainly_when_no_node_has_room(node, register_version, tiny
     (["tiny", "--mode", "shared"], "--mode shared needs --pool NAME"),
     (["tiny", "--replicas", "3", "--max-replicas", "2"], "exceeds --max-replicas 2"),
     (["tiny", "--cores-per-replica", "0"], "--cores-per-replica must be at least 1"),
+    (["tiny", "--kv-layout", "block"], "kv_layout is a Neuron compile option"),
 ])
 def test_deploy_bad_input_is_a_clear_command_error(node, register_version, tiny_llama, args, words):
     register_version("tiny", tiny_llama)
@@ -113,5 +129,11 @@ def test_compile_job_api_rejects_bad_input_and_non_staff(staff_api, anon_api, re
     bad = staff_api.post("/api/lifecycle/compile-jobs/", {"model_version": version.pk, "batch_buckets": [0]},
                          format="json")
     assert bad.status_code == 400 and "batch_buckets" in bad.json()
+    bad = staff_api.post("/api/lifecycle/compile-jobs/", {"model_version": version.pk, "target": "neuron",
+                                                          "kv_layout": "diagonal"}, format="json")
+    assert bad.status_code == 400 and "kv_layout" in bad.json()
+    bad = staff_api.post("/api/lifecycle/compile-jobs/", {"model_version": version.pk, "target": "cpu",
+                                                          "kv_layout": "block"}, format="json")
+    assert bad.status_code == 400 and "kv_layout is a Neuron compile option" in bad.json()["detail"]
     assert anon_api.get("/api/lifecycle/compile-jobs/").status_code in (401, 403)
     assert not CompileJob.objects.exists()

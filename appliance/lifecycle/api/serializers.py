@@ -14,8 +14,8 @@ class CompileJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = CompileJob
         fields = ["id", "model_version", "target", "tp_degree", "batch_buckets", "seq_len_buckets", "dtype",
-                  "quantization", "kernels", "status", "stage", "percent", "log", "error", "cache_hit", "digest",
-                  "artifact", "celery_task_id", "attempts", "created_at", "started_at", "finished_at"]
+                  "quantization", "kernels", "kv_layout", "status", "stage", "percent", "log", "error", "cache_hit",
+                  "digest", "artifact", "celery_task_id", "attempts", "created_at", "started_at", "finished_at"]
         read_only_fields = ["status", "stage", "percent", "log", "error", "cache_hit", "digest", "artifact",
                             "celery_task_id", "attempts", "created_at", "started_at", "finished_at"]
         extra_kwargs = {"dtype": {"required": False}}

@@ -27,7 +27,7 @@ class CompileJobViewSet(AdminAPIMixin, mixins.CreateModelMixin, mixins.RetrieveM
                 data["model_version"], data.get("target", "cpu"), tp_degree=data.get("tp_degree", 1),
                 batch_buckets=data.get("batch_buckets"), seq_len_buckets=data.get("seq_len_buckets"),
                 dtype=data.get("dtype"), quantization=data.get("quantization", "none"),
-                kernels=data.get("kernels", False),
+                kernels=data.get("kernels", False), kv_layout=data.get("kv_layout", ""),
             )
         except LifecycleError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)

@@ -18,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--cores-per-replica", type=int, default=None)
         parser.add_argument("--pool", default=None, help="shared pool name (created on this node if new)")
         parser.add_argument("--dtype", default=None, help="artifact dtype (default: the version's)")
+        parser.add_argument("--kv-layout", choices=["block", "contiguous"], default="",
+                            help="neuron KV cache layout (default: block)")
         parser.add_argument("--no-compile", action="store_true", help="serve the registered checkpoint as is")
 
     def handle(self, *args, **o):
@@ -26,7 +28,7 @@ class Command(BaseCommand):
                 o["name"], device=o["device"], replicas=o["replicas"], min_replicas=o["min_replicas"],
                 max_replicas=o["max_replicas"], idle_timeout=o["idle_timeout"], mode=o["mode"],
                 cores_per_replica=o["cores_per_replica"], pool=o["pool"], compile=not o["no_compile"],
-                dtype=o["dtype"],
+                dtype=o["dtype"], kv_layout=o["kv_layout"],
             )
         except LifecycleError as exc:
             raise CommandError(str(exc)) from exc
