@@ -121,6 +121,12 @@ async def response_detail(request: HttpRequest, response_id: str) -> HttpRespons
         return exc.response()
 
 
+@csrf_exempt
+async def unknown_route(request: HttpRequest) -> HttpResponse:
+    """Any other /v1/ path: a 404 in OpenAI's words, so clients raise NotFoundError with a message."""
+    return APIError(404, f"Invalid URL ({request.method} {request.path})", type="invalid_request_error").response()
+
+
 def _model_object(name: str, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "appliance"}
 

@@ -114,3 +114,8 @@ def test_unsupported_or_invalid_fields_are_a_400_naming_the_field(world: World, 
     r = raw_post(world, "responses", {"model": world.model, "input": "hi", **extra})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     assert "x-request-id" in r.headers
+
+
+def test_an_unknown_v1_route_is_an_openai_shaped_404(world: World):
+    r = raw_post(world, "responses/resp_x/cancel", {})
+    assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/responses/resp_x/cancel)"
