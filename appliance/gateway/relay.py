@@ -144,7 +144,8 @@ class Call:
                 status = exc.status if 400 <= exc.status < 500 else 400
                 message = err.get("message") or "The request was rejected."
                 code = err.get("code") or (CONTEXT_CODE if _is_context_error(message) else None)
-                param = "messages" if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
+                prompt_field = "input" if self.req.endpoint == "responses" else "messages"
+                param = prompt_field if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
                 raise APIError(status, message, param=param, code=code, type=err.get("type"))
             except EngineUnavailable as exc:
                 log.warning("replica %s of %s unavailable: %s", target.replica_id, route.name, exc)

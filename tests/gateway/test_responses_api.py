@@ -119,3 +119,9 @@ def test_unsupported_or_invalid_fields_are_a_400_naming_the_field(world: World, 
 def test_an_unknown_v1_route_is_an_openai_shaped_404(world: World):
     r = raw_post(world, "responses/resp_x/cancel", {})
     assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/responses/resp_x/cancel)"
+
+
+def test_input_past_the_context_is_a_400_naming_input(client, world: World):
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.responses.create(model=world.model, input="word " * 2000, max_output_tokens=4)
+    assert exc.value.body["code"] == "context_length_exceeded" and exc.value.body["param"] == "input"
