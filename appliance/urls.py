@@ -4,8 +4,10 @@
 /v1/           OpenAI-compatible API   /metrics      Prometheus exposition       /  the console
 """
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from appliance.gateway import views as gateway_views
 
 ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry"]
 
@@ -16,6 +18,7 @@ urlpatterns = [
     *[path(f"api/{app}/", include(f"appliance.{app}.api.urls")) for app in ADMIN_API_APPS],
     path("v1/", include("appliance.jobs.openai_urls")),
     path("v1/", include("appliance.gateway.urls")),
+    re_path(r"^v1/", gateway_views.unknown_route),  # last under /v1/: an OpenAI-shaped 404, not an HTML page
     path("", include("appliance.telemetry.urls")),
     path("", include("appliance.console.urls")),
 ]

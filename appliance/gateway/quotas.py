@@ -129,15 +129,22 @@ def _reset_s(oldest: int, now: int) -> int:
     return 0 if oldest < 0 else max(1, oldest + WINDOW_S - now)
 
 
+def _oldest(oldest: int, now: int, spent: int) -> int:
+    return now if oldest < 0 and spent > 0 else oldest
+
+
 def decide(scopes: list[Scope], usage: list[ScopeUsage], fail_scope: int, fail_kind: int, now: int,
            ticket: Ticket | None, estimate: int) -> Decision:
     """Turn the counters read at admission into a Decision with OpenAI's x-ratelimit-* headers."""
     headers: dict[str, str] = {}
     admitted = fail_scope == 0
     spent_req, spent_tok = (1, estimate) if admitted else (0, 0)
-    req = [(s.limits.rpm - u.requests - spent_req, s.limits.rpm, _reset_s(u.requests_oldest, now))
+    # reset: when the oldest counted second leaves the window (room starts coming back); this request's own
+    # second when it is the only one counted
+    req = [(s.limits.rpm - u.requests - spent_req, s.limits.rpm,
+            _reset_s(_oldest(u.requests_oldest, now, spent_req), now))
            for s, u in zip(scopes, usage) if s.limits.rpm is not None]
-    tok = [(s.limits.tpm - u.tokens - spent_tok, s.limits.tpm, _reset_s(u.tokens_oldest, now))
+    tok = [(s.limits.tpm - u.tokens - spent_tok, s.limits.tpm, _reset_s(_oldest(u.tokens_oldest, now, spent_tok), now))
            for s, u in zip(scopes, usage) if s.limits.tpm is not None]
     if req:
         remaining, limit, reset = min(req)

@@ -21,7 +21,7 @@ from .engine_session import SessionStream
 from .errors import APIError, unavailable
 from .params import ParsedRequest
 from .quotas import Decision, get_quota_backend
-from .responses import SSE_DONE, LastPart, ResponseBuilder, sse
+from .responses import LastPart, ResponseBuilder, sse
 from .routing import Route, Target, router
 from .usage import Usage, record
 
@@ -51,15 +51,16 @@ class ReplicaFailed(Exception):
 
 class Call:
     def __init__(self, caller: Caller, req: ParsedRequest, route: Route, decision: Decision | None,
-                 request_id: str, started: float) -> None:
-        """`decision` may come later (set it before run()): a request can be dispatched early, before it."""
+                 request_id: str, started: float, builder: ResponseBuilder | None = None) -> None:
+        """`decision` may come later (set it before run()): a request can be dispatched early, before it.
+        `builder` shapes the answer (default: a completion or chat completion, by the request's endpoint)."""
         self.caller = caller
         self.req = req
         self.route = route
         self.decision = decision
         self.request_id = request_id
         self.started = started
-        self.builder = ResponseBuilder(req, request_id, int(time.time()))
+        self.builder = builder or ResponseBuilder(req, request_id, int(time.time()))
         self.target: Target | None = None
         self.response: Response | SessionStream | None = None
         self.prompt_tokens = 0
@@ -69,6 +70,7 @@ class Call:
         self.settled = False
         self.early: tuple[Target, asyncio.Task] | None = None  # dispatched before admission answered
         self.usage_sink: list[Usage] | None = None  # where the usage row goes instead of the batched writer
+        self.on_complete = None  # async callable run once a response has finished whole, before its end is sent
 
     def dispatch_early(self, target: Target) -> None:
         """Send the request to `target` now, while its admission is in flight (see quotas.Headroom); run() then
@@ -142,7 +144,8 @@ class Call:
                 status = exc.status if 400 <= exc.status < 500 else 400
                 message = err.get("message") or "The request was rejected."
                 code = err.get("code") or (CONTEXT_CODE if _is_context_error(message) else None)
-                param = "messages" if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
+                prompt_field = "input" if self.req.endpoint == "responses" else "messages"
+                param = prompt_field if code == CONTEXT_CODE and self.req.messages is not None else err.get("param")
                 raise APIError(status, message, param=param, code=code, type=err.get("type"))
             except EngineUnavailable as exc:
                 log.warning("replica %s of %s unavailable: %s", target.replica_id, route.name, exc)
@@ -204,13 +207,16 @@ class Call:
             await self._abort()
             message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
             await self.settle(status)
-            headers = {"x-request-id": self.request_id, **({"retry-after": "1"} if status >= 500 else {})}
+            headers = {**self.decision.headers, "x-request-id": self.request_id,
+                       **({"retry-after": "1"} if status >= 500 else {})}
             return APIError(status, message, headers=headers).response()
         except BaseException:
             await self._abort()
             await self.settle(CLIENT_CLOSED)
             raise
         await self.settle(status)
+        if self.on_complete is not None:
+            await self.on_complete()
         body = self.builder.whole(self.prompt_tokens, self.completion_tokens)
         response = HttpResponse(json.dumps(body, ensure_ascii=False), content_type="application/json")
         self._headers(response)
@@ -221,6 +227,9 @@ class Call:
         chunk, apply = self.builder.chunk, self._apply
         try:
             try:
+                head = self.builder.stream_head()
+                if head:
+                    yield head
                 async for events in engine.events(self.response):
                     out = [chunk(event) for event in events if apply(event)]
                     if out:
@@ -234,11 +243,11 @@ class Call:
                 await self.settle(status)
                 yield LastPart(sse(APIError(status, message).body()))
                 return
-            usage = self.builder.usage_chunk(self.prompt_tokens, self.completion_tokens) \
-                if self.req.include_usage else b""
             status = 200
             await self.settle(status)  # the quota is released before the client sees the end of the stream
-            yield LastPart(usage + SSE_DONE)
+            if self.on_complete is not None:
+                await self.on_complete()
+            yield LastPart(self.builder.stream_tail(self.prompt_tokens, self.completion_tokens))
         finally:
             if not self.settled:
                 await self._abort()

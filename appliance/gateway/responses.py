@@ -118,6 +118,15 @@ class ResponseBuilder:
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         return sse({**self._head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
 
+    def stream_head(self) -> bytes:
+        """What a stream sends before the first delta (nothing for completions and chat)."""
+        return b""
+
+    def stream_tail(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """A finished stream's last part: the usage chunk if asked for, then ``[DONE]``."""
+        tail = self.usage_chunk(prompt_tokens, completion_tokens) if self.req.include_usage else b""
+        return tail + SSE_DONE
+
     def whole(self, prompt_tokens: int, completion_tokens: int) -> dict:
         choices = []
         for c in self.choices:

@@ -8,4 +8,6 @@ urlpatterns = [
     path("models/<path:name>", views.model_detail, name="v1-model"),
     path("completions", views.completions, name="v1-completions"),
     path("chat/completions", views.chat_completions, name="v1-chat-completions"),
+    path("responses", views.responses, name="v1-responses"),
+    path("responses/<str:response_id>", views.response_detail, name="v1-response"),
 ]

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (async views)."""
+"""The OpenAI-compatible API: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, and the Responses API
+(POST /v1/responses, GET and DELETE /v1/responses/{id}) (async views)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,13 @@ import uuid
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import metrics
+from . import metrics, responses_api, responses_store
 from .auth import authenticate
 from .errors import APIError, model_not_found
 from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
 from .relay import Call
+from .responses_store import Prepare
 from .routing import router
 from .usage import Usage, observe, record
 
@@ -31,23 +33,31 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     return resp
 
 
-async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
+async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | None = None) -> HttpResponse:
+    """`prepare` (the Responses API) turns the body into a chat request and sets up the call's answer."""
     if request.method != "POST":
         return _method_not_allowed("POST")
     started = time.perf_counter()
-    request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex
+    prefix = {"chat": "chatcmpl-", "completions": "cmpl-"}
+    request_id = prefix[endpoint] + uuid.uuid4().hex if endpoint in prefix else responses_api.new_response_id()
     caller = req = call = None
     model = UNKNOWN_MODEL
     admitted = False
     try:
         caller = await authenticate(request.headers.get("Authorization"))
-        req = parse(endpoint, request.body)
+        setup = None
+        if prepare is None:
+            req = parse(endpoint, request.body)
+        else:
+            req, setup = await prepare(caller, request.body, request_id)
         route = await router.route(req.model)
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
         model = req.model
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)
+        if setup is not None:
+            setup(call)
         pick = None
         if route.targets:
             if backend.remote and headroom.take(caller.key_id):
@@ -89,6 +99,32 @@ async def completions(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     return await _completion(request, "chat")
+
+
+@csrf_exempt
+async def responses(request: HttpRequest) -> HttpResponse:
+    return await _completion(request, "responses", responses_store.prepare)
+
+
+@csrf_exempt
+async def response_detail(request: HttpRequest, response_id: str) -> HttpResponse:
+    """GET a stored response, or DELETE it; another tenant's id is a 404, as one that never was."""
+    if request.method not in ("GET", "DELETE"):
+        return _method_not_allowed("GET, DELETE")
+    try:
+        caller = await authenticate(request.headers.get("Authorization"))
+        if request.method == "GET":
+            return _json(await responses_store.fetch(caller, response_id))
+        await responses_store.delete(caller, response_id)
+        return _json({"id": response_id, "object": "response", "deleted": True})
+    except APIError as exc:
+        return exc.response()
+
+
+@csrf_exempt
+async def unknown_route(request: HttpRequest) -> HttpResponse:
+    """Any other /v1/ path: a 404 in OpenAI's words, so clients raise NotFoundError with a message."""
+    return APIError(404, f"Invalid URL ({request.method} {request.path})", type="invalid_request_error").response()
 
 
 def _model_object(name: str, created: int) -> dict:

@@ -1,6 +1,7 @@
 """Prometheus metrics of one engine: per request (queue time, TTFT, inter-token latency, end-to-end, token counts)
 and per engine (running/waiting, KV blocks, prefix cache, preemptions, tokens per step, step time split into the model
-forward and everything else). Each engine owns its CollectorRegistry. Names are documented in docs/metrics.md."""
+forward and everything else). Each engine owns its CollectorRegistry. Names are documented in docs/metrics.md; the
+same engine figures also go out under vLLM's names (vllm_metrics.py)."""
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from appliance.runtime.outputs import RequestOutput
+from appliance.runtime.vllm_metrics import VllmMetrics
 
 PREFIX = "appliance_engine_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,6 +64,7 @@ class _StatsCollector:
             c.add_metric(label, value)
             return c
 
+        yield from self.metrics.vllm.collect_stats(s)
         yield gauge("num_requests_running", "Sequences groups scheduled in the running set", s.num_running)
         yield gauge("num_requests_waiting", "Requests waiting to be scheduled (including preempted)", s.num_waiting)
         yield gauge("kv_blocks_used", "KV cache blocks in use", s.kv_blocks_used)
@@ -116,6 +119,7 @@ class EngineMetrics:
                                          registry=r).labels(model_name)
         self.rejected = Counter(PREFIX + "requests_rejected", "Requests rejected as invalid before running", labels,
                                 registry=r).labels(model_name)
+        self.vllm = VllmMetrics(r, model_name, int((info or {}).get("max_model_len") or 0) or 8192)
         build = Gauge(PREFIX + "info", "Static facts about the engine", labels + sorted(info or {}), registry=r)
         build.labels(model_name, *[str(v) for _, v in sorted((info or {}).items())]).set(1)
         r.register(_StatsCollector(self))
@@ -125,6 +129,7 @@ class EngineMetrics:
         self.latest_stats = stats
         if stepped:
             self.step_tokens.observe(stats.last_step_num_batched_tokens)
+            self.vllm.observe_step(stats.last_step_num_batched_tokens)
             self.step_seqs.observe(stats.last_step_num_seqs)
             self.step_time.observe(stats.step_time_s)
             self.forward_time.observe(stats.forward_time_s)
@@ -136,25 +141,30 @@ class EngineMetrics:
         new_tokens = sum(len(c.new_token_ids) for c in out.outputs)
         if new_tokens:
             self.generation_tokens.inc(new_tokens)
+            self.vllm.generation_tokens.inc(new_tokens)
         if rid not in self._first_seen:
             self._first_seen.add(rid)
             self.prompt_tokens.inc(len(out.prompt_token_ids))
+            self.vllm.observe_first(out)
             self.prompt_len.observe(len(out.prompt_token_ids))
             if m.queue_s is not None:
                 self.queue_time.observe(max(m.queue_s, 0.0))
         if m.first_token_time is not None and self._itls_seen.get(rid) is None:
             self._itls_seen[rid] = 0
             self.ttft.observe(max(m.ttft_s or 0.0, 0.0))
+            self.vllm.ttft.observe(max(m.ttft_s or 0.0, 0.0))
         seen = self._itls_seen.get(rid)
         if seen is not None and len(m.inter_token_latencies) > seen:
             for x in m.inter_token_latencies[seen:]:
                 self.itl.observe(x)
+                self.vllm.itl.observe(x)
             self._itls_seen[rid] = len(m.inter_token_latencies)
         if out.finished:
             self._first_seen.discard(rid)
             self._itls_seen.pop(rid, None)
             reason = next((c.finish_reason for c in out.outputs if c.finish_reason != "abort"), "abort") or "abort"
             self.finished.labels(self.model_name, reason).inc()
+            self.vllm.observe_finished(out, reason)
             self.gen_len.observe(sum(len(c.token_ids) for c in out.outputs))
             if m.e2e_s is not None:
                 self.e2e.observe(max(m.e2e_s, 0.0))
@@ -164,6 +174,7 @@ class EngineMetrics:
         self._first_seen.discard(request_id)
         self._itls_seen.pop(request_id, None)
         self.finished.labels(self.model_name, "abort").inc()
+        self.vllm.success["abort"].inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this engine's registry."""
