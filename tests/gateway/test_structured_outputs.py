@@ -31,12 +31,12 @@ def tools_model(world, checkpoint_factory, django_db_blocker, tmp_path_factory):
     from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
     from appliance.runtime.tiny_models import TOOLS_CHAT_TEMPLATE
 
-    model_dir = checkpoint_factory("qwen2", chat_template=TOOLS_CHAT_TEMPLATE)
+    model_dir = checkpoint_factory("qwen2", chat_template=TOOLS_CHAT_TEMPLATE, max_position_embeddings=2048)
     engine = start_engine(model_dir, tmp_path_factory.mktemp("tools-engine") / "engine.log")
 
     def setup() -> str:
         model = Model.objects.create(name="tiny-qwen", architecture="Qwen2ForCausalLM", family="qwen2")
-        version = ModelVersion.objects.create(model=model, version=1, source_uri=str(model_dir), context_length=512)
+        version = ModelVersion.objects.create(model=model, version=1, source_uri=str(model_dir), context_length=2048)
         dep = Deployment.objects.create(name="tiny-tools", model_version=version, status=Deployment.Status.RUNNING,
                                         min_replicas=0, desired_replicas=1)
         node, _ = Node.objects.get_or_create(name="test-node")
@@ -107,6 +107,13 @@ def test_invalid_tool_parameters_are_a_400(tools_model):
     with pytest.raises(openai.BadRequestError) as err:
         _chat(tools_model, max_tokens=8, tools=[bad])
     assert err.value.body["param"] == "tools[0].function.parameters" and "minLength" in err.value.body["message"]
+
+
+def test_tools_are_rendered_into_the_prompt_by_the_chat_template(tools_model):
+    plain = _chat(tools_model, max_tokens=1)
+    with_tools = _chat(tools_model, tools=TOOLS, tool_choice="none", max_tokens=1)
+    assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + 50
+    assert with_tools.choices[0].message.tool_calls is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

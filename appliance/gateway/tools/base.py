@@ -27,6 +27,7 @@ class Parsed:
     calls: list[PartialCall] = field(default_factory=list)
     held: int = 0  # streaming: this many trailing characters may begin a call; hold them back
     broken: bool = False  # the text after the marker is not a call after all
+    started: bool = False  # the marker was found: what follows it is not content
 
 
 def marker_prefix_len(text: str, marker: str) -> int:
@@ -65,7 +66,7 @@ class ToolParser:
         if start < 0:
             return Parsed(text, held=marker_prefix_len(text, self.marker))
         parsed = self.parse_calls(text, start)
-        parsed.content = text[:start]
+        parsed.content, parsed.started = text[:start], True
         return parsed
 
     def parse_calls(self, text: str, start: int) -> Parsed:

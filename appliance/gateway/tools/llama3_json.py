@@ -21,7 +21,7 @@ class Llama3JsonParser(ToolParser):
             pending = not stripped or '{"name"'.startswith(stripped) or '{ "name"'.startswith(stripped)
             return Parsed(text, held=len(text) if pending else 0)
         parsed = self._objects(text, text.index("{", m.start()), ";", None)
-        parsed.content = ""
+        parsed.content, parsed.started = "", True
         return parsed
 
     def grammar(self, tools: list[dict[str, Any]], parallel: bool) -> str:

@@ -30,7 +30,7 @@ class ToolStream:
         """(content delta, tool_calls deltas) for the new text; on the final delta all held content comes out."""
         self.text += delta
         parsed = self.parser.parse(self.text)
-        if parsed.calls and not parsed.broken:
+        if parsed.started and not parsed.broken:
             limit = len(parsed.content)
         else:
             limit = len(self.text) - (0 if final or self.sent else parsed.held)
