@@ -15,6 +15,10 @@ class Model(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     architecture = models.CharField(max_length=100, blank=True, help_text="e.g. LlamaForCausalLM")
     family = models.CharField(max_length=50, blank=True, help_text="llama, mistral, qwen2")
+    tool_parser = models.CharField(
+        max_length=20, blank=True, choices=[("hermes", "hermes"), ("llama3_json", "llama3_json"), ("mistral", "mistral")],
+        help_text="How the model writes tool calls; blank: from the family (qwen2 hermes, llama llama3_json, "
+                  "mistral mistral)")
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

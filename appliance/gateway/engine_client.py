@@ -25,7 +25,7 @@ NO_SESSION_RETRY_S = 60  # how long a replica that refused a session is served p
 def wire(request: GenerateRequest) -> dict[str, Any]:
     """GenerateRequest.to_dict() without its deep copy (the gateway builds one per request)."""
     return {"request_id": request.request_id, "prompt": request.prompt, "prompt_token_ids": request.prompt_token_ids,
-            "messages": request.messages, "sampling": request.sampling, "cache_salt": request.cache_salt,
+            "messages": request.messages, "tools": request.tools, "sampling": request.sampling, "cache_salt": request.cache_salt,
             "priority": request.priority, "echo_prompt": request.echo_prompt}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,10 +10,14 @@ from appliance.runtime.sampling_params import SamplingParams
 
 from . import conf
 from .errors import APIError, invalid
+from .tools.request import chat_message_tool_fields, parse_tools
 
-CHAT_ROLES = {"system", "developer", "user", "assistant"}
-UNSUPPORTED = {"tools": "tools", "tool_choice": "tool choice", "functions": "functions",
-               "function_call": "function calling", "logit_bias": "logit_bias", "suffix": "suffix"}
+CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+UNSUPPORTED = {"functions": "functions (use tools)", "function_call": "function calling (use tool_choice)",
+               "logit_bias": "logit_bias", "suffix": "suffix"}
+COMPLETIONS_UNSUPPORTED = {"tools": "tools on completions (use chat completions)",
+                           "tool_choice": "tool choice on completions (use chat completions)"}
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass
@@ -28,6 +33,10 @@ class ParsedRequest:
     echo: bool = False
     logprobs: bool = False
     user: str | None = None
+    tools: list[dict[str, Any]] | None = None  # chat: OpenAI tool definitions
+    tool_choice: Any = "none"
+    parallel_tool_calls: bool = True
+    tool_parser: Any = None  # tools.ToolParser reading the output, once the model is known (tools.bind_parser)
 
     @property
     def n(self) -> int:
@@ -91,8 +100,47 @@ def _stop(body: dict) -> list[str]:
     return stop
 
 
+def _response_format(body: dict) -> dict[str, Any] | None:
+    """The guided-decoding spec for `response_format` (None for text), its schema checked by llguidance."""
+    from appliance.runtime.guided.llguidance_backend import validate
+
+    fmt = _typed(body, "response_format", (dict,), "an object", None)
+    kind = (fmt or {}).get("type", "text")
+    if fmt is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise invalid(f"'response_format.type' must be 'text', 'json_object' or 'json_schema', got {kind!r}.",
+                      param="response_format.type")
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict):
+        raise invalid("'response_format.json_schema' must be an object with a name and a schema.",
+                      param="response_format.json_schema")
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        raise invalid("'response_format.json_schema.name' must be 1-64 letters, digits, '_' or '-'.",
+                      param="response_format.json_schema.name")
+    schema = spec.get("schema", {})
+    strict = spec.get("strict")
+    if not isinstance(schema, dict):
+        raise invalid(f"Invalid schema for response_format '{name}': the schema must be a JSON object.",
+                      param="response_format.json_schema.schema")
+    if strict is not None and not isinstance(strict, bool):
+        raise invalid("'response_format.json_schema.strict' must be a boolean.",
+                      param="response_format.json_schema.strict")
+    guided = {"type": "json_schema", "schema": schema, "strict": bool(strict)}
+    try:
+        validate(guided)
+    except ValueError as exc:
+        raise invalid(f"Invalid schema for response_format '{name}': {exc}",
+                      param="response_format.json_schema.schema")
+    return guided
+
+
 def _common(body: dict, endpoint: str) -> ParsedRequest:
-    for name, what in UNSUPPORTED.items():
+    unsupported = UNSUPPORTED if endpoint == "chat" else {**UNSUPPORTED, **COMPLETIONS_UNSUPPORTED}
+    for name, what in unsupported.items():
         if body.get(name) not in (None, [], {}, ""):
             raise invalid(f"'{name}' is not supported by this server ({what}).", param=name)
     model = body.get("model")
@@ -127,6 +175,9 @@ def _common(body: dict, endpoint: str) -> ParsedRequest:
             sampling[name] = _number(body, name, lo, hi)
     if body.get("ignore_eos") is not None:
         sampling["ignore_eos"] = bool(_typed(body, "ignore_eos", (bool,), "a boolean"))
+    guided = _response_format(body)
+    if guided is not None:
+        sampling["guided"] = guided
     return ParsedRequest(endpoint, model, stream=stream, include_usage=include_usage, sampling=sampling, user=user)
 
 
@@ -206,9 +257,11 @@ def parse_chat(body: dict) -> ParsedRequest:
         if role not in CHAT_ROLES:
             raise invalid(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}, got {role!r}.",
                           param=f"messages[{i}].role")
-        parsed.append({"role": "system" if role == "developer" else role,
-                       "content": _message_content(msg.get("content"), i)})
+        out = {"role": "system" if role == "developer" else role, "content": _message_content(msg.get("content"), i)}
+        chat_message_tool_fields(msg, i, out)
+        parsed.append(out)
     req.messages = parsed
+    req.tools, req.tool_choice, req.parallel_tool_calls = parse_tools(body)
     default = conf.default_max_tokens()
     max_tokens, mt_name = _max_tokens(body, ("max_completion_tokens", "max_tokens"), default)
     req.sampling["max_tokens"] = max_tokens

@@ -92,7 +92,7 @@ class Call:
     def generate_request(self) -> GenerateRequest:
         req = self.req
         return GenerateRequest(request_id=self.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
-                               messages=req.messages, sampling=req.sampling,
+                               messages=req.messages, tools=req.tools, sampling=req.sampling,
                                cache_salt=f"tenant-{self.caller.tenant_id}")
 
     async def run(self) -> HttpResponse:
@@ -231,9 +231,9 @@ class Call:
                 if head:
                     yield head
                 async for events in engine.events(self.response):
-                    out = [chunk(event) for event in events if apply(event)]
-                    if out:
-                        yield "".join(out).encode()
+                    out = "".join([chunk(event) for event in events if apply(event)])
+                    if out:  # a tool call's text may be held back: no chunk yet
+                        yield out.encode()
                 if not self.done:
                     raise ReplicaFailed("The model replica ended the stream early.")
             except (ReplicaFailed, EngineFailed) as exc:

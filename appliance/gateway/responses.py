@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .params import ParsedRequest
+from .tools.stream import ToolStream, message_calls
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -71,6 +72,7 @@ class ResponseBuilder:
         self.created = created
         self.chat = req.endpoint == "chat"
         self.choices = [Choice(i) for i in range(req.n)]
+        self.tool_streams = [ToolStream(req.tool_parser) for _ in range(req.n)] if req.tool_parser else None
         self.echo = req.prompt if (req.echo and req.prompt) else ""
         self._head = {"id": request_id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                       "created": created, "model": req.model}
@@ -95,6 +97,8 @@ class ResponseBuilder:
         index, text = delta["index"], delta["text"]
         choice = self.choices[index]
         reason, logprobs = delta.get("finish_reason"), delta.get("logprobs")
+        if self.tool_streams is not None:
+            return self._tool_chunk(delta, choice, self.tool_streams[index])
         if choice.started and not reason and not (logprobs and self.req.logprobs):
             choice.length += len(text)
             return self._prefix + self._middles[index] + json.dumps(text) + self._suffix
@@ -115,6 +119,28 @@ class ResponseBuilder:
             chunk["usage"] = None
         return "data: " + json.dumps(chunk, separators=(",", ":")) + "\n\n"
 
+    def _tool_chunk(self, delta: dict, choice: Choice, tools: ToolStream) -> str:
+        """A chat delta with tools in play: content while it is not a call, then the call's name and argument
+        deltas (OpenAI's delta.tool_calls, with index); finish_reason "tool_calls" once a call was made."""
+        reason, logprobs = delta.get("finish_reason"), delta.get("logprobs")
+        content, calls = tools.feed(delta["text"], reason is not None)
+        if reason == "stop" and tools.called:
+            reason = "tool_calls"
+        lp = chat_logprobs(logprobs) if (self.req.logprobs and logprobs) else None
+        if not content and not calls and not reason and not lp and choice.started:
+            return ""
+        body: dict[str, Any] = {} if choice.started else {"role": "assistant"}
+        if content or not calls:
+            body["content"] = content
+        if calls:
+            body["tool_calls"] = calls
+        choice.started = True
+        chunk = {**self._head, "choices": [{"index": choice.index, "delta": body, "logprobs": lp,
+                                            "finish_reason": _finish(reason)}]}
+        if self.req.include_usage:
+            chunk["usage"] = None
+        return "data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False) + "\n\n"
+
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         return sse({**self._head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
 
@@ -133,8 +159,13 @@ class ResponseBuilder:
             text = "".join(c.parts)
             if self.chat:
                 lp = chat_logprobs(c.logprobs) if self.req.logprobs else None
-                choices.append({"index": c.index, "message": {"role": "assistant", "content": text},
-                                "logprobs": lp, "finish_reason": c.finish_reason or "stop"})
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                reason = c.finish_reason or "stop"
+                found = message_calls(self.req.tool_parser, text, self.req.tools) if self.req.tool_parser else None
+                if found is not None:
+                    message = {"role": "assistant", "content": found[0] or None, "tool_calls": found[1]}
+                    reason = "tool_calls" if reason == "stop" else reason
+                choices.append({"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason})
             else:
                 lp = completion_logprobs(c.logprobs, len(self.echo)) if self.req.logprobs else None
                 choices.append({"index": c.index, "text": self.echo + text, "logprobs": lp,

@@ -44,6 +44,7 @@ class Route:
     context_length: int
     created: int
     targets: list[Target]
+    tool_parser: str = ""  # tools/: how the model writes tool calls ("" none known)
 
 
 def _load_route(name: str) -> Route | None:
@@ -54,8 +55,12 @@ def _load_route(name: str) -> Route | None:
         return None
     replicas = Replica.objects.filter(deployment=dep, state=Replica.State.READY).order_by("index")
     targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
-    return Route(dep.id, dep.name, dep.model_version.model.name, dep.model_version.context_length,
-                 int(dep.created_at.timestamp()), targets)
+    from .tools import tool_parser_name
+
+    model = dep.model_version.model
+    parser = tool_parser_name(model.tool_parser, model.family, (dep.model_version.config or {}).get("model_type", ""))
+    return Route(dep.id, dep.name, model.name, dep.model_version.context_length,
+                 int(dep.created_at.timestamp()), targets, parser)
 
 
 def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:

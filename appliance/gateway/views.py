@@ -17,6 +17,7 @@ from .quotas import Headroom, Pick, get_quota_backend
 from .relay import Call
 from .responses_store import Prepare
 from .routing import router
+from .tools.request import bind_parser
 from .usage import Usage, observe, record
 
 headroom = Headroom()
@@ -53,6 +54,7 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
         route = await router.route(req.model)
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
+        bind_parser(req, route.tool_parser)
         model = req.model
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)

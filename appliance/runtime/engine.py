@@ -16,6 +16,7 @@ from appliance.runtime.block_manager import BlockManager
 from appliance.runtime.config import EngineConfig
 from appliance.runtime.detokenizer import IncrementalDetokenizer
 from appliance.runtime.executor.interface import Executor, StepBatch
+from appliance.runtime.guided import GuidedDecoding
 from appliance.runtime.model.args import ModelArgs
 from appliance.runtime.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from appliance.runtime.sampler import SampleState, Sampler
@@ -90,6 +91,7 @@ class EngineCore:
             config.scheduling_policy,
         )
         self.sampler = Sampler(config.device, config.seed)
+        self.guided = GuidedDecoding(self.tokenizer, self.vocab_size)  # grammars; the backend loads on first use
         self.requests: dict[str, _Request] = {}
         self._stats = EngineStats(kv_blocks_total=self.num_kv_blocks)
 
@@ -115,6 +117,7 @@ class EngineCore:
         if not isinstance(priority, int):
             raise ValueError("priority must be an integer")
         text, token_ids = self._tokenize(prompt)
+        grammars = [self.guided.matcher(params.guided) for _ in range(params.n)] if params.guided else [None] * params.n
         now = time.monotonic()
         req = _Request(request_id, text, token_ids, params, RequestMetrics(arrival_time=now))
         max_tokens = min(params.max_tokens, self.max_model_len - len(token_ids))
@@ -123,7 +126,8 @@ class EngineCore:
             seed = None if params.seed is None else params.seed + index
             req.seqs.append(seq)
             req.detoks.append(IncrementalDetokenizer(self.tokenizer, token_ids, params.stop, params.skip_special_tokens))
-            req.states.append(SampleState(params, seq.token_ids, len(token_ids), self.sampler.make_generator(seed)))
+            req.states.append(SampleState(params, seq.token_ids, len(token_ids), self.sampler.make_generator(seed),
+                                          grammars[index]))
             req.logprobs.append([])
         self.requests[request_id] = req
         self.scheduler.add(req.seqs[0])
@@ -205,6 +209,9 @@ class EngineCore:
             self._stats.generation_tokens_total += 1
             if lp is not None:
                 req.logprobs[seq.index].append(self._logprob_entry(token, lp))
+            grammar = req.states[seq.index].grammar
+            if grammar is not None:
+                grammar.accept(token)
             reason = self._check_finish(seq, req, token)
             if reason:
                 req.detoks[seq.index].flush_pending()
@@ -235,6 +242,9 @@ class EngineCore:
         if token in params.stop_token_ids:
             return "stop"
         if req.detoks[seq.index].add_token(token):
+            return "stop"
+        grammar = req.states[seq.index].grammar
+        if grammar is not None and grammar.finished:
             return "stop"
         if seq.num_completion_tokens >= seq.max_tokens:
             return "length"

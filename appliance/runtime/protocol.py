@@ -39,6 +39,7 @@ class GenerateRequest:
     prompt: str | None = None  # exactly one of prompt, prompt_token_ids, messages
     prompt_token_ids: list[int] | None = None
     messages: list[dict[str, Any]] | None = None  # chat: the engine applies the model's chat template
+    tools: list[dict[str, Any]] | None = None  # chat: OpenAI tool definitions, rendered by the chat template
     sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams fields
     cache_salt: str | None = None  # per tenant: tenants never share prefix-cache blocks
     priority: int = 0  # lower runs first under the priority policy

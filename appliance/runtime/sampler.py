@@ -3,7 +3,8 @@
 Vectorized over the batch; the all-greedy batch without penalties or logprobs is one argmax. A request with a seed
 draws from its own ``torch.Generator`` (its Gumbel-style exponential race uses only that generator), so its tokens
 do not depend on what else is in the batch. Logprobs are of the model's raw distribution (log-softmax of the
-logits, before penalties and temperature).
+logits, before penalties and temperature). A row with a grammar (structured outputs, enforced tool calls) has every
+token its grammar does not allow next masked to -inf first, whatever the device that computed the logits.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from appliance.runtime.guided.interface import Matcher, allocate_bitmask, allowed_tokens
 from appliance.runtime.sampling_params import SamplingParams
 
 
@@ -22,6 +24,7 @@ class SampleState:
     token_ids: list[int]  # prompt + completion so far
     num_prompt_tokens: int
     generator: torch.Generator | None = None
+    grammar: Matcher | None = None  # guided decoding: only tokens it allows are sampled
 
 
 @dataclass
@@ -52,10 +55,14 @@ class Sampler:
         n = len(states)
         params = [s.params for s in states]
         want_lp = [p.logprobs is not None for p in params]
+        raw_logits = logits
+        guided = [i for i, s in enumerate(states) if s.grammar is not None]
+        if guided:
+            logits = self._mask(logits, [states[i].grammar for i in guided], guided)
         if not any(want_lp) and all(p.temperature == 0 and not _needs_penalty(p) for p in params):
             return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * n)
 
-        raw = torch.log_softmax(logits, dim=-1) if any(want_lp) else None
+        raw = torch.log_softmax(raw_logits, dim=-1) if any(want_lp) else None
         pen_rows = [i for i, p in enumerate(params) if _needs_penalty(p)]
         if pen_rows:
             logits = logits.clone()
@@ -80,6 +87,18 @@ class Sampler:
                 kk = params[i].logprobs
                 out_lp[i] = (sampled[j], list(zip(top_i[j][:kk], top_v[j][:kk])))
         return SamplerOutput(token_ids, out_lp)
+
+    @staticmethod
+    def _mask(logits: torch.Tensor, grammars: list[Matcher], rows: list[int]) -> torch.Tensor:
+        vocab = logits.shape[1]
+        bitmask = allocate_bitmask(len(rows), max(vocab, grammars[0].vocab_size))
+        for j, grammar in enumerate(grammars):
+            grammar.fill_mask(bitmask, j)
+        allowed = allowed_tokens(bitmask, vocab).to(logits.device)
+        logits = logits.clone()
+        idx = torch.tensor(rows, device=logits.device)
+        logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        return logits
 
     def _apply_penalties(self, logits: torch.Tensor, states: list[SampleState], rows: list[int]) -> None:
         dev = logits.device

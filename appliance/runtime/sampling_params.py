@@ -22,6 +22,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: off; k >= 0: the sampled token's logprob and the top-k alternatives
     skip_special_tokens: bool = True
+    guided: dict[str, Any] | None = None  # grammar the output must follow: runtime/guided/interface.py
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -57,6 +58,10 @@ class SamplingParams:
             fail("logprobs", f"must be an integer in [0, 20], got {self.logprobs!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             fail("seed", f"must be an integer, got {self.seed!r}")
+        if self.guided is not None:
+            from appliance.runtime.guided.interface import check_spec
+
+            check_spec(self.guided)
 
     @property
     def greedy(self) -> bool:

@@ -8,6 +8,7 @@ import re
 from typing import Any, Awaitable, Callable
 
 from appliance.runtime.async_engine import AsyncEngine, EngineDeadError, RequestStream
+from appliance.runtime.guided import InvalidGrammar
 from appliance.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.runtime.outputs import RequestOutput
 from appliance.runtime.protocol import DeltaEvent, DoneEvent, ErrorBody, ErrorEvent, GenerateRequest, StartEvent
@@ -155,6 +156,11 @@ class ReplicaApp:
         BadRequest (400, or 503 if the engine has stopped) if it cannot run."""
         engine = self._require_engine()
         req, prompt, params = self._parse_generate(data)
+        if params.guided is not None:  # compiled here, off the step loop; the engine's add_request hits the cache
+            try:
+                await asyncio.to_thread(engine.core.guided.compile, params.guided)
+            except InvalidGrammar as exc:
+                raise BadRequest(f"invalid grammar: {exc}", "response_format") from None
         try:
             stream = await engine.add_request(req.request_id, prompt, params, req.cache_salt, req.priority)
         except ValueError as exc:
@@ -201,7 +207,7 @@ class ReplicaApp:
             if not isinstance(req.prompt, str):
                 raise BadRequest("prompt must be a string", "prompt")
             return encode_prompt(tok, req.prompt)
-        return encode_messages(tok, req.messages)
+        return encode_messages(tok, req.messages, req.tools)
 
     async def _stream(self, stream: RequestStream, prompt_tokens: int, params: SamplingParams,
                       receive: Receive, send: Send) -> None:
@@ -277,8 +283,9 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text).input_ids)
 
 
-def encode_messages(tokenizer: Any, messages: Any) -> list[int]:
-    """Token ids of a chat: the model's chat template with the generation prompt appended."""
+def encode_messages(tokenizer: Any, messages: Any, tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """Token ids of a chat: the model's chat template (given the tools, if any) with the generation prompt
+    appended."""
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list", "messages")
     for i, m in enumerate(messages):
@@ -286,8 +293,11 @@ def encode_messages(tokenizer: Any, messages: Any) -> list[int]:
             raise BadRequest(f"messages[{i}] must be an object with role and content", "messages")
     if not getattr(tokenizer, "chat_template", None):
         raise BadRequest("this model has no chat template; send a prompt instead", "messages")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise BadRequest("tools must be a list of objects", "tools")
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
+                                             tokenize=False)
     except Exception as exc:
         raise BadRequest(f"messages could not be rendered with the chat template: {exc}", "messages") from None
     return list(tokenizer.encode(text, add_special_tokens=False))

@@ -19,6 +19,25 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+# A Hermes-style template that renders tools (as Qwen2.5's does): tool definitions in the system turn, calls as
+# <tool_call>{"name": ..., "arguments": ...}</tool_call>, tool results as <tool_response> in a user turn.
+TOOLS_CHAT_TEMPLATE = (
+    "{%- if tools %}<|system|>\n{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    "# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>"
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\nFor each call, return a JSON object "
+    "with the function name and arguments within <tool_call></tool_call> tags:\n<tool_call>\n"
+    "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call></s>\n{% endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' and tools and loop.first %}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}<|assistant|>\n"
+    "{{ message['content'] or '' }}{% for call in message['tool_calls'] %}<tool_call>\n{\"name\": "
+    "{{ call['function']['name'] | tojson }}, \"arguments\": {{ call['function']['arguments'] | tojson }}}\n"
+    "</tool_call>{% endfor %}</s>\n"
+    "{%- elif message['role'] == 'tool' %}<|user|>\n<tool_response>\n{{ message['content'] }}\n</tool_response></s>\n"
+    "{%- else %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "It was the best of times, it was the worst of times, it was the age of wisdom.",
@@ -29,7 +48,7 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None, chat_template: str = CHAT_TEMPLATE):
     """A byte-level BPE tokenizer trained on a small corpus; every byte sequence is encodable."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -47,7 +66,7 @@ def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 
@@ -120,9 +139,11 @@ def make_checkpoint(
     max_shard_size: str | None = None,
     tokenizer_vocab: int | None = None,
     init_std: float = 0.25,
+    chat_template: str = CHAT_TEMPLATE,
     **config_overrides: Any,
 ) -> Path:
-    """Write a random-weight checkpoint of `arch` with a tokenizer to `path` and return it."""
+    """Write a random-weight checkpoint of `arch` with a tokenizer to `path` and return it (`chat_template`:
+    TOOLS_CHAT_TEMPLATE for one that renders tools)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -137,5 +158,6 @@ def make_checkpoint(
                 p.normal_(0.0, init_std)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, safe_serialization=True, **kwargs)
-    save_tokenizer(build_tokenizer(min(tokenizer_vocab or config.vocab_size, config.vocab_size)), path)
+    vocab = min(tokenizer_vocab or config.vocab_size, config.vocab_size)
+    save_tokenizer(build_tokenizer(vocab, chat_template=chat_template), path)
     return path

@@ -10,7 +10,7 @@ class ModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Model
-        fields = ["id", "name", "architecture", "family", "description", "latest_version", "created_at"]
+        fields = ["id", "name", "architecture", "family", "tool_parser", "description", "latest_version", "created_at"]
         read_only_fields = ["created_at"]
 
     def get_latest_version(self, model: Model) -> int | None:
