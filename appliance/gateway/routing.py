@@ -44,6 +44,7 @@ class Route:
     context_length: int
     created: int
     targets: list[Target]
+    kind: str = "generate"  # "embedding" for an encoder model (served at /v1/embeddings only)
 
 
 def _load_route(name: str) -> Route | None:
@@ -55,7 +56,15 @@ def _load_route(name: str) -> Route | None:
     replicas = Replica.objects.filter(deployment=dep, state=Replica.State.READY).order_by("index")
     targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
     return Route(dep.id, dep.name, dep.model_version.model.name, dep.model_version.context_length,
-                 int(dep.created_at.timestamp()), targets)
+                 int(dep.created_at.timestamp()), targets, _kind(dep.model_version))
+
+
+def _kind(version) -> str:
+    from appliance.runtime.encoder import is_encoder_checkpoint, is_encoder_config
+
+    config = version.config
+    encoder = is_encoder_config(config) if config else is_encoder_checkpoint(version.source_uri)
+    return "embedding" if encoder else "generate"
 
 
 def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:

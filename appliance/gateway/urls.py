@@ -1,11 +1,12 @@
 """/v1/: the OpenAI-compatible API."""
 from django.urls import path
 
-from . import views
+from . import embeddings, views
 
 urlpatterns = [
     path("models", views.models, name="v1-models"),
     path("models/<path:name>", views.model_detail, name="v1-model"),
     path("completions", views.completions, name="v1-completions"),
     path("chat/completions", views.chat_completions, name="v1-chat-completions"),
+    path("embeddings", embeddings.embeddings, name="v1-embeddings"),
 ]

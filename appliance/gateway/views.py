@@ -10,6 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import metrics
 from .auth import authenticate
+from .embeddings import not_for_generation
 from .errors import APIError, model_not_found
 from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
@@ -46,6 +47,8 @@ async def _completion(request: HttpRequest, endpoint: str) -> HttpResponse:
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
         model = req.model
+        if route.kind == "embedding":
+            raise not_for_generation(req.model, endpoint)
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)
         pick = None
