@@ -60,11 +60,9 @@ def _load_route(name: str) -> Route | None:
 
 
 def _kind(version) -> str:
-    from appliance.runtime.encoder import is_encoder_checkpoint, is_encoder_config
+    from appliance.runtime.encoder import is_encoder_model
 
-    config = version.config
-    encoder = is_encoder_config(config) if config else is_encoder_checkpoint(version.source_uri)
-    return "embedding" if encoder else "generate"
+    return "embedding" if is_encoder_model(version.config, version.source_uri) else "generate"
 
 
 def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:

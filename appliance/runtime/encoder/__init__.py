@@ -28,3 +28,10 @@ def is_encoder_checkpoint(path: str | Path) -> bool:
         return is_encoder_config(json.loads((Path(path) / "config.json").read_text()))
     except (OSError, ValueError):
         return False
+
+
+def is_encoder_model(config: dict[str, Any] | None, path: str | Path | None) -> bool:
+    """A registered version: by its stored config.json, else by the checkpoint's own file."""
+    if config:
+        return is_encoder_config(config)
+    return bool(path) and is_encoder_checkpoint(path)
