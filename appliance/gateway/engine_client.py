@@ -171,6 +171,27 @@ class EngineClient:
         except ValueError as exc:
             raise EngineFailed(f"malformed event from the engine: {exc}") from exc
 
+    async def call(self, target: Target, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JSON request and its JSON answer (an encoder replica's /embed); EngineRejected for a 4xx,
+        EngineUnavailable if the replica cannot be reached or answers 5xx."""
+        response = await self._request(target, path, body, conf.engine_read_timeout_s())
+        try:
+            raw = await response.read()
+        except (ConnectionBroken, asyncio.TimeoutError) as exc:
+            raise EngineUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            response.close()
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            data = {"error": {"message": raw.decode(errors="replace")[:500] or f"engine answered {response.status}"}}
+        if response.status != 200:
+            error = data.get("error")
+            raise self._refusal(response.status, error if isinstance(error, dict) else {"message": str(data)[:500]})
+        return data
+
     async def abort(self, target: Target, request_id: str) -> None:
         try:
             response = await self._request(target, "/abort", {"request_id": request_id}, 2.0)

@@ -45,6 +45,7 @@ class Route:
     created: int
     targets: list[Target]
     tool_parser: str = ""  # tools/: how the model writes tool calls ("" none known)
+    kind: str = "generate"  # "embedding" for an encoder model (served at /v1/embeddings only)
 
 
 def _load_route(name: str) -> Route | None:
@@ -60,7 +61,13 @@ def _load_route(name: str) -> Route | None:
     model = dep.model_version.model
     parser = tool_parser_name(model.tool_parser, model.family, (dep.model_version.config or {}).get("model_type", ""))
     return Route(dep.id, dep.name, model.name, dep.model_version.context_length,
-                 int(dep.created_at.timestamp()), targets, parser)
+                 int(dep.created_at.timestamp()), targets, parser, _kind(dep.model_version))
+
+
+def _kind(version) -> str:
+    from appliance.runtime.encoder import is_encoder_model
+
+    return "embedding" if is_encoder_model(version.config, version.source_uri) else "generate"
 
 
 def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:

@@ -1,7 +1,7 @@
 """/v1/: the OpenAI-compatible API."""
 from django.urls import path
 
-from . import views
+from . import embeddings, views
 
 urlpatterns = [
     path("models", views.models, name="v1-models"),
@@ -10,4 +10,5 @@ urlpatterns = [
     path("chat/completions", views.chat_completions, name="v1-chat-completions"),
     path("responses", views.responses, name="v1-responses"),
     path("responses/<str:response_id>", views.response_detail, name="v1-response"),
+    path("embeddings", embeddings.embeddings, name="v1-embeddings"),
 ]

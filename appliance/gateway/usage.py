@@ -17,7 +17,7 @@ from .db import run_db_write
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 BATCH_MAX = 500
 
 

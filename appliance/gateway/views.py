@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import metrics, responses_api, responses_store
 from .auth import authenticate
+from .embeddings import not_for_generation
 from .errors import APIError, model_not_found
 from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
@@ -56,6 +57,8 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
             raise model_not_found(req.model)
         bind_parser(req, route.tool_parser)
         model = req.model
+        if route.kind == "embedding":
+            raise not_for_generation(req.model, endpoint)
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)
         if setup is not None:

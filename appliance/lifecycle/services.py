@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from appliance.celery import ensure_broker_folders
 from appliance.catalog.models import Deployment, Device, Model, ModelVersion, Node, Pool
+from appliance.runtime.encoder import is_encoder_model
 
 from . import placement
 from .models import CompileJob
@@ -144,6 +145,10 @@ def deploy(name: str, *, device: str = "cpu", replicas: int | None = None, min_r
     version = model.versions.order_by("-version").first()
     if version is None:
         raise LifecycleError(f"model {name!r} has no versions; register one with register_model")
+    if is_encoder_model(version.config, version.source_uri):  # embedding models: served as registered, no compile
+        if device == Device.NEURON:
+            raise LifecycleError(f"{name!r} is an embedding (encoder) model: deploy it with --device cpu or cuda")
+        compile = False
 
     local_node(device)
     with transaction.atomic():

@@ -3,6 +3,7 @@
     python -m appliance.runtime.server --model DIR --device cpu --port 0 [--host 127.0.0.1] [--uds PATH]
         [--served-model-name NAME] [--max-num-seqs N ...any EngineConfig field...]
 
+A checkpoint whose config is a BERT-family encoder is served as an embedding model (POST /embed, encoder/).
 Binds first (GET /health answers 503 while the model loads), loads the engine, then prints one line to stdout:
 ``READY http://HOST:PORT`` or ``READY unix:PATH``. If loading fails it prints ``FAILED <reason>`` and exits 1.
 """
@@ -160,8 +161,16 @@ def _server(config: Any, app: ReplicaApp) -> Any:
 async def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from appliance.runtime.encoder import is_encoder_checkpoint
+
     name = args.served_model_name or Path(args.model).name
-    app = ReplicaApp(name)
+    encoder = is_encoder_checkpoint(args.model)  # an embedding model: the encoder replica kind (runtime/encoder/)
+    if encoder:
+        from appliance.runtime.encoder.server_app import EncoderApp, build_encoder
+
+        app = EncoderApp(name)
+    else:
+        app = ReplicaApp(name)
     sock, url = bind(args.host, args.port, args.uds)
     config = uvicorn.Config(app, lifespan="off", log_level=args.log_level, access_log=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
@@ -170,7 +179,8 @@ async def serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))  # make that a no-op, so we clean up
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        engine, facts = await asyncio.to_thread(build_engine, args.model, args.device, name, **engine_kwargs(args))
+        build = build_encoder if encoder else build_engine
+        engine, facts = await asyncio.to_thread(build, args.model, args.device, name, **engine_kwargs(args))
     except Exception as exc:
         log.exception("loading the model failed")
         app.load_error = f"{type(exc).__name__}: {exc}"
@@ -181,8 +191,11 @@ async def serve(args: argparse.Namespace) -> int:
     if serving.done():  # stopped while loading
         engine.shutdown()
         return 0
-    app.engine, app.max_model_len = engine, facts["max_model_len"]
-    app.info = {k: v for k, v in facts.items() if k != "max_model_len"}
+    if encoder:
+        app.runner, app.info = engine, facts
+    else:
+        app.engine, app.max_model_len = engine, facts["max_model_len"]
+        app.info = {k: v for k, v in facts.items() if k != "max_model_len"}
     print(f"READY {url}", flush=True)
     try:
         await serving

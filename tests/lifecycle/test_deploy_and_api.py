@@ -137,3 +137,18 @@ def test_compile_job_api_rejects_bad_input_and_non_staff(staff_api, anon_api, re
     assert bad.status_code == 400 and "kv_layout is a Neuron compile option" in bad.json()["detail"]
     assert anon_api.get("/api/lifecycle/compile-jobs/").status_code in (401, 403)
     assert not CompileJob.objects.exists()
+
+
+def test_embedding_model_deploys_from_its_checkpoint_without_a_compile_and_never_on_neuron(
+        node, tmp_path):
+    from appliance.catalog.services import register_model_version
+    from tests.runtime.test_encoder import make_bert
+
+    bert = make_bert(tmp_path / "bert")
+    register_model_version("tiny-embed", bert)
+    out = run_deploy("tiny-embed")  # no --no-compile: an encoder is served as registered
+    dep = Deployment.objects.get(name="tiny-embed")
+    assert "compile job" not in out and not CompileJob.objects.filter(model_version=dep.model_version).exists()
+    assert model_dir(dep) == str(bert) and dep.replicas.count() == 1
+    with pytest.raises(CommandError, match="embedding"):
+        run_deploy("tiny-embed", "--device", "neuron")

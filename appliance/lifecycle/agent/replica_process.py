@@ -114,11 +114,14 @@ class ReplicaProcess:
         return self.url
 
     def warm_up(self, timeout: float = 60.0) -> float:
-        """Send a 1-token generate; return seconds from process start to that first token (the cold start)."""
+        """Send a 1-token generate (an encoder replica: one embedding); return seconds from process start to that
+        first token (the cold start)."""
         import httpx
 
         from appliance.runtime.protocol import GenerateRequest, decode_event
 
+        if httpx.get(f"{self.url}/health", timeout=timeout).json().get("kind") == "encoder":
+            return self._warm_up_encoder(timeout)
         request = GenerateRequest(request_id=f"warmup-{uuid.uuid4().hex[:8]}", prompt="Hello",
                                   sampling={"max_tokens": 1, "temperature": 0.0})
         with httpx.Client(timeout=timeout) as client:
@@ -137,6 +140,15 @@ class ReplicaProcess:
                     if event.type == "done":
                         break
         raise RuntimeError("warm-up generate finished without producing a token")
+
+    def _warm_up_encoder(self, timeout: float) -> float:
+        import httpx
+
+        body = {"request_id": f"warmup-{uuid.uuid4().hex[:8]}", "input": ["Hello"]}
+        response = httpx.post(f"{self.url}/embed", json=body, timeout=timeout)
+        if response.status_code != 200:
+            raise RuntimeError(f"warm-up embed answered HTTP {response.status_code}: {response.content[:300]!r}")
+        return time.monotonic() - self.started_monotonic
 
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
