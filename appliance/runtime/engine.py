@@ -116,7 +116,7 @@ class EngineCore:
             raise ValueError("cache_salt must be a string")
         if not isinstance(priority, int):
             raise ValueError("priority must be an integer")
-        if params.prompt_logprobs is not None and not self.executor.supports_prompt_logprobs:
+        if params.prompt_logprobs is not None and not getattr(self.executor, "supports_prompt_logprobs", False):
             raise ValueError(f"prompt_logprobs are not available on this replica: its executor "
                              f"({type(self.executor).__name__}) returns only the last position's logits")
         text, token_ids = self._tokenize(prompt)
