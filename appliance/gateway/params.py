@@ -13,6 +13,7 @@ from .errors import APIError, invalid
 from .tools.request import chat_message_tool_fields, parse_tools
 
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+MAX_PROMPTS = 256  # prompts in one completions request (each is its own engine request on one replica)
 UNSUPPORTED = {"functions": "functions (use tools)", "function_call": "function calling (use tool_choice)",
                "logit_bias": "logit_bias", "suffix": "suffix"}
 COMPLETIONS_UNSUPPORTED = {"tools": "tools on completions (use chat completions)",
@@ -28,6 +29,7 @@ class ParsedRequest:
     include_usage: bool = False
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
+    prompts: list[str | list[int]] | None = None  # completions: every prompt (prompt / prompt_token_ids: the only one)
     messages: list[dict[str, Any]] | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     echo: bool = False
@@ -42,15 +44,26 @@ class ParsedRequest:
     def n(self) -> int:
         return self.sampling.get("n", 1)
 
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompts) if self.prompts else 1
+
+    @property
+    def num_choices(self) -> int:
+        """OpenAI's choices: n per prompt, prompt k's j-th at index k * n + j."""
+        return self.num_prompts * self.n
+
     def estimate_tokens(self) -> int:
         """Prompt tokens (roughly, from the text) plus the most the completions may use: reserved at admission."""
-        if self.prompt_token_ids is not None:
+        if self.prompts:
+            prompt = sum(len(p) if isinstance(p, list) else len(p.encode()) // 3 + 1 for p in self.prompts)
+        elif self.prompt_token_ids is not None:
             prompt = len(self.prompt_token_ids)
         elif self.prompt is not None:
             prompt = len(self.prompt.encode()) // 3 + 1
         else:
             prompt = sum(len(str(m.get("content", "")).encode()) // 3 + 4 for m in self.messages or [])
-        return prompt + self.sampling["max_tokens"] * self.n
+        return prompt + self.sampling["max_tokens"] * self.num_choices
 
 
 def load_body(raw: bytes) -> dict[str, Any]:
@@ -181,9 +194,9 @@ def _common(body: dict, endpoint: str) -> ParsedRequest:
     return ParsedRequest(endpoint, model, stream=stream, include_usage=include_usage, sampling=sampling, user=user)
 
 
-def _max_tokens(body: dict, names: tuple[str, ...], default: int) -> tuple[int, str]:
+def _max_tokens(body: dict, names: tuple[str, ...], default: int, lo: int = 1) -> tuple[int, str]:
     for name in names:
-        value = _integer(body, name, 1)
+        value = _integer(body, name, lo)
         if value is not None:
             return value, name
     return default, names[0]
@@ -197,32 +210,59 @@ def _check_sampling(req: ParsedRequest, max_tokens_name: str) -> None:
         raise invalid(str(exc), param=max_tokens_name if name == "max_tokens" else name)
 
 
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                           for t in value)
+
+
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    """`prompt` as OpenAI takes it: a string, a list of strings, a list of token ids, or a list of such lists."""
+    what = "'prompt' must be a non-empty string, a list of strings, a list of token ids or a list of token-id lists."
+    if isinstance(prompt, str):
+        prompts: list = [prompt]
+    elif _is_token_ids(prompt):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt:
+        prompts = prompt
+    else:
+        raise invalid(what, param="prompt")
+    if len(prompts) > MAX_PROMPTS:
+        raise invalid(f"'prompt' may hold at most {MAX_PROMPTS} prompts, got {len(prompts)}.", param="prompt")
+    for k, p in enumerate(prompts):
+        where = "'prompt'" if len(prompts) == 1 else f"prompt[{k}]"
+        if isinstance(p, str):
+            if not p:
+                raise invalid(f"{where} must not be empty.", param="prompt")
+        elif _is_token_ids(p):
+            if any(t < 0 for t in p):
+                raise invalid(f"{where}: token ids must be non-negative.", param="prompt")
+        else:
+            raise invalid(what, param="prompt")
+    return prompts
+
+
 def parse_completion(body: dict) -> ParsedRequest:
     req = _common(body, "completions")
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        if not prompt:
-            raise invalid("'prompt' must not be empty.", param="prompt")
-        req.prompt = prompt
-    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        if any(t < 0 for t in prompt):
-            raise invalid("'prompt' token ids must be non-negative.", param="prompt")
-        req.prompt_token_ids = prompt
-    elif isinstance(prompt, list) and len(prompt) > 1:
-        raise invalid("Batches of prompts are not supported: send one prompt per request.", param="prompt")
+    prompts = _prompts(body.get("prompt"))
+    if len(prompts) == 1:
+        if isinstance(prompts[0], str):
+            req.prompt = prompts[0]
+        else:
+            req.prompt_token_ids = prompts[0]
     else:
-        raise invalid("'prompt' must be a non-empty string or a list of token ids.", param="prompt")
-    max_tokens, mt_name = _max_tokens(body, ("max_tokens",), 16)
+        req.prompts = prompts
+    req.echo = bool(_typed(body, "echo", (bool,), "a boolean", False))
+    max_tokens, mt_name = _max_tokens(body, ("max_tokens",), 16, lo=0)
+    if max_tokens == 0 and not req.echo:
+        raise invalid("'max_tokens' must be at least 1 (0 is allowed with echo: the prompt alone).",
+                      param="max_tokens")
     req.sampling["max_tokens"] = max_tokens
     logprobs = _integer(body, "logprobs", 0, 20)
     if logprobs is not None:
         req.sampling["logprobs"] = logprobs
         req.logprobs = True
-    req.echo = bool(_typed(body, "echo", (bool,), "a boolean", False))
-    if req.echo and req.prompt is None:
-        raise invalid("'echo' is only supported with a text prompt.", param="echo")
+        if req.echo:
+            req.sampling["prompt_logprobs"] = logprobs
     best_of = _integer(body, "best_of", 1)
     if best_of is not None and best_of != req.n:
         raise invalid("'best_of' other than n is not supported.", param="best_of")

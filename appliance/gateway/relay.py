@@ -20,6 +20,7 @@ from .engine_http import Response
 from .engine_session import SessionStream
 from .errors import APIError, unavailable
 from .params import ParsedRequest
+from .prompt_list import PromptList, member_id
 from .quotas import Decision, get_quota_backend
 from .responses import LastPart, ResponseBuilder, sse
 from .routing import Route, Target, router
@@ -76,7 +77,7 @@ class Call:
         """Send the request to `target` now, while its admission is in flight (see quotas.Headroom); run() then
         relays it, or cancel_early() aborts it if admission refuses."""
         router.dispatched(target)
-        self.early = (target, asyncio.get_running_loop().create_task(engine.open(target, self.generate_request())))
+        self.early = (target, asyncio.get_running_loop().create_task(self._open_on(target)))
 
     def cancel_early(self) -> None:
         """Abort an early dispatch: the engine connection is closed as soon as it answers (an unfinished stream
@@ -93,7 +94,25 @@ class Call:
         req = self.req
         return GenerateRequest(request_id=self.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
                                messages=req.messages, tools=req.tools, sampling=req.sampling,
-                               cache_salt=f"tenant-{self.caller.tenant_id}")
+                               cache_salt=f"tenant-{self.caller.tenant_id}",
+                               echo_prompt=req.echo and req.prompt_token_ids is not None)
+
+    def _open_on(self, target: Target):
+        """Open the engine request(s) on `target`: one, or a PromptList of one per prompt."""
+        req = self.req
+        if not req.prompts:
+            return engine.open(target, self.generate_request())
+        salt = f"tenant-{self.caller.tenant_id}"
+        requests = [GenerateRequest(request_id=member_id(self.request_id, k), sampling=req.sampling, cache_salt=salt,
+                                    echo_prompt=req.echo and isinstance(p, list),
+                                    **({"prompt": p} if isinstance(p, str) else {"prompt_token_ids": p}))
+                    for k, p in enumerate(req.prompts)]
+        return PromptList.open(target, requests, req.n)
+
+    def _events(self):
+        if isinstance(self.response, PromptList):
+            return self.response.events()
+        return engine.events(self.response)
 
     async def run(self) -> HttpResponse:
         metrics.INFLIGHT.labels(self.req.model).inc()
@@ -133,7 +152,7 @@ class Call:
                 metrics.EARLY_DISPATCH.labels("relayed").inc()
             else:
                 target = await router.acquire(route, counted)
-                opening = engine.open(target, self.generate_request())
+                opening = self._open_on(target)
             counted = None
             self.target = target
             try:
@@ -183,6 +202,8 @@ class Call:
             return True
         if kind == "start":
             self.prompt_tokens = event["prompt_tokens"]
+            if event.get("prompt_text") is not None:
+                self.builder.set_echo(event.get("prompt_index", 0), event["prompt_text"])
         elif kind == "done":
             self.prompt_tokens, self.completion_tokens = event["prompt_tokens"], event["completion_tokens"]
             self.done = True
@@ -196,7 +217,7 @@ class Call:
     async def _whole(self) -> HttpResponse:
         status = 200
         try:
-            async for events in engine.events(self.response):
+            async for events in self._events():
                 for event in events:
                     if self._apply(event):
                         self.builder.add(event)
@@ -230,7 +251,7 @@ class Call:
                 head = self.builder.stream_head()
                 if head:
                     yield head
-                async for events in engine.events(self.response):
+                async for events in self._events():
                     out = "".join([chunk(event) for event in events if apply(event)])
                     if out:  # a tool call's text may be held back: no chunk yet
                         yield out.encode()
@@ -258,7 +279,7 @@ class Call:
         if response is None:
             return
         response.close()  # on a session, this sends the abort
-        if not self.done and self.target is not None and not isinstance(response, SessionStream):
+        if not self.done and self.target is not None and not isinstance(response, (SessionStream, PromptList)):
             await engine.abort(self.target, self.request_id)
 
     async def settle(self, status: int) -> None:

@@ -41,8 +41,17 @@ class Choice:
     started: bool = False  # stream: the first chunk (chat: with the role) has been sent
 
 
-def completion_logprobs(entries: list[dict], offset: int) -> dict:
+def completion_logprobs(entries: list[dict], offset: int, prompt: list[dict] | None = None) -> dict:
+    """OpenAI's completions logprobs object. With echo, `prompt` (the prompt's own entries, the first without a
+    logprob) comes first, its text offsets from 0; the completion's offsets start at `offset` (the echo's length)."""
     tokens, token_logprobs, top, offsets = [], [], [], []
+    prompt_offset = 0
+    for e in prompt or []:
+        tokens.append(e["token"])
+        token_logprobs.append(e["logprob"])
+        top.append(None if e["logprob"] is None else {t["token"]: t["logprob"] for t in e.get("top") or []})
+        offsets.append(prompt_offset)
+        prompt_offset += len(e["token"])
     for e in entries:
         tokens.append(e["token"])
         token_logprobs.append(e["logprob"])
@@ -71,20 +80,33 @@ class ResponseBuilder:
         self.id = request_id
         self.created = created
         self.chat = req.endpoint == "chat"
-        self.choices = [Choice(i) for i in range(req.n)]
+        self.n = req.n
+        self.choices = [Choice(i) for i in range(req.num_choices)]
         self.tool_streams = [ToolStream(req.tool_parser) for _ in range(req.n)] if req.tool_parser else None
-        self.echo = req.prompt if (req.echo and req.prompt) else ""
+        # with echo: per prompt, its text (token-id prompts: the replica's decoding, set_echo) and its own logprobs
+        prompts = req.prompts or [req.prompt if req.prompt is not None else ""]
+        self.echoes = [p if (req.echo and isinstance(p, str)) else "" for p in prompts]
+        self.prompt_logprobs: list[list[dict] | None] = [None] * len(prompts)
         self._head = {"id": request_id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                       "created": created, "model": req.model}
         head = json.dumps(self._head, separators=(",", ":"))[:-1]
         self._prefix = f'data: {head},"choices":[{{"index":'
         middle = ',"delta":{"content":' if self.chat else ',"text":'
-        self._middles = [f"{i}{middle}" for i in range(req.n)]
+        self._middles = [f"{i}{middle}" for i in range(req.num_choices)]
         close = '},"logprobs":null,"finish_reason":null}]' if self.chat else ',"logprobs":null,"finish_reason":null}]'
         self._suffix = close + (',"usage":null}\n\n' if req.include_usage else "}\n\n")
 
+    def set_echo(self, prompt_index: int, text: str) -> None:
+        if self.req.echo:
+            self.echoes[prompt_index] = text
+
+    def _take_prompt_logprobs(self, delta: dict) -> None:
+        if delta.get("prompt_logprobs") is not None:
+            self.prompt_logprobs[delta["index"] // self.n] = delta["prompt_logprobs"]
+
     def add(self, delta: dict) -> None:
         """Accumulate a delta event for a whole (non-streamed) response."""
+        self._take_prompt_logprobs(delta)
         choice = self.choices[delta["index"]]
         choice.parts.append(delta["text"])
         if delta.get("logprobs"):
@@ -102,16 +124,22 @@ class ResponseBuilder:
         if choice.started and not reason and not (logprobs and self.req.logprobs):
             choice.length += len(text)
             return self._prefix + self._middles[index] + json.dumps(text) + self._suffix
-        offset = len(self.echo) + choice.length
+        self._take_prompt_logprobs(delta)
+        echo = self.echoes[index // self.n]
+        offset = len(echo) + choice.length
         choice.length += len(text)
-        if self.echo and not choice.started:
-            text = self.echo + text
+        prompt_lps = None
+        if self.req.echo and not choice.started:
+            text = echo + text
+            prompt_lps = self.prompt_logprobs[index // self.n]
         if self.chat:
             delta_obj: dict[str, Any] = {"content": text} if choice.started else {"role": "assistant", "content": text}
             lp = chat_logprobs(logprobs) if (self.req.logprobs and logprobs) else None
             body = {"index": index, "delta": delta_obj, "logprobs": lp, "finish_reason": _finish(reason)}
         else:
-            lp = completion_logprobs(logprobs, offset) if (self.req.logprobs and logprobs) else None
+            lp = None
+            if self.req.logprobs and (logprobs or prompt_lps):
+                lp = completion_logprobs(logprobs or [], offset, prompt_lps)
             body = {"index": index, "text": text, "logprobs": lp, "finish_reason": _finish(reason)}
         choice.started = True
         chunk = {**self._head, "choices": [body]}
@@ -167,8 +195,11 @@ class ResponseBuilder:
                     reason = "tool_calls" if reason == "stop" else reason
                 choices.append({"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason})
             else:
-                lp = completion_logprobs(c.logprobs, len(self.echo)) if self.req.logprobs else None
-                choices.append({"index": c.index, "text": self.echo + text, "logprobs": lp,
+                k = c.index // self.n
+                echo = self.echoes[k]
+                prompt_lps = self.prompt_logprobs[k] if self.req.echo else None
+                lp = completion_logprobs(c.logprobs, len(echo), prompt_lps) if self.req.logprobs else None
+                choices.append({"index": c.index, "text": echo + text, "logprobs": lp,
                                 "finish_reason": c.finish_reason or "stop"})
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.req.model, "choices": choices,

@@ -126,7 +126,7 @@ def _aborted_copy(last: RequestOutput | None, request_id: str, prompt_ids: list[
     outputs = [
         replace(c, new_token_ids=[], new_text="", finish_reason=c.finish_reason or "abort") for c in last.outputs
     ]
-    return replace(last, outputs=outputs)
+    return replace(last, outputs=outputs, prompt_logprobs=None)
 
 
 class AsyncEngine:

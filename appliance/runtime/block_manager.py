@@ -52,7 +52,7 @@ class BlockManager:
 
     def match_prefix(self, seq: Sequence) -> list[int]:
         """Cached blocks holding the sequence's leading full blocks (never its last token, which must be computed)."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.needs_prompt_logits:
             return []
         hits: list[int] = []
         prev = None

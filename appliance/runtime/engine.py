@@ -44,6 +44,8 @@ class _Request:
     states: list[SampleState] = field(default_factory=list)
     logprobs: list[list[dict[str, Any]]] = field(default_factory=list)
     pending_siblings: list[Sequence] = field(default_factory=list)
+    prompt_logprobs: list[dict[str, Any]] | None = None  # filled by the prefill when params.prompt_logprobs is set
+    prompt_logprobs_sent: bool = False
 
     @property
     def finished(self) -> bool:
@@ -116,6 +118,9 @@ class EngineCore:
             raise ValueError("cache_salt must be a string")
         if not isinstance(priority, int):
             raise ValueError("priority must be an integer")
+        if params.prompt_logprobs is not None and not getattr(self.executor, "supports_prompt_logprobs", False):
+            raise ValueError(f"prompt_logprobs are not available on this replica: its executor "
+                             f"({type(self.executor).__name__}) returns only the last position's logits")
         text, token_ids = self._tokenize(prompt)
         grammars = [self.guided.matcher(params.guided) for _ in range(params.n)] if params.guided else [None] * params.n
         now = time.monotonic()
@@ -129,6 +134,11 @@ class EngineCore:
             req.states.append(SampleState(params, seq.token_ids, len(token_ids), self.sampler.make_generator(seed),
                                           grammars[index]))
             req.logprobs.append([])
+        if params.prompt_logprobs is not None:
+            req.seqs[0].needs_prompt_logits = True
+            first = token_ids[0]
+            req.prompt_logprobs = [{"token_id": first, "token": self.tokenizer.decode([first]), "logprob": None,
+                                    "top": []}]
         self.requests[request_id] = req
         self.scheduler.add(req.seqs[0])
         req.pending_siblings = req.seqs[1:]
@@ -182,19 +192,52 @@ class EngineCore:
         for seq, n in sched.scheduled:
             start = seq.num_computed_tokens
             needs_logits = start + n == len(seq)
-            batch.add(seq.token_ids[start : start + n], start, seq.block_table, needs_logits)
+            batch.add(seq.token_ids[start : start + n], start, seq.block_table, needs_logits, seq.needs_prompt_logits)
             if needs_logits:
                 sampled_seqs.append(seq)
             req = self.requests[seq.request_id]
             if req.metrics.first_scheduled_time is None:
                 req.metrics.first_scheduled_time = now
         logits = self.executor.execute(batch)
+        if any(batch.all_logits):
+            logits = self._take_prompt_logprobs(batch, sched, logits)
         forward = self.executor.last_forward_s
         self.scheduler.postprocess(sched)
         self._stats.prompt_tokens_total += sched.num_batched_tokens - len(sampled_seqs)
         outputs = self._process_samples(logits, sampled_seqs) if sampled_seqs else []
         self._record_step(sched, t0, forward)
         return outputs
+
+    def _take_prompt_logprobs(self, batch: StepBatch, sched: SchedulerOutput, logits: Any) -> Any:
+        """Record the prompt logprobs from the all-position rows of this step's logits; returns the rows the
+        sampler takes (one per sequence with needs_logits). Row r of a chunk starting at position s predicts token
+        s + r + 1, so a chunk's rows cover the prompt tokens after its first and the next chunk starts where they
+        stop: chunked prefill gives every position."""
+        import torch
+
+        sample_rows: list[int] = []
+        row = 0
+        for i, (seq, n) in enumerate(sched.scheduled):
+            count = batch.logit_rows(i)
+            if batch.wants_all_logits(i):
+                req = self.requests[seq.request_id]
+                start = batch.start_positions[i]
+                targets = seq.token_ids[start + 1 : min(start + n + 1, seq.num_prompt_tokens)]
+                if targets:
+                    del req.prompt_logprobs[start + 1 :]  # a recompute after preemption starts over
+                    lp = torch.log_softmax(logits[row : row + len(targets)].float(), dim=-1)
+                    ids = torch.tensor(targets, device=lp.device)
+                    chosen = lp.gather(1, ids[:, None]).squeeze(1).tolist()
+                    k = req.params.prompt_logprobs
+                    top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+                    for t, v, tv, ti in zip(targets, chosen, top_v.tolist(), top_i.tolist()):
+                        req.prompt_logprobs.append(self._logprob_entry(t, (v, list(zip(ti, tv)))))
+                if len(req.prompt_logprobs) >= seq.num_prompt_tokens:
+                    seq.needs_prompt_logits = False
+            if batch.needs_logits[i]:
+                sample_rows.append(row + count - 1)
+            row += count
+        return logits[sample_rows]
 
     def _process_samples(self, logits: Any, seqs: list[Sequence]) -> list[RequestOutput]:
         states = [self.requests[s.request_id].states[s.index] for s in seqs]
@@ -205,6 +248,9 @@ class EngineCore:
         for seq, token, lp in zip(seqs, result.token_ids, result.logprobs):
             req = self.requests[seq.request_id]
             touched[req.request_id] = req
+            if seq.max_tokens == 0:  # prompt only (echo, prompt logprobs): the prefill was all it asked for
+                self._finish_without_completion(seq, req)
+                continue
             seq.append_token(token)
             self._stats.generation_tokens_total += 1
             if lp is not None:
@@ -235,6 +281,13 @@ class EngineCore:
             outputs.append(self._make_output(req, stepped))
         return outputs
 
+    def _finish_without_completion(self, seq: Sequence, req: _Request) -> None:
+        self.scheduler.finish(seq, "length")
+        req.metrics.first_token_time = req.metrics.last_token_time = time.monotonic()
+        for sibling in req.pending_siblings:  # they would only recompute the same prompt
+            self.scheduler.finish(sibling, "length")
+        req.pending_siblings = []
+
     def _check_finish(self, seq: Sequence, req: _Request, token: int) -> str | None:
         params = req.params
         if not params.ignore_eos and token in self.eos_token_ids:
@@ -264,7 +317,7 @@ class EngineCore:
         for seq, detok, lps in zip(req.seqs, req.detoks, req.logprobs):
             finished = seq.is_finished
             delta = detok.take_delta(finished)
-            new_ids = seq.token_ids[-1:] if seq.seq_id in stepped else []
+            new_ids = seq.token_ids[-1:] if seq.seq_id in stepped and seq.num_completion_tokens else []
             completions.append(
                 CompletionOutput(
                     index=seq.index,
@@ -276,7 +329,11 @@ class EngineCore:
                     finish_reason=seq.finish_reason,
                 )
             )
-        return RequestOutput(req.request_id, req.prompt_token_ids, completions, req.metrics, req.prompt)
+        prompt_logprobs = None
+        if req.prompt_logprobs is not None and not req.prompt_logprobs_sent and not req.seqs[0].needs_prompt_logits:
+            prompt_logprobs, req.prompt_logprobs_sent = req.prompt_logprobs, True
+        return RequestOutput(req.request_id, req.prompt_token_ids, completions, req.metrics, req.prompt,
+                             prompt_logprobs)
 
     def _record_step(self, sched: SchedulerOutput, t0: float, forward: float) -> None:
         s = self._stats

@@ -49,6 +49,8 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     metrics: RequestMetrics
     prompt: str | None = None
+    # the prompt's own token logprobs (first entry's logprob None), on the one output where they became complete
+    prompt_logprobs: list[dict[str, Any]] | None = None
 
     @property
     def finished(self) -> bool:

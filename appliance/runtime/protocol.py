@@ -15,6 +15,12 @@ Endpoints of the internal server:
                      engine step produced for the session's requests arrive in one chunk. Ending the request body
                      ends the response once its requests have finished; closing the connection aborts them all.
     POST /abort      body: {"request_id": str}. Frees the request's KV blocks at once.
+    POST /tokenize   {"prompt", "add_special_tokens"=true} or {"messages", "add_generation_prompt"=true,
+                     "add_special_tokens"=false}, "return_token_strs"=false -> {"count", "max_model_len", "tokens",
+                     "token_strs"} (vLLM's fields; tokenization.py)
+    POST /detokenize {"tokens"} -> {"prompt"}
+    GET  /tokenizer_info  the tokenizer's configuration (tokenizer_config.json's fields, "tokenizer_class", and the
+                     eos/bos/pad tokens), as vLLM serves it
     GET  /health     200 {"status": "ok", "model": str, "max_model_len": int, ...}; 503 while loading.
     GET  /metrics    Prometheus text exposition of the engine's metrics.
 
@@ -43,7 +49,7 @@ class GenerateRequest:
     sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams fields
     cache_salt: str | None = None  # per tenant: tenants never share prefix-cache blocks
     priority: int = 0  # lower runs first under the priority policy
-    echo_prompt: bool = False
+    echo_prompt: bool = False  # the start event carries the prompt's text (decoded when given as token ids)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +72,7 @@ class StartEvent:
     request_id: str
     prompt_tokens: int
     type: str = "start"
+    prompt_text: str | None = None  # with echo_prompt
 
 
 @dataclass
@@ -76,6 +83,8 @@ class DeltaEvent:
     logprobs: list[dict[str, Any]] | None = None  # TokenLogprob dicts, one per token id
     finish_reason: FinishReason | None = None
     type: str = "delta"
+    # sampling.prompt_logprobs: on index 0's first delta, one TokenLogprob dict per prompt token (first logprob null)
+    prompt_logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None: off; k >= 0: the sampled token's logprob and the top-k alternatives
+    prompt_logprobs: int | None = None  # None: off; k >= 0: each prompt token's logprob (the first None) and top-k
     skip_special_tokens: bool = True
     guided: dict[str, Any] | None = None  # grammar the output must follow: runtime/guided/interface.py
 
@@ -35,8 +36,8 @@ class SamplingParams:
 
         if not isinstance(self.n, int) or self.n < 1:
             fail("n", f"must be an integer >= 1, got {self.n!r}")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            fail("max_tokens", f"must be an integer >= 1, got {self.max_tokens!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 0:
+            fail("max_tokens", f"must be an integer >= 0, got {self.max_tokens!r}")
         if self.temperature < 0:
             fail("temperature", f"must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
@@ -56,6 +57,9 @@ class SamplingParams:
             fail("stop_token_ids", "must be non-negative integers")
         if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
             fail("logprobs", f"must be an integer in [0, 20], got {self.logprobs!r}")
+        if self.prompt_logprobs is not None and (not isinstance(self.prompt_logprobs, int)
+                                                 or not 0 <= self.prompt_logprobs <= 20):
+            fail("prompt_logprobs", f"must be an integer in [0, 20], got {self.prompt_logprobs!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             fail("seed", f"must be an integer, got {self.seed!r}")
         if self.guided is not None:

@@ -47,6 +47,7 @@ class Sequence:
         self.params = params
         self.finish_reason: str | None = None
         self.num_preemptions = 0
+        self.needs_prompt_logits = False  # prompt logprobs wanted and not all computed yet: no prefix-cache reads
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -22,6 +22,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+TOKENIZER_ROUTES = {("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/tokenizer_info")}
 _NDJSON = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-store")]
 _JSON = [(b"content-type", b"application/json")]
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\[\]]*$")
@@ -82,13 +83,16 @@ class ReplicaApp:
                 await self.session(receive, send)
             elif route == ("POST", "/abort"):
                 await self.abort(receive, send)
+            elif route in TOKENIZER_ROUTES:
+                await self.tokenizer_call(route[1], receive, send)
             elif route == ("GET", "/health"):
                 await self.health(send)
             elif route == ("GET", "/metrics"):
                 await self.metrics(send)
             elif route == ("POST", "/profile"):
                 await self.profile(receive, send)
-            elif scope["path"] in ("/generate", "/session", "/abort", "/health", "/metrics", "/profile"):
+            elif scope["path"] in ("/generate", "/session", "/abort", "/health", "/metrics", "/profile",
+                                   *(path for _, path in TOKENIZER_ROUTES)):
                 await _error(send, 405, ErrorBody(f"method {scope['method']} not allowed", code="method_not_allowed"))
             else:
                 await _error(send, 404, ErrorBody(f"no route {scope['path']}", code="not_found"))
@@ -142,18 +146,34 @@ class ReplicaApp:
             raise BadRequest("output_dir must be a path", "output_dir")
         await _json(send, 200, await profile_engine(engine, float(seconds), out_dir))
 
+    async def tokenizer_call(self, path: str, receive: Receive, send: Send) -> None:
+        from appliance.runtime import tokenization
+
+        engine = self._require_engine()
+        data = await _read_json(receive) if path != "/tokenizer_info" else {}
+        try:
+            if path == "/tokenize":
+                body = tokenization.tokenize(engine.tokenizer, data, self.max_model_len or 0)
+            elif path == "/detokenize":
+                body = tokenization.detokenize(engine.tokenizer, data)
+            else:
+                body = tokenization.tokenizer_info(engine.tokenizer)
+        except ValueError as exc:
+            raise BadRequest(str(exc), param_of(exc)) from None
+        await _json(send, 200, body)
+
     async def generate(self, receive: Receive, send: Send) -> None:
-        stream, prompt_tokens, params = await self.admit(await _read_json(receive))
-        await self._stream(stream, prompt_tokens, params, receive, send)
+        stream, prompt_tokens, params, start = await self.admit(await _read_json(receive))
+        await self._stream(stream, start, params, receive, send)
 
     async def session(self, receive: Receive, send: Send) -> None:
         from appliance.runtime.server_session import ReplicaSession
 
         await ReplicaSession(self, self._require_engine(), send).run(receive)
 
-    async def admit(self, data: dict[str, Any]) -> tuple[RequestStream, int, SamplingParams]:
-        """Validate a GenerateRequest and add it to the engine: (its stream, prompt tokens, sampling params);
-        BadRequest (400, or 503 if the engine has stopped) if it cannot run."""
+    async def admit(self, data: dict[str, Any]) -> tuple[RequestStream, int, SamplingParams, StartEvent]:
+        """Validate a GenerateRequest and add it to the engine: (its stream, prompt tokens, sampling params, the
+        start event to send); BadRequest (400, or 503 if the engine has stopped) if it cannot run."""
         engine = self._require_engine()
         req, prompt, params = self._parse_generate(data)
         if params.guided is not None:  # compiled here, off the step loop; the engine's add_request hits the cache
@@ -170,7 +190,10 @@ class ReplicaApp:
             raise BadRequest(str(exc), param, code=getattr(exc, "code", None)) from None
         except EngineDeadError as exc:
             raise BadRequest(str(exc), None, status=503) from None
-        return stream, len(prompt), params
+        start = StartEvent(req.request_id, len(prompt))
+        if req.echo_prompt:
+            start.prompt_text = req.prompt if isinstance(req.prompt, str) else engine.tokenizer.decode(prompt)
+        return stream, len(prompt), params, start
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 
@@ -209,12 +232,13 @@ class ReplicaApp:
             return encode_prompt(tok, req.prompt)
         return encode_messages(tok, req.messages, req.tools)
 
-    async def _stream(self, stream: RequestStream, prompt_tokens: int, params: SamplingParams,
+    async def _stream(self, stream: RequestStream, start_event: StartEvent, params: SamplingParams,
                       receive: Receive, send: Send) -> None:
+        prompt_tokens = start_event.prompt_tokens
         watcher = asyncio.create_task(_abort_on_disconnect(receive, stream))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
-            start = encode_event(StartEvent(stream.request_id, prompt_tokens))
+            start = encode_event(start_event)
             await send({"type": "http.response.body", "body": start, "more_body": True})
             want_logprobs = params.logprobs is not None
             while True:
@@ -256,6 +280,11 @@ def deltas_of(batch: list[RequestOutput], want_logprobs: bool) -> list[DeltaEven
                 ev.logprobs.extend(c.logprobs[-len(c.new_token_ids):])
             if c.finish_reason is not None:
                 ev.finish_reason = c.finish_reason
+        if out.prompt_logprobs is not None:
+            ev = merged.get(0)
+            if ev is None:
+                ev = merged[0] = DeltaEvent(0, "", [], [] if want_logprobs else None)
+            ev.prompt_logprobs = out.prompt_logprobs
     return [merged[i] for i in sorted(merged)]
 
 

@@ -125,7 +125,7 @@ class ReplicaSession:
         from appliance.runtime.server_app import BadRequest
 
         try:
-            stream, prompt_tokens, params = await self.app.admit(data)
+            stream, prompt_tokens, params, start = await self.app.admit(data)
         except BadRequest as exc:
             self._reject(request_id, exc.body(), exc.status)
         except Exception as exc:  # a bug: answer it rather than leave the gateway waiting for a start
@@ -133,7 +133,7 @@ class ReplicaSession:
             self._reject(request_id, ErrorBody(f"{type(exc).__name__}: {exc}", type="server_error"), 500)
         else:
             self.running[request_id] = _Running(stream, prompt_tokens, params.logprobs is not None)
-            self.out.append(tagged(request_id, StartEvent(request_id, prompt_tokens)))
+            self.out.append(tagged(request_id, start))
             stream.on_ready(self._on_ready)
         finally:
             self.starting.pop(request_id, None)

@@ -42,7 +42,7 @@ def test_bad_prompts_raise_value_error_naming_the_field(engine, prompt, params, 
 
 @pytest.mark.parametrize(
     "params, field",
-    [({"max_tokens": 0}, "max_tokens"), ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"n": 0}, "n")],
+    [({"max_tokens": -1}, "max_tokens"), ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"n": 0}, "n")],
 )
 def test_bad_sampling_params_raise_value_error_naming_the_field(params, field):
     with pytest.raises(ValueError, match=field):
@@ -51,7 +51,7 @@ def test_bad_sampling_params_raise_value_error_naming_the_field(params, field):
 
 def test_params_changed_after_construction_are_validated_by_the_engine(engine):
     params = SamplingParams()
-    params.max_tokens = 0
+    params.max_tokens = -1  # 0 is valid: the prompt alone (echo, prompt logprobs)
     with pytest.raises(ValueError, match="max_tokens"):
         engine.add_request("mutated", "hello", params)
 

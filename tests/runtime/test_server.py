@@ -247,7 +247,7 @@ def test_stop_token_ids_finish_with_stop(server):
     "body, param",
     [
         ({"prompt": "hi", "sampling": {"top_p": 2}}, "top_p"),
-        ({"prompt": "hi", "sampling": {"max_tokens": 0}}, "max_tokens"),
+        ({"prompt": "hi", "sampling": {"max_tokens": -1}}, "max_tokens"),
         ({"prompt": "hi", "sampling": {"temperature": -1}}, "temperature"),
         ({"prompt": "hi", "sampling": {"bogus": 1}}, "bogus"),
         ({"prompt": ""}, "prompt"),

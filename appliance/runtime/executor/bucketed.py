@@ -20,6 +20,8 @@ from appliance.runtime.neuron.buckets import BucketSet, choose_bucket, pad_row
 
 
 class BucketedTorchExecutor(TorchExecutor):
+    supports_prompt_logprobs = False  # as on Neuron: the compiled graphs return each sequence's last row only
+
     def __init__(self, config: Any, args: Any, buckets: BucketSet) -> None:
         super().__init__(config, args)
         self.buckets = buckets

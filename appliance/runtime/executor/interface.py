@@ -32,6 +32,8 @@ class StepBatch:
     context_lens[i]: start + len(token_ids[i]), the tokens in the cache once this step has written its K/V.
     needs_logits[i]: whether the sequence gets a next-token distribution from this step (its last prompt chunk, or a
         decode); a prefill chunk that is not the last needs none.
+    all_logits[i]: the sequence wants the logits of every token it runs now (prompt logprobs), not just the last;
+        only for executors with ``supports_prompt_logprobs``. Empty means False for all.
     """
 
     token_ids: list[list[int]] = field(default_factory=list)
@@ -39,6 +41,7 @@ class StepBatch:
     block_tables: list[list[int]] = field(default_factory=list)
     context_lens: list[int] = field(default_factory=list)
     needs_logits: list[bool] = field(default_factory=list)
+    all_logits: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -47,12 +50,23 @@ class StepBatch:
     def num_tokens(self) -> int:
         return sum(len(t) for t in self.token_ids)
 
-    def add(self, token_ids: list[int], start: int, block_table: list[int], needs_logits: bool) -> None:
+    def add(self, token_ids: list[int], start: int, block_table: list[int], needs_logits: bool,
+            all_logits: bool = False) -> None:
         self.token_ids.append(token_ids)
         self.start_positions.append(start)
         self.block_tables.append(block_table)
         self.context_lens.append(start + len(token_ids))
         self.needs_logits.append(needs_logits)
+        self.all_logits.append(all_logits)
+
+    def wants_all_logits(self, i: int) -> bool:
+        return i < len(self.all_logits) and self.all_logits[i]
+
+    def logit_rows(self, i: int) -> int:
+        """How many rows of the returned logits belong to sequence i."""
+        if self.wants_all_logits(i):
+            return len(self.token_ids[i])
+        return 1 if self.needs_logits[i] else 0
 
 
 class Executor(ABC):
@@ -63,12 +77,14 @@ class Executor(ABC):
     block_size: int
     vocab_size: int
     last_forward_s: float = 0.0  # seconds the last execute() spent in the model itself (input preparation excluded)
+    supports_prompt_logprobs: bool = False  # honours StepBatch.all_logits (compiled graphs return last rows only)
 
     @abstractmethod
     def execute(self, batch: StepBatch) -> Any:
         """Run one step: write every scheduled token's K/V into the cache and return float32 logits
         [k, vocab_size] as a torch tensor on ``self.device``, one row per sequence with needs_logits, in batch
-        order (k may be 0). Sets ``last_forward_s``."""
+        order (k may be 0); a sequence with all_logits has a row per token it ran instead (``batch.logit_rows``).
+        Sets ``last_forward_s``."""
 
     @abstractmethod
     def kv_cache_bytes_per_block(self) -> int:

@@ -31,7 +31,14 @@ def keep_freed_memory() -> None:
         pass
 
 
+def _rows(batch: StepBatch, i: int, last: int) -> range:
+    """The flat token rows whose logits sequence i gets: its last token, or all its tokens (prompt logprobs)."""
+    return range(last - batch.logit_rows(i) + 1, last + 1)
+
+
 class TorchExecutor(Executor):
+    supports_prompt_logprobs = True
+
     def __init__(self, config: EngineConfig, args: ModelArgs) -> None:
         self.device = config.device
         if self.device == "cpu":
@@ -68,7 +75,7 @@ class TorchExecutor(Executor):
             self.last_forward_s = 0.0
             return torch.empty(0, self.vocab_size, device=self.device)
         input_ids, positions, meta, last_token = self.prepare(batch)
-        rows = torch.tensor([last_token[i] for i in range(len(batch)) if batch.needs_logits[i]], device=self.device)
+        rows = torch.tensor([r for i in range(len(batch)) for r in _rows(batch, i, last_token[i])], device=self.device)
         start = time.perf_counter()
         hidden = self.model.forward(input_ids, positions, meta, self.kv_caches)
         logits = self.model.compute_logits(hidden[rows]) if len(rows) else hidden.new_empty(0, self.vocab_size)
