@@ -1,14 +1,11 @@
-"""The Responses API (POST /v1/responses): the request turned into a chat conversation that runs down the chat path
-(same admission, relay, usage and metrics), the answer shaped as a Response object or as the event stream vLLM
-emits, and stored responses that later requests continue (``previous_response_id``) or fetch (GET).
-
-A stored response holds the conversation it answered (without ``instructions``, which do not carry over) and the
-Response object as returned; it belongs to a tenant, and another tenant's id is answered like one that never was.
+"""The Responses API (POST /v1/responses), its request side: the body checked and turned into the chat request it
+runs as (same admission, relay, usage and metrics): input items as chat messages (function calls and their outputs
+as assistant tool_calls and tool messages), flat function tools as chat tools, `text.format` as `response_format`.
+The answer is shaped by responses_output.py; stored responses live in responses_store.py.
 """
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
@@ -16,6 +13,9 @@ from .errors import APIError, invalid
 from .params import ParsedRequest, load_body, parse_chat
 
 MESSAGE_ROLES = {"user", "system", "developer", "assistant"}
+FORMAT_KEYS = ("name", "schema", "strict", "description")
+# chat's names for what a Responses body calls otherwise, in error params and messages (longest first)
+RENAMED = (("response_format.json_schema.", "text.format."), ("response_format", "text.format"), (".function.", "."))
 TEXT_PARTS = {"input_text", "output_text", "text"}
 ACCEPTED = {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream", "store",
             "previous_response_id", "metadata", "user", "tools", "tool_choice", "parallel_tool_calls", "text",
@@ -30,37 +30,75 @@ def not_found(response_id: str, param: str | None = None) -> APIError:
                     code="previous_response_not_found" if param else "not_found")
 
 
-def _text_of(content: Any, where: str) -> str:
+def _text_of(content: Any, where: str, field: str = "content") -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise invalid(f"'{where}.content' must be a string or a list of content parts.", param=f"{where}.content")
+        raise invalid(f"'{where}.{field}' must be a string or a list of content parts.", param=f"{where}.{field}")
     texts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in TEXT_PARTS or not isinstance(part.get("text"), str):
-            raise invalid(f"'{where}.content[{j}]': only text parts (input_text) are supported, got {kind!r}.",
-                          param=f"{where}.content[{j}]")
+            raise invalid(f"'{where}.{field}[{j}]': only text parts (input_text) are supported, got {kind!r}.",
+                          param=f"{where}.{field}[{j}]")
         texts.append(part["text"])
     return "".join(texts)
 
 
-def input_messages(value: Any) -> list[dict[str, str]]:
-    """`input` as chat messages: a string is one user message; a list holds message items."""
+def _function_call(item: dict, where: str) -> dict[str, Any]:
+    """A function_call input item as a chat tool call (its arguments must be a JSON object's text)."""
+    for name in ("call_id", "name", "arguments"):
+        if not isinstance(item.get(name), str) or (name != "arguments" and not item[name]):
+            raise invalid(f"'{where}.{name}' must be a string.", param=f"{where}.{name}")
+    try:
+        args = json.loads(item["arguments"] or "{}")
+    except json.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise invalid(f"'{where}.arguments' must be the text of a JSON object.", param=f"{where}.arguments")
+    return {"id": item["call_id"], "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]}}
+
+
+def _function_output(item: dict, where: str) -> dict[str, Any]:
+    """A function_call_output input item as a chat tool message."""
+    if not isinstance(item.get("call_id"), str) or not item["call_id"]:
+        raise invalid(f"'{where}.call_id' must be a string: the call_id of the call it answers.",
+                      param=f"{where}.call_id")
+    output = item.get("output")
+    if not isinstance(output, str):
+        output = _text_of(output, where, "output")
+    return {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+
+
+def input_messages(value: Any) -> list[dict[str, Any]]:
+    """`input` as chat messages: a string is one user message; a list holds message items, function_call items
+    (joined to the assistant turn before them, else one of their own) and function_call_output items."""
     if isinstance(value, str):
         if not value:
             raise invalid("'input' must not be empty.", param="input")
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
         raise invalid("'input' must be a non-empty string or a non-empty list of messages.", param="input")
-    messages = []
+    messages: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise invalid(f"'{where}' must be an object.", param=where)
         kind = item.get("type", "message")
+        if kind == "function_call":
+            call = _function_call(item, where)
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            continue
+        if kind == "function_call_output":
+            messages.append(_function_output(item, where))
+            continue
         if kind != "message":
-            raise invalid(f"'{where}': items of type {kind!r} {NOT_YET}; send messages.", param=where)
+            raise invalid(f"'{where}': items of type {kind!r} {NOT_YET}; send messages, function_call and "
+                          "function_call_output items.", param=where)
         role = item.get("role")
         if role not in MESSAGE_ROLES:
             raise invalid(f"'{where}.role' must be one of {sorted(MESSAGE_ROLES)}, got {role!r}.",
@@ -69,19 +107,70 @@ def input_messages(value: Any) -> list[dict[str, str]]:
     return messages
 
 
+def _chat_tools(body: dict) -> dict[str, Any]:
+    """`tools` (flat function tools; `strict` defaults to true, as OpenAI's), `tool_choice` and
+    `parallel_tool_calls` as chat fields. Hosted tool types (web_search, file_search, ...) are refused."""
+    out: dict[str, Any] = {}
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise invalid("'tools' must be a list of function tools.", param="tools")
+        out["tools"] = []
+        for i, tool in enumerate(tools):
+            where = f"tools[{i}]"
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind != "function":
+                raise invalid(f"'{where}': tools of type {kind!r} are not supported: this server runs no hosted "
+                              "tools; only 'function' tools are.", param=f"{where}.type")
+            strict = tool.get("strict")
+            if strict is not None and not isinstance(strict, bool):
+                raise invalid(f"'{where}.strict' must be a boolean.", param=f"{where}.strict")
+            fn = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
+            out["tools"].append({"type": "function", "function": {**fn, "strict": strict is not False}})
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
+            raise invalid("'tool_choice' must be 'none', 'auto', 'required' or {\"type\": \"function\", \"name\": "
+                          f"...}}; got {json.dumps(choice)[:100]}.", param="tool_choice")
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    if choice is not None:
+        out["tool_choice"] = choice
+    if body.get("parallel_tool_calls") is not None:
+        out["parallel_tool_calls"] = body["parallel_tool_calls"]
+    return out
+
+
+def _response_format(body: dict) -> dict[str, Any] | None:
+    """`text.format` (flat in Responses) as chat's `response_format`; None for text."""
+    text = body.get("text")
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise invalid("'text' must be an object.", param="text")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise invalid("'text.format' must be an object.", param="text.format")
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {k: fmt[k] for k in FORMAT_KEYS if k in fmt}}
+    return {"type": kind}
+
+
+def _renamed(exc: APIError) -> APIError:
+    """A chat error about a field the Responses body spells otherwise, in the Responses spelling."""
+    for chat, responses in RENAMED:
+        exc.message = exc.message.replace(chat, responses)
+        if exc.param:
+            exc.param = exc.param.replace(chat, responses)
+    return exc
+
+
 def _check_unsupported(body: dict) -> None:
     unknown = sorted(set(body) - ACCEPTED)
     if unknown:
         raise invalid(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter")
-    if body.get("tools"):
-        raise invalid(f"'tools' {NOT_YET}: call /v1/chat/completions for tool calling.", param="tools")
-    if body.get("tool_choice") not in (None, "none", "auto"):
-        raise invalid(f"'tool_choice' other than 'none' or 'auto' {NOT_YET}.", param="tool_choice")
-    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
-    if body.get("text") is not None and not isinstance(body.get("text"), dict):
-        raise invalid("'text' must be an object.", param="text")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise invalid(f"'text.format' other than {{'type': 'text'}} {NOT_YET}.", param="text.format")
     for name, allowed in (("truncation", (None, "disabled")), ("background", (None, False)),
                           ("reasoning", (None,)), ("prompt", (None,)), ("conversation", (None,)),
                           ("top_logprobs", (None, 0))):
@@ -97,7 +186,7 @@ def _check_unsupported(body: dict) -> None:
                       "(512 characters).", param="metadata")
 
 
-def parse_responses(raw: bytes) -> tuple[dict, list[dict[str, str]]]:
+def parse_responses(raw: bytes) -> tuple[dict, list[dict[str, Any]]]:
     """Validate a Responses body; returns it and its new input as messages (previous turns are added later)."""
     body = load_body(raw)
     _check_unsupported(body)
@@ -117,128 +206,29 @@ def parse_responses(raw: bytes) -> tuple[dict, list[dict[str, str]]]:
     return body, input_messages(body.get("input"))
 
 
-def chat_request(body: dict, conversation: list[dict[str, str]]) -> ParsedRequest:
+def chat_request(body: dict, conversation: list[dict[str, Any]]) -> ParsedRequest:
     """The chat request the Responses request runs as."""
     messages = ([{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []) \
         + conversation
     chat: dict[str, Any] = {"model": body["model"], "messages": messages, "stream": bool(body.get("stream")),
-                            "user": body.get("user")}
+                            "user": body.get("user"), **_chat_tools(body)}
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             chat[name] = body[name]
     if body.get("max_output_tokens") is not None:
         chat["max_completion_tokens"] = body["max_output_tokens"]
-    req = parse_chat(chat)
+    response_format = _response_format(body)
+    if response_format is not None:
+        chat["response_format"] = response_format
+    try:
+        req = parse_chat(chat)
+    except APIError as exc:
+        raise _renamed(exc)
+    if req.sampling.get("guided") is not None and req.tools and req.tool_choice not in ("none", "auto"):
+        raise invalid("'text.format' cannot be combined with a tool_choice that forces a call.", param="text.format")
     req.endpoint = "responses"
     return req
 
 
 def new_response_id() -> str:
     return "resp_" + uuid.uuid4().hex
-
-
-def _event(kind: str, seq: int, payload: dict) -> str:
-    data = json.dumps({"type": kind, "sequence_number": seq, **payload}, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {kind}\ndata: {data}\n\n"
-
-
-class ResponsesBuilder:
-    """Shapes one request's engine output as a Response object, or as Responses stream events (the same interface
-    as responses.ResponseBuilder, so relay.Call runs it unchanged)."""
-
-    def __init__(self, req: ParsedRequest, request_id: str, created: int, body: dict) -> None:
-        self.req = req
-        self.id = request_id
-        self.created = created
-        self.body = body
-        self.item_id = "msg_" + uuid.uuid4().hex
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.seq = 0
-        self.completed_at: int | None = None
-
-    # whole
-    def add(self, delta: dict) -> None:
-        self.parts.append(delta["text"])
-        if delta.get("finish_reason"):
-            self.finish_reason = delta["finish_reason"]
-
-    def whole(self, prompt_tokens: int, completion_tokens: int) -> dict:
-        return self.response(prompt_tokens, completion_tokens)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def incomplete(self) -> bool:
-        return self.finish_reason == "length"
-
-    def message(self, done: bool) -> dict:
-        status = ("incomplete" if self.incomplete else "completed") if done else "in_progress"
-        content = [self.part(self.text)] if done else []
-        return {"id": self.item_id, "type": "message", "role": "assistant", "status": status, "content": content}
-
-    @staticmethod
-    def part(text: str) -> dict:
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-    def response(self, prompt_tokens: int | None = None, completion_tokens: int | None = None) -> dict:
-        """The Response object: in progress (no tokens given) or finished."""
-        done = prompt_tokens is not None
-        if done and self.completed_at is None:
-            self.completed_at = int(time.time())
-        b = self.body
-        status = ("incomplete" if self.incomplete else "completed") if done else "in_progress"
-        usage = None
-        if done:
-            usage = {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-                     "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                     "total_tokens": prompt_tokens + completion_tokens}
-        return {
-            "id": self.id, "object": "response", "created_at": self.created, "status": status,
-            "completed_at": self.completed_at if done else None,
-            "background": False, "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if done and self.incomplete else None,
-            "instructions": b.get("instructions"), "max_output_tokens": b.get("max_output_tokens"),
-            "max_tool_calls": None, "metadata": b.get("metadata") or {}, "model": self.req.model,
-            "output": [self.message(True)] if done else [], "parallel_tool_calls": b.get("parallel_tool_calls", True),
-            "previous_response_id": b.get("previous_response_id"), "reasoning": None,
-            "service_tier": "default", "store": b.get("store", True),
-            "temperature": self.req.sampling.get("temperature", 1.0), "text": {"format": {"type": "text"}},
-            "tool_choice": b.get("tool_choice") or "auto", "tools": [], "top_logprobs": 0,
-            "top_p": self.req.sampling.get("top_p", 1.0), "truncation": "disabled", "usage": usage,
-            "user": b.get("user"),
-        }
-
-    # stream
-    def _next(self, kind: str, payload: dict) -> str:
-        out = _event(kind, self.seq, payload)
-        self.seq += 1
-        return out
-
-    def stream_head(self) -> bytes:
-        where = {"output_index": 0}
-        item = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
-        return "".join([
-            self._next("response.created", {"response": self.response()}),
-            self._next("response.in_progress", {"response": self.response()}),
-            self._next("response.output_item.added", {**where, "item": self.message(False)}),
-            self._next("response.content_part.added", {**item, "part": self.part("")}),
-        ]).encode()
-
-    def chunk(self, delta: dict) -> str:
-        self.add(delta)
-        if not delta["text"]:
-            return ""
-        return self._next("response.output_text.delta", {"item_id": self.item_id, "output_index": 0,
-                                                         "content_index": 0, "delta": delta["text"], "logprobs": []})
-
-    def stream_tail(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        item = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
-        return "".join([
-            self._next("response.output_text.done", {**item, "text": self.text, "logprobs": []}),
-            self._next("response.content_part.done", {**item, "part": self.part(self.text)}),
-            self._next("response.output_item.done", {"output_index": 0, "item": self.message(True)}),
-            self._next("response.completed", {"response": self.response(prompt_tokens, completion_tokens)}),
-        ]).encode()

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from .auth import Caller
 from .db import run_db, run_db_write
+from .errors import APIError, invalid
 from .params import ParsedRequest
-from .responses_api import ResponsesBuilder, chat_request, not_found, parse_responses
+from .responses_api import chat_request, input_messages, not_found, parse_responses
+from .responses_output import ResponsesBuilder
 
 if TYPE_CHECKING:
     from .relay import Call
@@ -46,8 +48,12 @@ async def prepare(caller: Caller, raw: bytes, request_id: str) -> tuple[ParsedRe
         previous = await run_db(_load, caller.tenant_id, previous_id)
         if previous is None:
             raise not_found(previous_id, param="previous_response_id")
-        conversation = [*previous.conversation, {"role": "assistant", "content": previous.output_text},
-                        *new_input]
+        try:
+            answer = input_messages(previous.body["output"])
+        except APIError:
+            raise invalid(f"Previous response '{previous_id}' ends with an unfinished function call (cut by "
+                          "max_output_tokens); it cannot be continued.", param="previous_response_id")
+        conversation = [*previous.conversation, *answer, *new_input]
     req = chat_request(body, conversation)
 
     def setup(call: "Call") -> None:
@@ -58,6 +64,7 @@ async def prepare(caller: Caller, raw: bytes, request_id: str) -> tuple[ParsedRe
 
         async def store() -> None:
             try:
+                builder.finish()
                 await run_db_write(_save, id=request_id, tenant_id=caller.tenant_id, api_key_id=caller.key_id,
                                    model_name=req.model, conversation=conversation, output_text=builder.text,
                                    body=builder.response(call.prompt_tokens, call.completion_tokens))

@@ -204,6 +204,35 @@ def world(django_db_setup, django_db_blocker, flush_committed_rows, engine, tmp_
     stop_gateway(gateway)
 
 
+@pytest.fixture(scope="package")
+def tools_model(world, checkpoint_factory, django_db_blocker, tmp_path_factory):
+    """An openai client for "tiny-tools": a replica of a tiny Qwen2 with a tools chat template (family qwen2: hermes
+    calls), shared by the structured-output, tool-calling and Responses tests."""
+    import openai
+
+    from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
+    from appliance.runtime.tiny_models import TOOLS_CHAT_TEMPLATE
+
+    model_dir = checkpoint_factory("qwen2", chat_template=TOOLS_CHAT_TEMPLATE, max_position_embeddings=2048)
+    engine = start_engine(model_dir, tmp_path_factory.mktemp("tools-engine") / "engine.log")
+
+    def setup() -> str:
+        model = Model.objects.create(name="tiny-qwen", architecture="Qwen2ForCausalLM", family="qwen2")
+        version = ModelVersion.objects.create(model=model, version=1, source_uri=str(model_dir), context_length=2048)
+        dep = Deployment.objects.create(name="tiny-tools", model_version=version, status=Deployment.Status.RUNNING,
+                                        min_replicas=0, desired_replicas=1)
+        node, _ = Node.objects.get_or_create(name="test-node")
+        Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
+                               port=engine.port)
+        return make_key("toolsmith", ["tiny-qwen"])[1]
+
+    with django_db_blocker.unblock():
+        key = committed(setup)
+    with openai.OpenAI(base_url=world.appliance.v1, api_key=key, max_retries=0, timeout=60) as c:
+        yield c
+    engine.stop()
+
+
 def start_gateway(log_dir: Path, **env_overrides: str) -> Appliance:
     """The gateway under uvicorn, against the test database and Redis, on a free port."""
     from django.conf import settings

@@ -1,5 +1,6 @@
 """The Responses API with the official openai client: whole and streamed answers, stored responses (continued,
-fetched, deleted, invisible to other tenants), and clear refusals of what it does not support yet."""
+fetched, deleted, invisible to other tenants), and clear refusals of what it does not support. Tools and text.format
+are in test_responses_tools.py."""
 from __future__ import annotations
 
 import openai
@@ -101,11 +102,24 @@ def test_another_tenants_response_is_a_404(client, world: World):
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]}, "tools"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}, {"type": "file_search"}]},
+     "tools[1].type"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {"properties": {"a": {"type": "strin"}}}}]},
+     "tools[0].parameters"),
+    ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+    ({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}, "tool_choice"),
+    ({"tools": [{"type": "function", "name": "f"}], "tool_choice": "required",
+      "text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"properties": {"a": {"type": "strin"}}}}}},
+     "text.format.schema"),
+    ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "not json"}]},
+     "input[0].arguments"),
+    ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]},
      "input[0].content[0]"),
-    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"background": True}, "background"),
     ({"frobnicate": 1}, "frobnicate"),
@@ -113,6 +127,7 @@ def test_another_tenants_response_is_a_404(client, world: World):
 def test_unsupported_or_invalid_fields_are_a_400_naming_the_field(world: World, extra: dict, param: str):
     r = raw_post(world, "responses", {"model": world.model, "input": "hi", **extra})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert "response_format" not in r.text and "function." not in r.text  # in the Responses spelling
     assert "x-request-id" in r.headers
 
 

@@ -8,8 +8,6 @@ import jsonschema
 import openai
 import pytest
 
-from .conftest import committed, make_key, start_engine
-
 pytestmark = pytest.mark.django_db
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}}, "required": ["city"],
@@ -23,32 +21,6 @@ TIME = {"type": "function", "function": {"name": "get_time", "description": "Loc
 TOOLS = [WEATHER, TIME]
 SCHEMAS = {"get_weather": CITY, "get_time": TIME["function"]["parameters"]}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def tools_model(world, checkpoint_factory, django_db_blocker, tmp_path_factory):
-    """A replica of a tiny Qwen2 with a tools chat template, deployed as "tiny-tools" (family qwen2: hermes)."""
-    from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
-    from appliance.runtime.tiny_models import TOOLS_CHAT_TEMPLATE
-
-    model_dir = checkpoint_factory("qwen2", chat_template=TOOLS_CHAT_TEMPLATE, max_position_embeddings=2048)
-    engine = start_engine(model_dir, tmp_path_factory.mktemp("tools-engine") / "engine.log")
-
-    def setup() -> str:
-        model = Model.objects.create(name="tiny-qwen", architecture="Qwen2ForCausalLM", family="qwen2")
-        version = ModelVersion.objects.create(model=model, version=1, source_uri=str(model_dir), context_length=2048)
-        dep = Deployment.objects.create(name="tiny-tools", model_version=version, status=Deployment.Status.RUNNING,
-                                        min_replicas=0, desired_replicas=1)
-        node, _ = Node.objects.get_or_create(name="test-node")
-        Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port)
-        return make_key("toolsmith", ["tiny-qwen"])[1]
-
-    with django_db_blocker.unblock():
-        key = committed(setup)
-    with openai.OpenAI(base_url=world.appliance.v1, api_key=key, max_retries=0, timeout=60) as c:
-        yield c
-    engine.stop()
 
 
 def _chat(client, **kwargs):
