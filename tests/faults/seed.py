@@ -2,7 +2,7 @@
 belongs to the shared test database): `python -m tests.faults.seed '<json>'` prints the result as JSON.
 
 Ops: {"op": "migrate"}; {"op": "serve", "model": name, "path": checkpoint, "replicas": n, "cold": bool} -> the
-deployment id; {"op": "key", "models": [...], "quotas": {...}} -> {"key", "tenant_id", "key_id"}.
+deployment id; {"op": "compile", "model": name} -> the job's outcome; {"op": "key", "models": [...], "quotas": {...}} -> {"key", "tenant_id", "key_id"}.
 """
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def main(spec: dict) -> dict:
         ModelVersion.objects.create(model=model, version=1, source_uri=spec["path"], dtype="float32")
         dep = deploy(spec["model"], replicas=spec.get("replicas", 1), compile=False).deployment
         return {"deployment_id": dep.id}
+    if spec["op"] == "compile":  # the compile job's own code, run here rather than on a Celery worker
+        from appliance.catalog.models import ModelVersion
+        from appliance.lifecycle.compile_runner import run_compile_job
+        from appliance.lifecycle.models import CompileJob
+        from appliance.lifecycle.services import request_compile
+
+        job = request_compile(ModelVersion.objects.get(model__name=spec["model"]), "cpu", dtype="bfloat16")
+        outcome = run_compile_job(job.pk)
+        job = CompileJob.objects.get(pk=job.pk)
+        return {"outcome": outcome, "status": job.status, "error": job.error, "artifact": job.artifact_id}
     if spec["op"] == "key":
         from appliance.tenancy.services import create_api_key, create_tenant
 
