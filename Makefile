@@ -17,7 +17,7 @@ PARITY_TESTS ?= tests/runtime tests/demo tests/neuron/test_bucketed_cpu.py --ign
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
+.PHONY: demo test faults test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,12 @@ browser:
 test: venv-dev venv-lmeval services browser
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-compat
+
+# The fault-injection suite alone (also part of make test): kill -9 of replicas and Celery workers, PostgreSQL and
+# Redis restarts (private servers on their own ports), a full disk; writes var/faults/report.{json,md}.
+faults: venv-dev services
+	$(BIN)/python -m pytest -q -m faults tests/faults tests/jobs/test_batch_api.py tests/lifecycle/test_compile.py
+	cat var/faults/report.md
 
 test-compat: venv-compat services
 	$(COMPAT_BIN)/python -c "import transformers as t; assert t.__version__.startswith('4.57.'), t.__version__"

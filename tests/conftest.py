@@ -52,3 +52,14 @@ def use_broker(url: str) -> str:
     app._pool = None
     app.amqp._producer_pool = None
     return previous
+
+
+@pytest.fixture(scope="session")
+def fault_report():
+    """The fault table (tests/faults/report.py): tests marked `faults` add a row each; written at the session's end
+    to $FAULTS_REPORT_DIR (default var/faults/)."""
+    from tests.faults.report import FaultReport
+
+    report = FaultReport()
+    yield report
+    report.write(Path(os.environ.get("FAULTS_REPORT_DIR", Path(__file__).resolve().parents[1] / "var" / "faults")))

@@ -18,7 +18,7 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
 
-from .errors import APIError
+from .errors import APIError, is_outage, outage
 from .responses import LastPart
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,13 @@ class GatewayASGIHandler(ASGIHandler):
                 response: HttpResponse = await view(request)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("unhandled error in %s", scope.get("path"))
-                response = APIError(500, "The server had an error while processing your request.").response()
+            except Exception as exc:
+                if is_outage(exc):  # PostgreSQL or Redis restarting: the client may retry, and should
+                    log.warning("%s: %s", scope.get("path"), exc)
+                    response = outage(exc).response()
+                else:
+                    log.exception("unhandled error in %s", scope.get("path"))
+                    response = APIError(500, "The server had an error while processing your request.").response()
             await self._send(response, send)
         except asyncio.CancelledError:
             if not disconnected or current.uncancel() > 0:

@@ -39,6 +39,11 @@ def usage_batch_s() -> float:
     return _get("GATEWAY_USAGE_BATCH_S", 0.05)
 
 
+def usage_backlog_max() -> int:
+    """How many usage rows wait in memory while the database is out of reach before the oldest are dropped."""
+    return int(_get("GATEWAY_USAGE_BACKLOG_MAX", 100_000))
+
+
 def route_stale_s() -> float:
     """How long past GATEWAY_ROUTE_CACHE_S a cached route may still serve one request while it is re-read."""
     return _get("GATEWAY_ROUTE_STALE_S", 30)

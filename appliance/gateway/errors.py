@@ -49,3 +49,21 @@ def model_not_found(name: str) -> APIError:
 
 def unavailable(message: str, retry_after_s: int) -> APIError:
     return APIError(503, message, code="model_unavailable", headers={"retry-after": str(retry_after_s)})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an error that means PostgreSQL or Redis is out of reach (restarting, failing over), which passes."""
+    from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError))
+
+
+def outage(exc: BaseException, retry_after_s: int = 2) -> APIError:
+    """The 503 for a request that met an outage (is_outage): a client retries after Retry-After."""
+    from redis.exceptions import RedisError
+
+    what = "quota store (Redis)" if isinstance(exc, RedisError) else "database"
+    return APIError(503, f"The appliance's {what} is briefly unavailable; retry shortly.", code="service_unavailable",
+                    headers={"retry-after": str(retry_after_s)})

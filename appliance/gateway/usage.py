@@ -3,7 +3,9 @@
 Rows are queued and written in batches (one INSERT for everything that finished within GATEWAY_USAGE_BATCH_S, 50 ms)
 by a background task per event loop, so no request waits for the database after its last token. When the web
 server shuts down (ASGI lifespan, after its last request) the queue is written out; only a process killed outright
-loses its last ~50 ms of rows.
+loses its last ~50 ms of rows. While the database is out of reach (restarting, failing over) the rows wait in memory
+(up to GATEWAY_USAGE_BACKLOG_MAX of them) and the batch is tried again every few seconds; a retried batch skips the
+rows its failed attempt may have committed (request ids are unique per request), so none is lost or doubled.
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 
 from . import conf, metrics
 from .db import run_db_write
+from .errors import is_outage
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 BATCH_MAX = 500
+RETRY_MAX_S = 5.0
 
 
 @dataclass
@@ -35,11 +39,15 @@ class Usage:
     ttft_s: float | None = None
 
 
-def write_rows(batch: list[Usage]) -> None:
+def write_rows(batch: list[Usage], retry: bool = False) -> None:
     """INSERT the rows (one statement); callers that must commit them with other rows call it in their
-    transaction."""
+    transaction. `retry`: an earlier attempt failed and may have committed; rows already there are skipped."""
     from appliance.tenancy.models import UsageRecord
 
+    if retry:
+        there = set(UsageRecord.objects.filter(request_id__in=[u.request_id for u in batch])
+                    .values_list("request_id", flat=True))
+        batch = [u for u in batch if u.request_id not in there]
     UsageRecord.objects.bulk_create([UsageRecord(
         tenant_id=u.tenant_id, api_key_id=u.key_id, model_name=u.model[:100], request_id=u.request_id,
         endpoint=ENDPOINTS.get(u.endpoint, u.endpoint), prompt_tokens=u.prompt_tokens,
@@ -65,7 +73,7 @@ class UsageWriter:
         while not self.queue.empty():
             rows.append(self.queue.get_nowait())
         for start in range(0, len(rows), BATCH_MAX):
-            await self._write(rows[start:start + BATCH_MAX])
+            await self._write(rows[start:start + BATCH_MAX], persist=False)
 
     async def _run(self) -> None:
         wait_s = conf.usage_batch_s()
@@ -77,12 +85,35 @@ class UsageWriter:
             batch, self.batch = self.batch, []
             await self._write(batch)
 
-    @staticmethod
-    async def _write(batch: list[Usage]) -> None:
-        try:
-            await run_db_write(write_rows, batch)
-        except Exception:
-            log.exception("could not write %d usage records", len(batch))
+    async def _write(self, batch: list[Usage], persist: bool = True) -> None:
+        """Write the batch; with `persist`, keep trying (backing off) while the database is out of reach, with the
+        rows queued meanwhile waiting behind it."""
+        delay, retry = 0.25, False
+        while True:
+            try:
+                await run_db_write(write_rows, batch, retry)
+                if retry:
+                    log.warning("wrote %d usage records held while the database was out of reach", len(batch))
+                return
+            except Exception as exc:
+                if not persist or not is_outage(exc):
+                    log.exception("could not write %d usage records", len(batch))
+                    return
+                if not retry:
+                    log.warning("database out of reach (%s); holding %d usage records", exc, len(batch))
+                retry = True
+                self._shed()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _shed(self) -> None:
+        """Past the backlog bound, drop the oldest queued rows (logged) rather than the process's memory."""
+        excess = self.queue.qsize() - conf.usage_backlog_max()
+        if excess > 0:
+            for _ in range(excess):
+                self.queue.get_nowait()
+            log.error("usage backlog over %d rows while the database is out of reach: dropped %d",
+                      conf.usage_backlog_max(), excess)
 
 
 _writers: dict[int, tuple[asyncio.AbstractEventLoop, UsageWriter]] = {}

@@ -1,6 +1,7 @@
 """Files, batches and async requests: validation, storage and the state machine. Views and tasks stay thin."""
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 from datetime import timedelta
@@ -38,17 +39,23 @@ def store_file(tenant_id: int, name: str, chunks: Iterable[bytes], purpose: str)
     record = File(tenant_id=tenant_id, purpose=purpose, filename=name[:255] or "upload.jsonl")
     target = files_dir() / f"{record.id}.jsonl"
     size = 0
-    with open(target, "wb") as out:
-        for chunk in chunks:
-            size += len(chunk)
-            if size > MAX_FILE_BYTES:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise APIError(413, f"The file is larger than {MAX_FILE_BYTES} bytes.", param="file",
-                               type="invalid_request_error")
-            out.write(chunk)
-    record.bytes, record.path = size, str(target)
-    record.save()
+    try:
+        with open(target, "wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > MAX_FILE_BYTES:
+                    raise APIError(413, f"The file is larger than {MAX_FILE_BYTES} bytes.", param="file",
+                                   type="invalid_request_error")
+                out.write(chunk)
+        record.bytes, record.path = size, str(target)
+        record.save()
+    except BaseException as exc:
+        target.unlink(missing_ok=True)  # no half-written file, and no row without its file
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise APIError(507, "The appliance has no space left to store this file; retry later or ask its "
+                           "administrator to free space.", param="file", code="insufficient_storage",
+                           type="server_error") from exc
+        raise
     return record
 
 

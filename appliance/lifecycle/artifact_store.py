@@ -48,6 +48,19 @@ class ArtifactStore(Protocol):
     def uri(self, digest: str) -> str: ...
 
 
+def copy_dir(src: Path, dst: Path) -> None:
+    """shutil.copytree, except that the first failure raises as it is (errno intact: a full disk is ENOSPC) rather
+    than after trying every other file."""
+    dst.mkdir(parents=True)
+    for path in sorted(Path(src).rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
 @dataclass
 class LocalArtifactStore:
     root: Path
@@ -67,8 +80,8 @@ class LocalArtifactStore:
             return str(final)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".incoming-{digest[:16]}-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(src, staging)
         try:
+            copy_dir(src, staging)  # a full disk fails here: nothing half-written is left behind
             os.rename(staging, final)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)

@@ -5,6 +5,7 @@ heartbeat thread keeps `heartbeat_at` fresh so a sweep can tell a live job from 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -143,6 +144,12 @@ def run_compile_job(job_id: int, task_id: str = "", worker: str = "") -> str:
         finish(job, CompileJob.Status.FAILED, error=str(exc), line=f"failed: {exc}")
         return f"failed: {exc}"
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # retrying will not make room
+            message = (f"no space left on the disk during stage {job.stage or 'start'} ({exc}); free space under "
+                       f"APPLIANCE_HOME and the artifact store ({settings.ARTIFACT_STORE_URL}), then queue the "
+                       "compile again")
+            finish(job, CompileJob.Status.FAILED, error=message, line=f"failed: {message}")
+            return f"failed: {message}"
         job.status = CompileJob.Status.QUEUED
         job.append_log(f"transient storage error at stage {job.stage or 'start'}: {exc}")
         job.save(update_fields=["status", "log"])

@@ -207,7 +207,8 @@ def test_bad_batch_arguments_are_refused_by_name(make_tenant, openai_client):
 
 
 @pytest.mark.slow
-def test_a_batch_resumes_after_its_worker_process_is_killed(live, make_tenant, openai_client):
+@pytest.mark.faults
+def test_a_batch_resumes_after_its_worker_process_is_killed(live, make_tenant, openai_client, fault_report):
     import os
     import signal
 
@@ -221,6 +222,7 @@ def test_a_batch_resumes_after_its_worker_process_is_killed(live, make_tenant, o
     batch = client.batches.create(input_file_id=upload(client, lines), endpoint=EP, completion_window="24h")
     wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 16, 60, "lines to complete",
                interval=0.1)
+    t0 = time.monotonic()
     children = psutil.Process(live.worker.popen.pid).children()
     assert len(children) == 1
     os.kill(children[0].pid, signal.SIGKILL)  # the pool process running the task; the broker redelivers it
@@ -237,6 +239,13 @@ def test_a_batch_resumes_after_its_worker_process_is_killed(live, make_tenant, o
     from appliance.tenancy.models import UsageRecord
 
     rows = UsageRecord.objects.filter(tenant_id=tenant.id, status_code=200)
+    billed = {}
+    for request_id in rows.values_list("request_id", flat=True):
+        billed[request_id] = billed.get(request_id, 0) + 1
+    once = sum(1 for o in outputs if billed.get(o["response"]["body"]["id"]) == 1)
+    fault_report.add("kill -9 the Celery pool process mid-batch", 1, 160, once,
+                     f"killed after {killed_at} lines; the batch resumed and completed; "
+                     f"{once} lines answered with one usage row each", time.monotonic() - t0)
     assert rows.count() == 160
     assert sum(r.completion_tokens for r in rows) == 160 * 12 == batch.usage.output_tokens
     assert "WorkerLostError" in live.worker.output() or "SIGKILL" in live.worker.output()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def test_second_compile_of_same_version_and_options_is_a_cache_hit(start_worker,
 
 @pytest.mark.celery
 @pytest.mark.slow
-def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, register_version, tiny_llama):
+@pytest.mark.faults
+def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, register_version, tiny_llama,
+                                                                 fault_report):
     from appliance.lifecycle.tasks import sweep_stale_compile_jobs
 
     worker = start_worker()
@@ -68,6 +71,7 @@ def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, r
         return job.status == "running" and job.stage in ("converting", "validating")
 
     wait_until(mid_compile, 60, "the compile to reach converting/validating", interval=0.02)
+    killed_in, t0 = job.stage, time.monotonic()
     worker.kill_group(signal.SIGKILL)
     job.refresh_from_db()
     assert job.status == "running"  # the dead worker cannot say anything; the sweep must notice
@@ -76,6 +80,9 @@ def test_worker_killed_mid_compile_leaves_job_requeued_then_done(start_worker, r
     wait_until(lambda: sweep_stale_compile_jobs.delay() and _requeued(job), 30, "the sweep to re-queue the job",
                interval=1.0)
     job = wait_finished(job)
+    fault_report.add("kill -9 the whole Celery worker mid-compile", 1, 1, int(job.status == "succeeded"),
+                     f"killed while {killed_in}; the stale-job sweep (a beat task) re-queued it; it succeeded on attempt "
+                     f"{job.attempts}, no half-written staging files", time.monotonic() - t0)
     assert job.status == "succeeded", job.error + job.log
     assert job.attempts == 2
     assert "stopped heartbeating during stage" in job.log and "re-queued" in job.log
