@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "appliance.lifecycle",
     "appliance.jobs",
     "appliance.telemetry",
+    "appliance.guardrails",
     "appliance.console",
 ]
 

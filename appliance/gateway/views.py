@@ -9,6 +9,8 @@ import uuid
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from appliance.guardrails import gate as guardrails
+
 from . import metrics, responses_api, responses_store
 from .auth import authenticate
 from .embeddings import not_for_generation
@@ -17,7 +19,7 @@ from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
 from .relay import Call
 from .responses_store import Prepare
-from .routing import router
+from .routing import failed, router
 from .tools.request import bind_parser
 from .usage import Usage, observe, record
 
@@ -59,8 +61,14 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
         model = req.model
         if route.kind == "embedding":
             raise not_for_generation(req.model, endpoint)
+        if route.failure:
+            raise failed(route)
+        guard = None
+        if caller.guardrail is not None or route.guardrail is not None:
+            guard = await guardrails.check(req, caller, route, request_id)
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)
+        call.guard = guard
         if setup is not None:
             setup(call)
         pick = None
