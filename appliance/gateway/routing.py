@@ -78,13 +78,13 @@ def _kind(version) -> str:
     return "embedding" if is_encoder_model(version.config, version.source_uri) else "generate"
 
 
-def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:
+def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple]:
     from appliance.catalog.models import Deployment
 
     rows = Deployment.objects.filter(model_version__model__name__in=model_names, is_active=True)
     if name is not None:
         rows = rows.filter(name=name)
-    return list(rows.order_by("name").values_list("name", "created_at"))
+    return list(rows.order_by("name").values_list("name", "created_at", "status", "status_message"))
 
 
 def _wake(deployment_id: int) -> None:
@@ -143,10 +143,10 @@ class Router:
             route.targets = [t for t in route.targets if t.replica_id not in self._suspect]
         return route
 
-    async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int]]:
-        """(model id, created) of the active deployments serving any of these catalog models."""
+    async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int, str, str]]:
+        """(model id, created, status, status message) of the active deployments serving any of these models."""
         rows = await run_db(_list_routes, model_names, name)
-        return [(name, int(created.timestamp())) for name, created in rows]
+        return [(name, int(created.timestamp()), status, message) for name, created, status, message in rows]
 
     def forget(self, route: Route, target: Target, for_s: float = 5.0) -> None:
         """A replica refused the connection: send it nothing for a few seconds (its node agent will restart it

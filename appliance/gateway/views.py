@@ -140,8 +140,13 @@ async def unknown_route(request: HttpRequest) -> HttpResponse:
     return APIError(404, f"Invalid URL ({request.method} {request.path})", type="invalid_request_error").response()
 
 
-def _model_object(name: str, created: int) -> dict:
-    return {"id": name, "object": "model", "created": created, "owned_by": "appliance"}
+def _model_object(name: str, created: int, status: str, message: str) -> dict:
+    """OpenAI's model object, with the deployment's `status` (running, scaled-to-zero, pending, failed, ...); a
+    failed one also carries `status_message`, the failure."""
+    obj = {"id": name, "object": "model", "created": created, "owned_by": "appliance", "status": status}
+    if status == "failed":
+        obj["status_message"] = message
+    return obj
 
 
 async def models(request: HttpRequest) -> HttpResponse:
@@ -153,7 +158,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     except APIError as exc:
         return exc.response()
     rows = await router.list_models(caller.allowed_models)
-    return _json({"object": "list", "data": [_model_object(name, created) for name, created in rows]})
+    return _json({"object": "list", "data": [_model_object(*row) for row in rows]})
 
 
 async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
