@@ -149,6 +149,7 @@ def _model_object(name: str, created: int, status: str, message: str) -> dict:
     return obj
 
 
+@csrf_exempt  # a POST is a JSON 405, not Django's HTML CSRF page
 async def models(request: HttpRequest) -> HttpResponse:
     """The models this key may use (never another tenant's)."""
     if request.method != "GET":
@@ -161,6 +162,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     return _json({"object": "list", "data": [_model_object(*row) for row in rows]})
 
 
+@csrf_exempt  # a POST is a JSON 405, not Django's HTML CSRF page
 async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
