@@ -35,6 +35,8 @@ def cap_max_tokens(req, policies: list[Policy]) -> None:
         req.sampling["max_tokens"] = cap
         return
     name = getattr(req, "max_tokens_param", "max_tokens")
+    if req.endpoint == "responses":
+        name = "max_output_tokens"  # the Responses API's own name for it
     raise invalid(f"'{name}' is {wanted}, above the cap of {cap} tokens set for {owner} (max_tokens).",
                   param=name, code="max_tokens_cap")
 
