@@ -109,9 +109,7 @@ async def filter_input(req, caller, policies: list[Policy], request_id: str) -> 
                           param="prompt" if req.messages is None else "messages")
         if found:
             redacted += found
-            if isinstance(container, dict):
-                container[key] = redact(text, found)
-            elif isinstance(container, list):
+            if isinstance(container, (dict, list)):
                 container[key] = redact(text, found)
             else:
                 setattr(container, key, redact(text, found))
