@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "appliance.lifecycle",
     "appliance.jobs",
     "appliance.telemetry",
+    "appliance.guardrails",
     "appliance.console",
 ]
 
@@ -142,7 +143,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
-    "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device"},
+    "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device",
+                            "GuardrailActionEnum": "appliance.guardrails.models.GuardrailPolicy.Action"},
     # Swagger UI from local static files (the appliance may have no internet access).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

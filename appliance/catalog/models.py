@@ -38,6 +38,8 @@ class ModelVersion(models.Model):
     context_length = models.PositiveIntegerField(default=2048)
     dtype = models.CharField(max_length=20, default="float32")
     config = models.JSONField(default=dict, blank=True, help_text="The checkpoint's config.json")
+    has_chat_template = models.BooleanField(null=True, blank=True,
+                                            help_text="The tokenizer has a chat template (empty: not checked)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -86,6 +86,26 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
+def validate_checkpoint(info: CheckpointInfo, tokenizer_uri: str = "") -> bool | None:
+    """Refuse (CheckpointError, with the reason) weights whose shapes disagree with config.json and a tokenizer
+    larger than the vocabulary; returns whether the tokenizer has a chat template (None: not checked, a tokenizer
+    outside this machine)."""
+    from .checkpoint_checks import CheckFailed, check_tokenizer, check_weights, safetensors_shapes, tokenizer_facts
+
+    try:
+        safetensors = [p for p in info.weight_files if p.suffix == ".safetensors"]
+        if safetensors:
+            check_weights(info.config, safetensors_shapes(safetensors))
+        where = Path(tokenizer_uri).expanduser() if tokenizer_uri else info.path
+        if not where.is_dir():
+            return None
+        facts = tokenizer_facts(where)
+        check_tokenizer(info.config, facts)
+    except CheckFailed as exc:
+        raise CheckpointError(f"{info.path}: {exc}") from None
+    return facts.has_chat_template
+
+
 def weights_checksum(files: tuple[Path, ...]) -> str:
     """sha256 over the weight files, in name order, each preceded by its name."""
     digest = hashlib.sha256()
@@ -119,6 +139,7 @@ def register_model_version(
     info = inspect_checkpoint(path)
     if not info.has_tokenizer and not tokenizer_uri:
         raise CheckpointError(f"{info.path}: no tokenizer files; pass a tokenizer location")
+    chat_template = validate_checkpoint(info, tokenizer_uri)
     checksum = weights_checksum(info.weight_files)
     with transaction.atomic():
         model, model_created = Model.objects.select_for_update().get_or_create(
@@ -140,6 +161,7 @@ def register_model_version(
             context_length=info.context_length,
             dtype=info.dtype,
             config=info.config,
+            has_chat_template=chat_template,
         )
         record_audit(actor, "create", version, snapshot(version))
     return version, True

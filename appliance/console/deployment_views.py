@@ -79,8 +79,9 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
 
 
 def scale_to_zero(dep: Deployment, now) -> dict | None:
-    """What the scale-to-zero indicator says: None when the deployment never scales to zero."""
-    if dep.min_replicas > 0:
+    """What the scale-to-zero indicator says: None when the deployment never scales to zero, and when it failed or
+    was stopped (it serves nothing and counts down to nothing: its status says why)."""
+    if dep.min_replicas > 0 or dep.status in (Deployment.Status.FAILED, Deployment.Status.STOPPED):
         return None
     ready = sum(r.state == Replica.State.READY for r in dep.replicas.all())
     if dep.status == Deployment.Status.SCALED_TO_ZERO or (ready == 0 and dep.desired_replicas == 0):
@@ -115,6 +116,7 @@ def deployment_series(request: HttpRequest, name: str) -> JsonResponse:
     data = series.deployment_series(dep, request.GET.get("window", series.DEFAULT_WINDOW))
     now = timezone.now()
     data["status"] = dep.status
+    data["status_message"] = dep.status_message
     data["replicas"] = [{"index": r.index, "state": r.state, "cold_start_s": r.cold_start_s,
                          "restarts": r.restart_count} for r in dep.replicas.all()]
     data["scale_to_zero"] = scale_to_zero(dep, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from . import conf
 from .cache import RefreshingCache
@@ -28,14 +29,17 @@ class Caller:
     tenant_limits: Limits
     allowed_models: frozenset[str]
     expires_at: float | None = None  # epoch seconds: a cached caller stops at its key's expiry, not the entry's
+    guardrail: Any = None  # the tenant's guardrails.policy.Policy, if it has one
 
     @classmethod
     def of(cls, key) -> "Caller":
         """The caller for an APIKey row (tenant preloaded) that is valid now."""
+        from appliance.guardrails.policy import tenant_policy
         from appliance.tenancy.services import allowed_model_names
 
         return cls(key.id, key.tenant_id, key.tenant.name, Limits.of(key), Limits.of(key.tenant),
-                   frozenset(allowed_model_names(key)), None if key.expires_at is None else key.expires_at.timestamp())
+                   frozenset(allowed_model_names(key)), None if key.expires_at is None else key.expires_at.timestamp(),
+                   tenant_policy(key.tenant_id))
 
     def scopes(self) -> list[Scope]:
         return [Scope("tenant", self.tenant_id, self.tenant_limits), Scope("key", self.key_id, self.key_limits)]

@@ -25,6 +25,8 @@ from typing import Any
 
 from django.conf import settings
 
+from appliance.guardrails import gate as guardrails
+
 from . import keys
 from .auth import Caller
 from .db import run_db
@@ -175,6 +177,9 @@ async def run_request(api_key: Any, endpoint: str, body: dict[str, Any], *, prio
         if route is None or route.model_name not in caller.allowed_models:
             raise model_not_found(req.model)
         model = req.model
+        guard = None
+        if caller.guardrail is not None or route.guardrail is not None:  # the same guardrails as the live API
+            guard = await guardrails.check(req, caller, route, request_id)
         reservation = await budget.reserve(caller, req.estimate_tokens())
     except APIError as exc:
         if caller is not None:
@@ -183,6 +188,7 @@ async def run_request(api_key: Any, endpoint: str, body: dict[str, Any], *, prio
         return exc.status, exc.body()
     call = _JobCall(caller, req, route, Decision(True), request_id, started, priority=priority)
     call.usage_sink = usage_sink
+    call.guard = guard
     try:
         response = await call.run()
     finally:

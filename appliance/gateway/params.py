@@ -39,6 +39,8 @@ class ParsedRequest:
     tool_choice: Any = "none"
     parallel_tool_calls: bool = True
     tool_parser: Any = None  # tools.ToolParser reading the output, once the model is known (tools.bind_parser)
+    max_tokens_explicit: bool = True  # False: max_tokens is the default (a guardrail cap may lower it)
+    max_tokens_param: str = "max_tokens"  # the field the client used for it
 
     @property
     def n(self) -> int:
@@ -253,6 +255,7 @@ def parse_completion(body: dict) -> ParsedRequest:
         req.prompts = prompts
     req.echo = bool(_typed(body, "echo", (bool,), "a boolean", False))
     max_tokens, mt_name = _max_tokens(body, ("max_tokens",), 16, lo=0)
+    req.max_tokens_explicit, req.max_tokens_param = body.get("max_tokens") is not None, mt_name
     if max_tokens == 0 and not req.echo:
         raise invalid("'max_tokens' must be at least 1 (0 is allowed with echo: the prompt alone).",
                       param="max_tokens")
@@ -304,6 +307,8 @@ def parse_chat(body: dict) -> ParsedRequest:
     req.tools, req.tool_choice, req.parallel_tool_calls = parse_tools(body)
     default = conf.default_max_tokens()
     max_tokens, mt_name = _max_tokens(body, ("max_completion_tokens", "max_tokens"), default)
+    req.max_tokens_explicit = any(body.get(n) is not None for n in ("max_completion_tokens", "max_tokens"))
+    req.max_tokens_param = mt_name
     req.sampling["max_tokens"] = max_tokens
     logprobs = bool(_typed(body, "logprobs", (bool,), "a boolean", False))
     top = _integer(body, "top_logprobs", 0, 20)

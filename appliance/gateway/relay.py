@@ -11,6 +11,7 @@ import time
 
 from django.http import HttpResponse, StreamingHttpResponse
 
+from appliance.guardrails import gate as guardrails
 from appliance.runtime.protocol import GenerateRequest
 
 from . import metrics
@@ -72,6 +73,7 @@ class Call:
         self.early: tuple[Target, asyncio.Task] | None = None  # dispatched before admission answered
         self.usage_sink: list[Usage] | None = None  # where the usage row goes instead of the batched writer
         self.on_complete = None  # async callable run once a response has finished whole, before its end is sent
+        self.guard = None  # guardrails.output.OutputGuard: filters the model's text before the client sees it
 
     def dispatch_early(self, target: Target) -> None:
         """Send the request to `target` now, while its admission is in flight (see quotas.Headroom); run() then
@@ -218,10 +220,13 @@ class Call:
         status = 200
         try:
             async for events in self._events():
-                for event in events:
-                    if self._apply(event):
-                        self.builder.add(event)
-            if not self.done:
+                deltas = [event for event in events if self._apply(event)]
+                for event in deltas if self.guard is None else self.guard.feed(deltas):
+                    self.builder.add(event)
+                if self.guard is not None and self.guard.blocked:
+                    await self._abort()  # the output was blocked: the engine stops generating
+                    break
+            if not self.done and not (self.guard is not None and self.guard.blocked):
                 raise ReplicaFailed("The model replica ended the response early.")
         except (ReplicaFailed, EngineFailed) as exc:
             status = getattr(exc, "status", 503)
@@ -251,11 +256,18 @@ class Call:
                 head = self.builder.stream_head()
                 if head:
                     yield head
+                guard = self.guard
                 async for events in self._events():
-                    out = "".join([chunk(event) for event in events if apply(event)])
+                    if guard is None:
+                        out = "".join([chunk(event) for event in events if apply(event)])
+                    else:
+                        out = "".join([chunk(event) for event in guard.feed([e for e in events if apply(e)])])
                     if out:  # a tool call's text may be held back: no chunk yet
                         yield out.encode()
-                if not self.done:
+                    if guard is not None and guard.blocked:
+                        await self._abort()  # the output was blocked: the engine stops generating
+                        break
+                if not self.done and not (guard is not None and guard.blocked):
                     raise ReplicaFailed("The model replica ended the stream early.")
             except (ReplicaFailed, EngineFailed) as exc:
                 status = getattr(exc, "status", 503)
@@ -298,6 +310,8 @@ class Call:
             log.exception("settling %s", self.request_id)
         finally:
             metrics.INFLIGHT.labels(self.req.model).dec()
+        if self.guard is not None:
+            await guardrails.finish(self.guard, self.caller, self.req.model, self.request_id)
         await record(Usage(self.caller.tenant_id, self.caller.key_id, self.req.model, self.request_id,
                            self.req.endpoint, status, self.prompt_tokens, self.completion_tokens,
                            time.perf_counter() - self.started, self.ttft_s), self.usage_sink)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import F
@@ -21,7 +22,7 @@ from django.utils import timezone
 from . import conf, keys
 from .cache import RefreshingCache
 from .db import run_db, run_db_write
-from .errors import unavailable
+from .errors import APIError, unavailable
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Route:
     targets: list[Target]
     tool_parser: str = ""  # tools/: how the model writes tool calls ("" none known)
     kind: str = "generate"  # "embedding" for an encoder model (served at /v1/embeddings only)
+    guardrail: Any = None  # the deployment's guardrails.policy.Policy, if it has one
+    tokenizer: str = ""  # where the model's tokenizer is (guardrails count prompt tokens with it)
+    failure: str = ""  # the deployment failed (Deployment.status_message): requests get a 503 saying so at once
 
 
 def _load_route(name: str) -> Route | None:
@@ -58,10 +62,14 @@ def _load_route(name: str) -> Route | None:
     targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
     from .tools import tool_parser_name
 
+    from appliance.guardrails.policy import deployment_policy
+
     model = dep.model_version.model
     parser = tool_parser_name(model.tool_parser, model.family, (dep.model_version.config or {}).get("model_type", ""))
+    failure = (dep.status_message or "failed") if dep.status == Deployment.Status.FAILED and not targets else ""
     return Route(dep.id, dep.name, model.name, dep.model_version.context_length,
-                 int(dep.created_at.timestamp()), targets, parser, _kind(dep.model_version))
+                 int(dep.created_at.timestamp()), targets, parser, _kind(dep.model_version), deployment_policy(dep.id),
+                 dep.model_version.tokenizer_uri or dep.model_version.source_uri, failure)
 
 
 def _kind(version) -> str:
@@ -70,13 +78,13 @@ def _kind(version) -> str:
     return "embedding" if is_encoder_model(version.config, version.source_uri) else "generate"
 
 
-def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple[str, int]]:
+def _list_routes(model_names: frozenset[str], name: str | None) -> list[tuple]:
     from appliance.catalog.models import Deployment
 
     rows = Deployment.objects.filter(model_version__model__name__in=model_names, is_active=True)
     if name is not None:
         rows = rows.filter(name=name)
-    return list(rows.order_by("name").values_list("name", "created_at"))
+    return list(rows.order_by("name").values_list("name", "created_at", "status", "status_message"))
 
 
 def _wake(deployment_id: int) -> None:
@@ -135,10 +143,10 @@ class Router:
             route.targets = [t for t in route.targets if t.replica_id not in self._suspect]
         return route
 
-    async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int]]:
-        """(model id, created) of the active deployments serving any of these catalog models."""
+    async def list_models(self, model_names: frozenset[str], name: str | None = None) -> list[tuple[str, int, str, str]]:
+        """(model id, created, status, status message) of the active deployments serving any of these models."""
         rows = await run_db(_list_routes, model_names, name)
-        return [(name, int(created.timestamp())) for name, created in rows]
+        return [(name, int(created.timestamp()), status, message) for name, created, status, message in rows]
 
     def forget(self, route: Route, target: Target, for_s: float = 5.0) -> None:
         """A replica refused the connection: send it nothing for a few seconds (its node agent will restart it
@@ -213,6 +221,8 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_replica(self, route: Route) -> Route:
+        if route.failure:
+            raise failed(route)
         await run_db_write(_wake, route.deployment_id)
         self._touched[route.deployment_id] = time.monotonic()
         deadline = time.monotonic() + conf.cold_start_timeout_s()
@@ -225,8 +235,16 @@ class Router:
                 break
             if fresh.targets:
                 return fresh
+            if fresh.failure:
+                raise failed(fresh)
         raise unavailable(f"The model `{route.name}` is starting and has no replica ready yet; retry shortly.",
                           retry_after_s=10)
+
+
+def failed(route: Route) -> APIError:
+    """The 503 for a deployment that failed (it will not come up by itself: an operator must redeploy it)."""
+    return unavailable(f"The model `{route.name}` failed and cannot serve requests: {route.failure}",
+                       retry_after_s=60)
 
 
 router = Router()

@@ -26,7 +26,7 @@ async def _model(request: HttpRequest, body: dict, allowed: frozenset[str]) -> s
         if not isinstance(name, str) or not name:
             raise invalid("'model' must be a non-empty string.", param="model")
         return name
-    names = [n for n, _ in await router.list_models(allowed)]
+    names = [row[0] for row in await router.list_models(allowed)]
     if len(names) == 1:
         return names[0]
     if not names:

@@ -9,6 +9,8 @@ import uuid
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from appliance.guardrails import gate as guardrails
+
 from . import metrics, responses_api, responses_store
 from .auth import authenticate
 from .embeddings import not_for_generation
@@ -17,7 +19,7 @@ from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
 from .relay import Call
 from .responses_store import Prepare
-from .routing import router
+from .routing import failed, router
 from .tools.request import bind_parser
 from .usage import Usage, observe, record
 
@@ -59,8 +61,14 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
         model = req.model
         if route.kind == "embedding":
             raise not_for_generation(req.model, endpoint)
+        if route.failure:
+            raise failed(route)
+        guard = None
+        if caller.guardrail is not None or route.guardrail is not None:
+            guard = await guardrails.check(req, caller, route, request_id)
         backend = get_quota_backend()
         call = Call(caller, req, route, None, request_id, started)
+        call.guard = guard
         if setup is not None:
             setup(call)
         pick = None
@@ -132,10 +140,16 @@ async def unknown_route(request: HttpRequest) -> HttpResponse:
     return APIError(404, f"Invalid URL ({request.method} {request.path})", type="invalid_request_error").response()
 
 
-def _model_object(name: str, created: int) -> dict:
-    return {"id": name, "object": "model", "created": created, "owned_by": "appliance"}
+def _model_object(name: str, created: int, status: str, message: str) -> dict:
+    """OpenAI's model object, with the deployment's `status` (running, scaled-to-zero, pending, failed, ...); a
+    failed one also carries `status_message`, the failure."""
+    obj = {"id": name, "object": "model", "created": created, "owned_by": "appliance", "status": status}
+    if status == "failed":
+        obj["status_message"] = message
+    return obj
 
 
+@csrf_exempt  # a POST is a JSON 405, not Django's HTML CSRF page
 async def models(request: HttpRequest) -> HttpResponse:
     """The models this key may use (never another tenant's)."""
     if request.method != "GET":
@@ -145,9 +159,10 @@ async def models(request: HttpRequest) -> HttpResponse:
     except APIError as exc:
         return exc.response()
     rows = await router.list_models(caller.allowed_models)
-    return _json({"object": "list", "data": [_model_object(name, created) for name, created in rows]})
+    return _json({"object": "list", "data": [_model_object(*row) for row in rows]})
 
 
+@csrf_exempt  # a POST is a JSON 405, not Django's HTML CSRF page
 async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")

@@ -170,6 +170,16 @@ def test_deployment_detail_shows_replicas_and_scale_to_zero(console, deployment)
     assert console.get("/deployments/ghost/series.json").status_code == 404
 
 
+def test_a_failed_deployment_shows_its_failure_and_no_scale_to_zero_countdown(console, deployment):
+    failure = "compile job #3 failed: unexpected IndexError during stage validating: index out of range in self"
+    Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.FAILED, status_message=failure)
+    deployment.replicas.update(state=Replica.State.FAILED)
+    page = console.get("/deployments/tiny-llama/").content.decode()
+    assert failure in page and "scales to zero" not in page.lower() and "scale-to-zero" not in page
+    data = console.get("/deployments/tiny-llama/series.json").json()
+    assert data["status"] == "failed" and data["status_message"] == failure and data["scale_to_zero"] is None
+
+
 def test_series_json_charts_the_engine_and_occupancy_samples(console, deployment):
     replica = deployment.replicas.get()
     now = timezone.now()

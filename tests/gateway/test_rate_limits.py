@@ -96,3 +96,66 @@ def test_monthly_budget_exhausted_is_429_insufficient_quota(world: World):
     with pytest.raises(openai.RateLimitError) as exc:
         client.completions.create(model=world.model, prompt="hi", max_tokens=40)
     assert exc.value.body["code"] == "insufficient_quota"
+
+
+@pytest.fixture(scope="module")
+def second_gateway(world: World, tmp_path_factory):
+    """Another gateway process (uvicorn) on the same database and Redis: admission must hold across both."""
+    from .conftest import start_gateway, stop_gateway
+
+    gateway = start_gateway(tmp_path_factory.mktemp("gateway-2"))
+    yield gateway
+    stop_gateway(gateway)
+
+
+TOKEN_PROMPT = [5, 6]  # token ids: the reservation (prompt + max_tokens) is exact, and with ignore_eos so is the use
+
+
+def burst_across(world: World, gateway, key: str, n: int = 50, max_tokens: int = 8, stream: bool = False):
+    """`n` concurrent requests, alternating between the two gateway processes: (statuses, usages of the admitted).
+    Streams are held open (unread) until every request has its answer, so none frees a slot meanwhile."""
+    async def run():
+        bases = [world.appliance.v1, gateway.v1]
+        clients = [openai.AsyncOpenAI(base_url=b, api_key=key, max_retries=0, timeout=120) for b in bases]
+        held = []
+
+        async def one(i: int):
+            try:
+                out = await clients[i % 2].completions.create(model=world.model, prompt=TOKEN_PROMPT,
+                                                              max_tokens=max_tokens, stream=stream,
+                                                              extra_body={"ignore_eos": True})
+                if stream:
+                    held.append(out)
+                    return 200, None
+                return 200, out.usage.total_tokens
+            except openai.RateLimitError as exc:
+                return exc.status_code, None
+
+        results = await asyncio.gather(*[one(i) for i in range(n)])
+        for s in held:
+            await s.close()
+        for c in clients:
+            await c.close()
+        return [r[0] for r in results], [r[1] for r in results if r[1] is not None]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("quota, limit", [("rpm", 10), ("tpm", 100), ("monthly_tokens", 100),
+                                          ("max_concurrency", 5)])
+def test_fifty_concurrent_requests_across_two_gateways_never_exceed_the_limit(world: World, second_gateway,
+                                                                                quota, limit):
+    key = key_with(**{quota: limit})
+    per_request = len(TOKEN_PROMPT) + 8
+    statuses, used = burst_across(world, second_gateway, key, stream=quota == "max_concurrency",
+                                  max_tokens=400 if quota == "max_concurrency" else 8)
+    admitted = statuses.count(200)
+    print(f"{quota}={limit}: 50 requests over 2 gateway processes, admitted {admitted}, refused "
+          f"{statuses.count(429)}, tokens used {sum(used)}")
+    assert admitted + statuses.count(429) == 50
+    if quota == "rpm":
+        assert admitted == limit
+    elif quota == "max_concurrency":
+        assert admitted == limit  # every admitted stream is still open when the last answer comes
+    else:
+        assert sum(used) <= limit and admitted == limit // per_request  # each uses exactly its reservation

@@ -84,3 +84,78 @@ def test_tenant_api_keys_open_no_admin_endpoint(world: World, path: str):
     response = httpx.get(world.appliance.url + path, headers={"Authorization": f"Bearer {world.acme_key}"})
     assert response.status_code in (401, 403, 404)
     assert "sk-" not in response.text and "globex" not in response.text
+
+
+def id_routes() -> list[str]:
+    """Every route under /v1/ that takes an id, from the URL configuration itself (so a new one is covered), as
+    paths with one `{}` where the id goes."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+    from django.urls.resolvers import RoutePattern
+
+    found = []
+
+    def walk(patterns, prefix: str) -> None:
+        for p in patterns:
+            route = str(p.pattern)
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, prefix + route)
+            elif isinstance(p, URLPattern) and isinstance(p.pattern, RoutePattern) and "<" in route:
+                import re
+
+                found.append(re.sub(r"<[^>]+>", "{}", prefix + route))
+
+    walk(get_resolver().url_patterns, "")
+    return sorted({r for r in found if r.startswith("v1/")})
+
+
+def test_the_route_list_covers_every_kind_of_tenant_object():
+    routes = id_routes()
+    for expected in ("v1/files/{}", "v1/files/{}/content", "v1/batches/{}", "v1/batches/{}/cancel",
+                     "v1/async/{}", "v1/responses/{}", "v1/models/{}"):
+        assert expected in routes, routes
+
+
+def test_another_tenant_gets_404_for_every_id_through_every_route(world: World):
+    """Tenant B (globex) tries every id tenant A (acme) owns (file, batch, async request, stored response, usage
+    row, key, model) through every /v1 route that takes an id, with every method: 404 (405 where the route has no
+    such method), never the object; A's objects are untouched afterwards."""
+    import io
+    import json
+
+    from appliance.tenancy.models import APIKey
+
+    a = openai.OpenAI(base_url=world.appliance.v1, api_key=world.acme_key, max_retries=0, timeout=60)
+    line = {"custom_id": "a-1", "method": "POST", "url": "/v1/completions",
+            "body": {"model": world.model, "prompt": "acme's private line", "max_tokens": 1}}
+    file = a.files.create(file=("acme.jsonl", io.BytesIO(json.dumps(line).encode() + b"\n")), purpose="batch")
+    batch = a.batches.create(input_file_id=file.id, endpoint="/v1/completions", completion_window="24h")
+    queued = raw_post(world, "async/completions", {"model": world.model, "prompt": "acme async", "max_tokens": 1})
+    assert queued.status_code == 202
+    stored = a.responses.create(model=world.model, input="acme's stored conversation", max_output_tokens=2)
+    used = a.completions.create(model=world.model, prompt="acme usage", max_tokens=1)
+    usage_row(used.id)
+    key = APIKey.objects.filter(tenant__name__startswith="acme").first()
+    ids = [file.id, batch.id, queued.json()["id"], stored.id, used.id, key.prefix, str(key.pk), world.model]
+
+    b_headers = {"Authorization": f"Bearer {world.globex_key}"}
+    tried = 0
+    for route in id_routes():
+        statuses = set()
+        for object_id in ids:
+            url = f"{world.appliance.url}/{route.format(object_id)}"
+            for method in ("GET", "POST", "DELETE"):
+                response = httpx.request(method, url, headers=b_headers, json={} if method == "POST" else None,
+                                         timeout=30)
+                statuses.add(response.status_code)
+                tried += 1
+                assert response.status_code in (404, 405), (method, url, response.status_code, response.text)
+                for secret in ("acme", "private line", "stored conversation") + tuple(i for i in ids[:5]
+                                                                                     if i != object_id):
+                    assert secret not in response.text, (method, url, response.text)
+        assert 404 in statuses, route
+    print(f"tenant B tried {len(ids)} of tenant A's ids through {len(id_routes())} routes: {tried} requests, "
+          "all 404/405")
+    assert a.files.retrieve(file.id).id == file.id and a.batches.retrieve(batch.id).status != "cancelled"
+    assert a.responses.retrieve(stored.id).id == stored.id
+    assert httpx.get(f"{world.appliance.v1}/async/{queued.json()['id']}",
+                     headers={"Authorization": f"Bearer {world.acme_key}"}).status_code == 200

@@ -34,7 +34,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = [
             "id", "model", "version", "source_uri", "checksum", "tokenizer_uri", "context_length", "dtype",
-            "config", "created_at",
+            "config", "has_chat_template", "created_at",
         ]
         read_only_fields = ["created_at"]
 

@@ -25,8 +25,13 @@
       const status = document.getElementById("dep-status");
       status.textContent = data.status;
       status.className = `status ${data.status}`;
-      const zero = document.querySelector("#scale-to-zero span");
-      if (zero && data.scale_to_zero) zero.textContent = data.scale_to_zero.text;
+      const zero = document.getElementById("scale-to-zero");  // none for a failed or stopped deployment
+      if (zero) {
+        zero.hidden = !data.scale_to_zero;
+        if (data.scale_to_zero) zero.querySelector("span").textContent = data.scale_to_zero.text;
+      }
+      const message = document.getElementById("status-message");
+      if (message) message.textContent = data.status_message;
       updated.textContent = `· updated ${new Date().toLocaleTimeString()}`;
       document.body.dataset.charts = "ok";
       document.body.dataset.window = data.window;

@@ -29,6 +29,7 @@ class Command(BaseCommand):
         verb = "Registered" if created else "Already registered (same weights)"
         self.stdout.write(
             f"{verb} {version}: {model.architecture or '?'} ({model.family or '?'}), "
-            f"context {version.context_length}, {version.dtype}, sha256 {version.checksum[:16]}…"
+            f"context {version.context_length}, {version.dtype}, sha256 {version.checksum[:16]}…, chat template: "
+            f"{ {True: 'yes', False: 'no (completions only)', None: 'not checked'}[version.has_chat_template] }"
         )
         self.stdout.write(str(version))
