@@ -41,7 +41,7 @@ def tools_model(world, checkpoint_factory, django_db_blocker, tmp_path_factory):
                                         min_replicas=0, desired_replicas=1)
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port)
+                               port=engine.port, secret=engine.secret)
         return make_key("toolsmith", ["tiny-qwen"])[1]
 
     with django_db_blocker.unblock():
