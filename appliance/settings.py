@@ -2,12 +2,15 @@
 
 Embedded defaults make a laptop demo work with no servers: SQLite under APPLIANCE_HOME, and no Redis
 (quota counters fall back to the database-free local backend, Celery to an in-process filesystem broker).
-Production sets DATABASE_URL (PostgreSQL) and REDIS_URL.
+Production sets DATABASE_URL (PostgreSQL) and REDIS_URL. Secrets are the installation's own (secret_store.py).
 """
 from pathlib import Path
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from appliance import secret_store
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 APPLIANCE_HOME = Path(os.environ.get("APPLIANCE_HOME", BASE_DIR / "var")).resolve()
@@ -18,9 +21,24 @@ def env_bool(name: str, default: bool = False) -> bool:
     return default if value is None else value.lower() in {"1", "true", "yes", "on"}
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-change-me-in-production")
+# production (the default, and the AMI's) or development: production refuses to start with a public secret.
+APPLIANCE_ENV = os.environ.get("APPLIANCE_ENV", "production").strip().lower()
+if APPLIANCE_ENV not in {"production", "development"}:
+    raise ImproperlyConfigured(f"APPLIANCE_ENV must be production or development, not {APPLIANCE_ENV!r}")
+# The installation's own secrets (secret_store.py): the environment, else this file, else made now and kept there.
+# The AMI points this at /etc/appliance/secrets.env, which its first boot writes.
+SECRETS_FILE = Path(os.environ.get("APPLIANCE_SECRETS_FILE") or APPLIANCE_HOME / "secrets.env")
+try:
+    _SECRETS = secret_store.resolve(SECRETS_FILE, os.environ)
+    if APPLIANCE_ENV == "production":
+        secret_store.check_production(_SECRETS)
+except secret_store.SecretsError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
+SECRET_KEY = _SECRETS.values["SECRET_KEY"]
 # Separate key for API-key digests so rotating the session secret does not invalidate tenants' keys.
-API_KEY_HMAC_SECRET = os.environ.get("API_KEY_HMAC_SECRET", SECRET_KEY)
+API_KEY_HMAC_SECRET = _SECRETS.values["API_KEY_HMAC_SECRET"]
+# The bearer token /metrics asks for (docs/metrics.md); `manage.py serve` prints it.
+METRICS_TOKEN = _SECRETS.values["APPLIANCE_METRICS_TOKEN"]
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]

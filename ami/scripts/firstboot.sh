@@ -25,14 +25,17 @@ ensure_neuron_driver() {
   fi
 }
 
-if [ ! -f "$SECRETS" ]; then
-  umask 077
-  {
-    echo "SECRET_KEY=$(openssl rand -hex 32)"
-    echo "API_KEY_HMAC_SECRET=$(openssl rand -hex 32)"
-  } > "$SECRETS"
-  chgrp appliance "$SECRETS"; chmod 0640 "$SECRETS"
-fi
+# The installation's secrets (appliance/secret_store.py reads the same file: APPLIANCE_SECRETS_FILE in appliance.env).
+# A value missing from an older file is added; none is ever replaced.
+umask 077
+touch "$SECRETS"
+for name in SECRET_KEY API_KEY_HMAC_SECRET APPLIANCE_METRICS_TOKEN; do
+  grep -q "^$name=" "$SECRETS" || echo "$name=$(openssl rand -hex 32)" >> "$SECRETS"
+done
+chgrp appliance "$SECRETS"; chmod 0640 "$SECRETS"
+# The /metrics scrape token alone, for Prometheus' `authorization: { credentials_file: ... }` (docs/metrics.md).
+sed -n 's/^APPLIANCE_METRICS_TOKEN=//p' "$SECRETS" > /etc/appliance/metrics-token
+chgrp appliance /etc/appliance/metrics-token; chmod 0640 /etc/appliance/metrics-token
 set -a; source "$ENV"; source "$SECRETS"; set +a
 ensure_neuron_driver
 cd /opt/appliance

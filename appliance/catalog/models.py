@@ -156,6 +156,9 @@ class Replica(models.Model):
     host = models.CharField(max_length=255, default="127.0.0.1")
     port = models.PositiveIntegerField(null=True, blank=True)
     socket_path = models.CharField(max_length=500, blank=True)
+    # The bearer credential the replica process checks on every call (the node agent makes a new one per launch);
+    # only the gateway and the control plane's scrapers read it. Never shown in the admin or the API.
+    secret = models.CharField(max_length=128, blank=True, editable=False)
     pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -174,3 +177,8 @@ class Replica(models.Model):
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a caller of the replica's internal server sends (runtime/server_app.py checks it)."""
+        return {"Authorization": f"Bearer {self.secret}"} if self.secret else {}

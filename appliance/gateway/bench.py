@@ -33,8 +33,11 @@ import httpx
 from appliance.gateway.bench_report import BASELINES, Phase, compare, cpu_us_per_token, median_ms, path_stats, render
 from appliance.gateway.engine_http import Pool
 from appliance.gateway.engine_session import Session
+from appliance.runtime.replica_auth import SECRET_ENV, bearer, new_secret
 
 ROOT = Path(__file__).resolve().parents[2]
+# The replica's credential: the started engine gets it in its environment; --engine-url takes $APPLIANCE_REPLICA_SECRET.
+ENGINE_SECRET = os.environ.get(SECRET_ENV) or new_secret()
 GATEWAYS = {  # path -> GATEWAY_ENGINE_SESSIONS of its gateway process
     "gateway": "1",  # the gateway as shipped: one session per replica
     "gateway-streams": "0",  # a gateway with one /generate stream per request (the one before sessions)
@@ -155,7 +158,7 @@ def engine_ttft_totals(engine_url: str | None) -> tuple[float, float]:
     """(sum, count) of the engine's own TTFT histogram (arrival at the engine to its first token)."""
     if engine_url is None:
         return 0.0, 0.0
-    text = httpx.get(f"{engine_url}/metrics", timeout=10).text
+    text = httpx.get(f"{engine_url}/metrics", headers=bearer(ENGINE_SECRET), timeout=10).text
     totals = {"sum": 0.0, "count": 0.0}
     for line in text.splitlines():
         for kind in totals:
@@ -175,10 +178,11 @@ async def run_phase(path: str, url: str, concurrency: int, requests: int, one,
     ttft_before = engine_ttft_totals(engine_url)
     remaining = [requests]
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    shared = await Session.connect(Pool(host, int(port)), 10.0, 10.0) if path == "session" else None
+    secret = ENGINE_SECRET if path in ("engine", "session") else ""  # the replica's paths; not to a gateway
+    shared = await Session.connect(Pool(host, int(port), secret=secret), 10.0, 10.0) if path == "session" else None
 
     async def worker() -> None:
-        pool = Pool(host, int(port))
+        pool = Pool(host, int(port), secret=secret)
         try:
             while remaining[0] > 0:
                 remaining[0] -= 1
@@ -253,7 +257,8 @@ def setup_database(env: dict, engine_url: str, model_dir: Path) -> str:
     dep = Deployment.objects.create(name=name, model_version=version, status=Deployment.Status.RUNNING)
     node, _ = Node.objects.get_or_create(name="bench-node")
     port = int(engine_url.rsplit(":", 1)[1])
-    Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1", port=port)
+    Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1", port=port,
+                           secret=ENGINE_SECRET)
     # Limits far above what the run uses, so every request takes the whole admission path (rate windows,
     # concurrency, monthly budget) without being refused.
     limits = {"rpm": 1_000_000, "tpm": 2_000_000_000, "max_concurrency": 10_000, "monthly_tokens": 10**12}
@@ -344,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         if engine_url is None:
             engine, engine_url = start_process(
                 [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
-                 "--port", "0", "--num-threads", str(args.engine_threads), *args.engine_arg], env,
+                 "--port", "0", "--num-threads", str(args.engine_threads), *args.engine_arg],
+                {**env, SECRET_ENV: ENGINE_SECRET},
                 work / "engine.log", ready_line=b"READY")
             procs.append(engine)
             watch["engine"] = engine.pid

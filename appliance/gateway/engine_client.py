@@ -55,13 +55,13 @@ class EngineClient:
 
     @staticmethod
     def _key(target: Target) -> tuple:
-        return id(asyncio.get_running_loop()), target.host, target.port, target.socket_path
+        return id(asyncio.get_running_loop()), target.host, target.port, target.socket_path, target.secret
 
     def _pool(self, target: Target) -> Pool:
         key = self._key(target)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(target.host, target.port, target.socket_path)
+            pool = self._pools[key] = Pool(target.host, target.port, target.socket_path, target.secret)
         return pool
 
     async def _session(self, target: Target) -> Session | None:

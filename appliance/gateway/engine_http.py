@@ -112,7 +112,13 @@ class Pool:
     host: str
     port: int | None
     socket_path: str = ""
+    secret: str = field(default="", repr=False)  # sent as the bearer credential on every request (replica_auth.py)
     idle: list[Connection] = field(default_factory=list)
+
+    @property
+    def auth_line(self) -> bytes:
+        """The Authorization header line (CRLF-terminated), or nothing for an open replica."""
+        return f"Authorization: Bearer {self.secret}\r\n".encode() if self.secret else b""
 
     async def connect(self, timeout_s: float) -> Connection:
         if self.socket_path:
@@ -134,7 +140,7 @@ class Pool:
         on a new one; ConnectionBroken (or OSError / TimeoutError on connect) if the server cannot be reached."""
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (f"{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\n{extra}"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+                f"Content-Length: {len(body)}\r\n").encode() + self.auth_line + b"\r\n" + body
         for attempt in range(2):
             reused = bool(self.idle)
             conn = self.idle.pop() if reused else await self.connect(connect_timeout_s)

@@ -20,11 +20,12 @@ from typing import Any, AsyncIterator
 from .engine_http import Connection, ConnectionBroken, Pool, read_chunk, read_head
 
 _HEAD = (b"POST /session HTTP/1.1\r\nHost: engine\r\nContent-Type: application/x-ndjson\r\n"
-         b"Transfer-Encoding: chunked\r\n\r\n")
+         b"Transfer-Encoding: chunked\r\n")
 
 
 class SessionRefused(Exception):
-    """The replica answered POST /session with something other than 200 (404: it predates sessions)."""
+    """The replica answered POST /session with something other than 200 (404: it predates sessions; 401: the
+    credential is wrong)."""
 
     def __init__(self, status: int) -> None:
         super().__init__(f"the replica answered {status} to POST /session")
@@ -101,7 +102,7 @@ class Session:
     async def connect(cls, pool: Pool, connect_timeout_s: float, head_timeout_s: float) -> "Session":
         conn = await pool.connect(connect_timeout_s)
         try:
-            conn.writer.write(_HEAD)
+            conn.writer.write(_HEAD + pool.auth_line + b"\r\n")
             status, _ = await read_head(conn.reader, head_timeout_s)
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
             conn.close()

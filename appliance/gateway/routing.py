@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +31,7 @@ class Target:
     host: str
     port: int | None
     socket_path: str = ""
+    secret: str = field(default="", repr=False)  # the replica's credential (Replica.secret; runtime/replica_auth.py)
 
     @property
     def base_url(self) -> str:
@@ -59,7 +60,7 @@ def _load_route(name: str) -> Route | None:
     if dep is None:
         return None
     replicas = Replica.objects.filter(deployment=dep, state=Replica.State.READY).order_by("index")
-    targets = [Target(r.id, r.host, r.port, r.socket_path) for r in replicas if r.port or r.socket_path]
+    targets = [Target(r.id, r.host, r.port, r.socket_path, r.secret) for r in replicas if r.port or r.socket_path]
     from .tools import tool_parser_name
 
     from appliance.guardrails.policy import deployment_policy

@@ -6,6 +6,10 @@
 A checkpoint whose config is a BERT-family encoder is served as an embedding model (POST /embed, encoder/).
 Binds first (GET /health answers 503 while the model loads), loads the engine, then prints one line to stdout:
 ``READY http://HOST:PORT`` or ``READY unix:PATH``. If loading fails it prints ``FAILED <reason>`` and exits 1.
+
+Sealed: every call must carry ``Authorization: Bearer $APPLIANCE_REPLICA_SECRET`` (the secret comes in the
+environment, never the command line; replica_auth.py). Without that variable the process refuses to start unless
+``--no-auth`` says it may serve anyone who can reach it (a replica run by hand on a development machine).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning OpenMP threads collapse when
 # the node's CPUs are shared with other replicas and the control plane (100x slower steps were measured)
 
+from appliance.runtime.replica_auth import SECRET_ENV, take_secret_from_env  # noqa: E402
 from appliance.runtime.server_app import ReplicaApp  # noqa: E402
 
 log = logging.getLogger("appliance.runtime.server")
@@ -66,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uds", default=None, help="serve on this Unix socket instead of TCP")
     p.add_argument("--served-model-name", default=None, help="name reported by /health and /metrics")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--no-auth", action="store_true",
+                   help=f"serve without a credential when ${SECRET_ENV} is not set (development only)")
     engine = p.add_argument_group("engine (EngineConfig fields)")
     try:
         cls = _engine_config_cls()
@@ -164,13 +171,20 @@ async def serve(args: argparse.Namespace) -> int:
     from appliance.runtime.encoder import is_encoder_checkpoint
 
     name = args.served_model_name or Path(args.model).name
+    secret = take_secret_from_env()
+    if secret is None and not args.no_auth:
+        print(f"FAILED no replica credential: set {SECRET_ENV} in the environment (the node agent does), or pass "
+              f"--no-auth to serve anyone who can reach this process", flush=True)
+        return 1
+    if secret is None:
+        log.warning("--no-auth: this replica answers every caller who can reach it")
     encoder = is_encoder_checkpoint(args.model)  # an embedding model: the encoder replica kind (runtime/encoder/)
     if encoder:
         from appliance.runtime.encoder.server_app import EncoderApp, build_encoder
 
-        app = EncoderApp(name)
+        app = EncoderApp(name, secret)
     else:
-        app = ReplicaApp(name)
+        app = ReplicaApp(name, secret)
     sock, url = bind(args.host, args.port, args.uds)
     config = uvicorn.Config(app, lifespan="off", log_level=args.log_level, access_log=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)

@@ -13,6 +13,7 @@ from appliance.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.runtime.outputs import RequestOutput
 from appliance.runtime.protocol import DeltaEvent, DoneEvent, ErrorBody, ErrorEvent, GenerateRequest, StartEvent
 from appliance.runtime.protocol import encode_event
+from appliance.runtime.replica_auth import authorized
 from appliance.runtime.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ def param_of(exc: ValueError) -> str | None:
 
 
 class ReplicaApp:
-    """ASGI app. `engine` is None while the model loads (health answers 503, generate 503)."""
+    """ASGI app. `engine` is None while the model loads (health answers 503, generate 503). With a `secret`, every
+    route (health and metrics included) answers 401 to a call without ``Authorization: Bearer <secret>``."""
 
-    def __init__(self, served_model_name: str) -> None:
+    def __init__(self, served_model_name: str, secret: str | None = None) -> None:
         self.served_model_name = served_model_name
+        self.secret = secret.encode() if secret else None
         self.engine: AsyncEngine | None = None
         self.max_model_len: int | None = None
         self.info: dict[str, Any] = {}
@@ -74,6 +77,9 @@ class ReplicaApp:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if not authorized(scope, self.secret):
+            await _error(send, 401, UNAUTHORIZED)
             return
         route = (scope["method"], scope["path"])
         try:
@@ -100,6 +106,9 @@ class ReplicaApp:
             await _error(send, exc.status, exc.body())
         except ClientGone:
             return
+        except Exception:  # a bug, not the caller's input: logged here, never a traceback on the wire
+            log.exception("replica: %s %s failed", scope["method"], scope["path"])
+            await _internal_error(send)
 
     # ---- endpoints ---------------------------------------------------------------------------------------------
 
@@ -203,9 +212,10 @@ class ReplicaApp:
         return self.engine
 
     def _parse_generate(self, data: dict[str, Any]) -> tuple[GenerateRequest, list[int], SamplingParams]:
-        req = GenerateRequest.from_dict(data)
-        if not isinstance(req.request_id, str) or not req.request_id:
+        if not isinstance(data.get("request_id"), str) or not data["request_id"]:
             raise BadRequest("request_id must be a non-empty string", "request_id")
+        req = GenerateRequest.from_dict(data)
+        check_types(req)
         given = [k for k in ("prompt", "prompt_token_ids", "messages") if getattr(req, k) is not None]
         if len(given) != 1:
             raise BadRequest("exactly one of prompt, prompt_token_ids, messages is required", "prompt")
@@ -262,6 +272,20 @@ class ReplicaApp:
         finally:
             watcher.cancel()
             stream.abort()
+
+
+_TYPES: list[tuple[str, tuple[type, ...], str]] = [
+    ("cache_salt", (str, type(None)), "a string"), ("priority", (int,), "an integer"),
+    ("echo_prompt", (bool,), "a boolean"), ("tools", (list, type(None)), "a list of objects"),
+]
+
+
+def check_types(req: GenerateRequest) -> None:
+    """BadRequest naming the first field of a GenerateRequest whose JSON type is wrong."""
+    for name, types, what in _TYPES:
+        value = getattr(req, name)
+        if not isinstance(value, types) or (name == "priority" and isinstance(value, bool)):
+            raise BadRequest(f"{name} must be {what}", name)
 
 
 def deltas_of(batch: list[RequestOutput], want_logprobs: bool) -> list[DeltaEvent]:
@@ -370,6 +394,18 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 async def _error(send: Send, status: int, error: ErrorBody) -> None:
     await _json(send, status, error.to_dict())
+
+
+UNAUTHORIZED = ErrorBody("this replica answers only its gateway: missing or wrong replica credential",
+                         type="authentication_error", code="invalid_replica_credential")
+
+
+async def _internal_error(send: Send) -> None:
+    """500 in the OpenAI shape; if the response had already started, the stream just ends."""
+    try:
+        await _error(send, 500, ErrorBody("internal error in the replica (see its log)", type="server_error"))
+    except Exception:  # noqa: BLE001 - the response head was already sent: uvicorn closes the connection
+        pass
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

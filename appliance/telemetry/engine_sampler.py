@@ -146,8 +146,8 @@ def build_sample(replica: Replica, reading: EngineReading, previous: EngineSampl
 def read_health(replica: Replica) -> dict[str, Any]:
     if replica.socket_path:
         with httpx.Client(transport=httpx.HTTPTransport(uds=replica.socket_path), timeout=SCRAPE_TIMEOUT_S) as c:
-            return c.get("http://replica/health").json()
-    return httpx.get(f"{replica.base_url}/health", timeout=SCRAPE_TIMEOUT_S).json()
+            return c.get("http://replica/health", headers=replica.auth_headers).json()
+    return httpx.get(f"{replica.base_url}/health", headers=replica.auth_headers, timeout=SCRAPE_TIMEOUT_S).json()
 
 
 def sample_replica(replica: Replica) -> EngineSample | None:

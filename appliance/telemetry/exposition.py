@@ -20,8 +20,8 @@ def scrape(replica: Replica) -> str:
     if replica.socket_path:
         transport = httpx.HTTPTransport(uds=replica.socket_path)
         with httpx.Client(transport=transport, timeout=SCRAPE_TIMEOUT_S) as client:
-            return client.get("http://replica/metrics").text
-    return httpx.get(f"{replica.base_url}/metrics", timeout=SCRAPE_TIMEOUT_S).text
+            return client.get("http://replica/metrics", headers=replica.auth_headers).text
+    return httpx.get(f"{replica.base_url}/metrics", headers=replica.auth_headers, timeout=SCRAPE_TIMEOUT_S).text
 
 
 class ApplianceCollector:

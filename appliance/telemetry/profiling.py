@@ -68,9 +68,11 @@ def profile_neuron(neffs: list[Path], out_dir: Path, env: dict[str, str], timeou
     return summaries
 
 
-def profile_engine(base_url: str, seconds: float, out_dir: Path, uds: str = "") -> dict[str, Any]:
+def profile_engine(base_url: str, seconds: float, out_dir: Path, uds: str = "",
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """POST /profile to a replica (`headers`: its credential, Replica.auth_headers)."""
     transport = httpx.HTTPTransport(uds=uds) if uds else None
-    with httpx.Client(transport=transport, timeout=seconds + 60) as client:
+    with httpx.Client(transport=transport, timeout=seconds + 60, headers=headers) as client:
         response = client.post(f"{base_url}/profile", json={"seconds": seconds, "output_dir": str(out_dir)})
         response.raise_for_status()
         return response.json()

@@ -48,7 +48,8 @@ def profile_replica(job_id: int) -> None:
             if replica.port is None and not replica.socket_path:
                 raise RuntimeError("the replica is not running; start it before profiling")
             base = "http://replica" if replica.socket_path else replica.base_url
-            summary = profiling.profile_engine(base, job.duration_s, out_dir, uds=replica.socket_path)
+            summary = profiling.profile_engine(base, job.duration_s, out_dir, uds=replica.socket_path,
+                                               headers=replica.auth_headers)
     except Exception as exc:  # recorded on the row in words the user can act on
         ProfileJob.objects.filter(pk=job.id).update(
             status=ProfileJob.Status.FAILED, stage="failed", error=str(exc) or type(exc).__name__,

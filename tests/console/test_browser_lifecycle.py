@@ -20,9 +20,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.celery, pytest.mark.slow,
               pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing")]
 
 
-def generate(base_url: str, rid: str) -> None:
+def generate(replica, rid: str) -> None:
+    """Load straight at the replica, with its credential (as the gateway would send it)."""
     body = {"request_id": rid, "prompt": "once upon a time", "sampling": {"max_tokens": 48, "ignore_eos": True}}
-    with httpx.stream("POST", f"{base_url}/generate", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{replica.base_url}/generate", json=body, headers=replica.auth_headers,
+                      timeout=60) as response:
         assert response.status_code == 200
         for _ in response.iter_lines():
             pass
@@ -74,7 +76,7 @@ def test_register_compile_deploy_and_watch_the_charts(live_server, page, staff, 
                          "the node agent to start a ready replica")
     wait_until(lambda: EngineSample.objects.filter(replica=replica).exists(), 30,
                "the telemetry sampler's first sample of the replica (rates start from it)")
-    threads = [threading.Thread(target=generate, args=(replica.base_url, f"r{i}")) for i in range(4)]
+    threads = [threading.Thread(target=generate, args=(replica, f"r{i}")) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,6 +1,7 @@
 """EngineSample: the sampler against a real engine replica server process, and the derivations it relies on."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,11 +12,13 @@ import httpx
 import pytest
 
 from appliance.catalog.models import Deployment, Model, ModelVersion, Node, Replica
+from appliance.runtime.replica_auth import SECRET_ENV, bearer
 from appliance.telemetry import engine_sampler
 from appliance.telemetry.engine_sampler import histogram_quantile, parse_metrics
 from appliance.telemetry.models import EngineSample
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "sampler-test-replica-credential"
 
 
 @pytest.fixture
@@ -25,6 +28,7 @@ def engine_server(tiny_llama):
         [sys.executable, "-m", "appliance.runtime.server", "--model", str(tiny_llama), "--device", "cpu",
          "--port", "0", "--max-num-seqs", "8"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, SECRET_ENV: SECRET},
     )
     try:
         line = proc.stdout.readline().strip()
@@ -38,7 +42,7 @@ def engine_server(tiny_llama):
 def generate(url: str, rid: str, max_tokens: int) -> None:
     body = {"request_id": rid, "prompt": "the quick brown fox", "sampling": {"max_tokens": max_tokens,
                                                                              "ignore_eos": True}}
-    with httpx.stream("POST", f"{url}/generate", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{url}/generate", json=body, headers=bearer(SECRET), timeout=60) as response:
         assert response.status_code == 200
         for _ in response.iter_lines():
             pass
@@ -51,7 +55,8 @@ def test_sampler_reads_a_live_engine_replica(engine_server):
     version = ModelVersion.objects.create(model=model, version=1, source_uri="/x")
     deployment = Deployment.objects.create(name="tiny", model_version=version, status="running")
     node = Node.objects.create(name="n1")
-    replica = Replica.objects.create(deployment=deployment, node=node, state="ready", host=host, port=int(port))
+    replica = Replica.objects.create(deployment=deployment, node=node, state="ready", host=host, port=int(port),
+                                     secret=SECRET)  # the sampler reads health and metrics with it
     Replica.objects.create(deployment=deployment, node=node, index=1, state="starting", port=1)  # not sampled
 
     [first] = engine_sampler.sample_engines(node)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from appliance.runtime.replica_auth import SECRET_ENV, bearer
 from tests.conftest import flush_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,18 +31,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENGINE_SECRET = "gateway-tests-replica-credential"
+
+
 @dataclass
 class Engine:
     process: subprocess.Popen
     port: int | None
     model_dir: Path
     socket_path: str = ""
+    secret: str = ENGINE_SECRET  # its credential (Replica.secret)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(self.secret)
+
+    def client(self, **kwargs) -> httpx.Client:
+        """A client of the replica's internal server that sends its credential."""
+        if self.socket_path:
+            return httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path), base_url="http://engine",
+                                headers=self.auth, **kwargs)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=self.auth, **kwargs)
 
     def health(self) -> dict:
-        if self.socket_path:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path)) as client:
-                return client.get("http://engine/health", timeout=5).json()
-        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5).json()
+        with self.client(timeout=5) as client:
+            return client.get("/health").json()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -57,7 +71,8 @@ def engine_aborts(engine: Engine) -> float:
     """How many requests the replica has finished as aborted (its own counter)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"http://127.0.0.1:{engine.port}/metrics", timeout=5).text
+    with engine.client(timeout=5) as client:
+        text = client.get("/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "appliance_engine_requests_finished_total" and s.labels.get("finish_reason") == "abort")
 
@@ -69,7 +84,8 @@ class PendingEngine:
         argv = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model_dir), "--device", "cpu",
                 *(["--uds", uds] if uds else ["--port", "0", "--host", "127.0.0.1"])]
         self.model_dir, self.log_path = model_dir, log_path
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "wb"))
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "wb"),
+                                        env={**os.environ, SECRET_ENV: ENGINE_SECRET})
 
     def wait(self, timeout_s: float = 180) -> Engine:
         """Wait for the READY line."""
@@ -121,6 +137,14 @@ class Appliance:
     def v1(self) -> str:
         return f"{self.url}/v1"
 
+    def metrics(self) -> str:
+        """GET /metrics as Prometheus does, with the scrape token (the test settings' APPLIANCE_METRICS_TOKEN)."""
+        from django.conf import settings
+
+        response = httpx.get(f"{self.url}/metrics", headers=bearer(settings.METRICS_TOKEN), timeout=30)
+        assert response.status_code == 200, response.text[:300]
+        return response.text
+
 
 def committed(fn, *args, **kwargs):
     """Run ORM work on its own connection in autocommit, outside any test transaction, so the server sees it.
@@ -153,7 +177,7 @@ def make_deployment(name: str, model_name: str, model_dir: Path | str, engine: E
     if engine is not None:
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port, socket_path=engine.socket_path)
+                               port=engine.port, socket_path=engine.socket_path, secret=engine.secret)
     return dep
 
 
@@ -223,7 +247,7 @@ def tools_model(world, checkpoint_factory, django_db_blocker, tmp_path_factory):
                                         min_replicas=0, desired_replicas=1)
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port)
+                               port=engine.port, secret=engine.secret)
         return make_key("toolsmith", ["tiny-qwen"])[1]
 
     with django_db_blocker.unblock():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-import httpx
 import openai
 import pytest
 
@@ -16,18 +15,14 @@ pytestmark = pytest.mark.django_db
 
 
 def early_dispatches(world: World) -> dict[str, float]:
-    text = httpx.get(f"{world.appliance.url}/metrics", timeout=30).text
+    text = world.appliance.metrics()
     found = dict(re.findall(r'^appliance_gateway_early_dispatch_total\{outcome="(\w+)"\} (\S+)$', text, re.M))
     return {outcome: float(found.get(outcome, 0)) for outcome in ("relayed", "aborted")}
 
 
 def engine_aborts(world: World) -> float:
-    engine = world.engine
-    if engine.socket_path:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=engine.socket_path)) as http:
-            text = http.get("http://engine/metrics", timeout=10).text
-    else:
-        text = httpx.get(f"http://127.0.0.1:{engine.port}/metrics", timeout=10).text
+    with world.engine.client(timeout=10) as http:
+        text = http.get("/metrics").text
     return sum(float(v) for v in re.findall(
         r'^appliance_engine_requests_finished_total\{[^}]*finish_reason="abort"[^}]*\} (\S+)$', text, re.M))
 

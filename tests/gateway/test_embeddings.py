@@ -45,7 +45,7 @@ def embed_world(world: World, django_db_blocker, tmp_path_factory) -> EmbedWorld
                                         min_replicas=0, desired_replicas=1)
         node, _ = Node.objects.get_or_create(name="test-node")
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=encoder.port)
+                               port=encoder.port, secret=encoder.secret)
         return make_key("embedder", [EMBED_MODEL, "tiny"])[1], make_key("embed-limited", [EMBED_MODEL], rpm=1)[1]
 
     with django_db_blocker.unblock():

@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 
-import httpx
 import pytest
 
 from appliance.gateway.engine_client import EngineClient, EngineRejected
@@ -26,7 +25,7 @@ def greedy(request_id: str, prompt: str, max_tokens: int) -> dict:
 
 
 def generate_tokens(engine: Engine, body: dict) -> list[int]:
-    with httpx.stream("POST", f"http://127.0.0.1:{engine.port}/generate", json=body, timeout=60) as r:
+    with engine.client(timeout=60) as client, client.stream("POST", "/generate", json=body) as r:
         events = [decode_event(line) for line in r.iter_lines() if line]
     return [t for e in events if e.type == "delta" for t in e.token_ids]
 
@@ -46,7 +45,7 @@ async def wait_idle(engine: Engine, timeout_s: float = 10) -> dict:
 
 
 async def connect(engine: Engine) -> Session:
-    return await Session.connect(Pool("127.0.0.1", engine.port), 5, 30)
+    return await Session.connect(Pool("127.0.0.1", engine.port, secret=engine.secret), 5, 30)
 
 
 async def test_concurrent_requests_on_one_session_get_their_own_generate_tokens(engine: Engine):
@@ -100,7 +99,7 @@ async def test_a_rejected_request_answers_its_error_and_the_session_lives_on(eng
         good = await session.open(greedy("good", "x", 5), 30)
         assert (await session_events(good))[-1]["completion_tokens"] == 5
         # the engine client turns a refusal into the same exception as a refused /generate
-        target = Target(1, "127.0.0.1", engine.port)
+        target = Target(1, "127.0.0.1", engine.port, secret=engine.secret)
         with pytest.raises(EngineRejected) as exc:
             await EngineClient().open(target, {**bad, "request_id": "bad-2"})
         assert exc.value.status == 400 and exc.value.error["param"] == "temperature"
@@ -128,7 +127,7 @@ async def test_losing_the_session_aborts_its_requests_on_the_replica(engine: Eng
 
 async def test_the_engine_client_keeps_one_session_per_replica_and_replaces_a_broken_one(engine: Engine):
     client = EngineClient()
-    target = Target(1, "127.0.0.1", engine.port)
+    target = Target(1, "127.0.0.1", engine.port, secret=engine.secret)
     streams = await asyncio.gather(*[client.open(target, greedy(f"pool-{i}", "hello", 3)) for i in range(4)])
     sessions = {stream.session for stream in streams}
     assert len(sessions) == 1  # concurrent first requests share one connect
@@ -141,6 +140,21 @@ async def test_the_engine_client_keeps_one_session_per_replica_and_replaces_a_br
     assert [b async for b in client.events(stream)][-1][-1]["type"] == "done"
     stream.session.close()
     await wait_idle(engine)
+
+
+async def test_the_engine_client_without_the_replica_credential_is_refused(engine: Engine):
+    """A wrong credential (a replica restarted with a new one behind a stale route) reaches nothing: the session
+    and the per-request paths both answer 401, which the gateway treats as an unavailable replica."""
+    from appliance.gateway.engine_client import EngineUnavailable
+    from appliance.gateway.engine_session import SessionRefused
+
+    with pytest.raises(SessionRefused) as refused:
+        await Session.connect(Pool("127.0.0.1", engine.port, secret="stale-credential"), 5, 30)
+    assert refused.value.status == 401
+    with pytest.raises(EngineUnavailable):
+        await EngineClient().open(Target(1, "127.0.0.1", engine.port, secret="stale-credential"), greedy("s", "x", 1))
+    status, body = await EngineClient().call_raw(Target(1, "127.0.0.1", engine.port), "GET", "/tokenizer_info", None)
+    assert status == 401 and b"invalid_replica_credential" in body
 
 
 class _WithoutSessions:

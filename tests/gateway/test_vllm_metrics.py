@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,7 +31,7 @@ def scrape(world: World) -> dict:
         for _ in range(2):  # the second one hits the prefix cache
             client.completions.create(model=world.model, prompt="The same prompt, twice over " * 3, max_tokens=4,
                                       extra_body={"ignore_eos": True})
-    text = httpx.get(f"{world.appliance.url}/metrics", timeout=30).text
+    text = world.appliance.metrics()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 

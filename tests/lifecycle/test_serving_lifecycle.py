@@ -63,6 +63,7 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
     client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["fragile"]))
     replica = wait_until(lambda: Replica.objects.filter(deployment=dep, state="ready").first(), 240,
                          "the first replica")
+    assert_sealed(replica)
 
     stream = client.completions.create(model="fragile", prompt="go", max_tokens=400, stream=True,
                                        extra_body=FULL_LENGTH)
@@ -78,6 +79,8 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
     restarted = wait_until(lambda: Replica.objects.filter(pk=replica.pk, state="ready", restart_count=1).first(),
                            240, "the agent to restart the replica")
     assert restarted.pid != replica.pid and "code -9" in restarted.last_error
+    assert restarted.secret != replica.secret  # a new credential per launch; the gateway follows it
+    assert_sealed(restarted)
     for _ in range(3):
         done = client.completions.create(model="fragile", prompt="still there?", max_tokens=2, extra_body=FULL_LENGTH)
         assert done.usage.completion_tokens == 2
@@ -85,6 +88,17 @@ def test_replica_killed_mid_stream_errors_cleanly_and_the_agent_restarts_it(
 
     agent.stop()
     assert not _alive(restarted.pid), "stopping the agent must stop its replicas"
+
+
+def assert_sealed(replica: Replica) -> None:
+    """The agent's replica answers only with its credential, which is in its environment and not its argv."""
+    import httpx
+
+    url = f"http://{replica.host}:{replica.port}/health"
+    assert replica.secret and httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers=replica.auth_headers, timeout=10).json()["status"] == "ok"
+    with open(f"/proc/{replica.pid}/cmdline", "rb") as f:
+        assert replica.secret.encode() not in f.read()
 
 
 def test_shared_pool_with_room_for_two_serves_requests_cycling_over_three_models(

@@ -152,7 +152,7 @@ def assert_greedy_as_transformers(checkpoint: Path, answers: list[Answer]) -> No
 
 def engine_metrics(replica: Replica) -> dict[str, float]:
     """The replica's own Prometheus samples: histogram buckets as 'name le=X', everything else summed by name."""
-    text = httpx.get(f"http://{replica.host}:{replica.port}/metrics", timeout=10).text
+    text = httpx.get(f"http://{replica.host}:{replica.port}/metrics", headers=replica.auth_headers, timeout=10).text
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

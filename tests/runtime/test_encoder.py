@@ -159,3 +159,30 @@ async def test_requests_that_arrive_while_a_batch_runs_go_together_in_the_next(e
     assert calls == [1, 3]  # the three waiting requests in one forward
     want = np.stack(encoder.embed([encoder.tokenize(t) for t in TEXTS]))
     assert np.abs(np.stack([r[0] for r in results[1:]]) - want).max() < 1e-5
+
+
+def test_an_encoder_replica_is_sealed_and_answers_bad_input_with_a_4xx(bert_dir):
+    """The real encoder replica process: 401 without the credential on every route, 4xx JSON (never a 500) for
+    malformed /embed bodies, and an embedding for a good one."""
+    import httpx
+
+    from .replica_server import AUTH, start_server, stop_server
+
+    proc, url = start_server(bert_dir, "--port", "0")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as intruder:
+            for method, path in [("GET", "/health"), ("GET", "/metrics"), ("POST", "/embed"), ("POST", "/generate")]:
+                r = intruder.request(method, path, json={"request_id": "x", "input": ["hi"]})
+                assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_replica_credential"
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
+            for body in [b"{not json", b"[1]", b"{}", b'{"input": ["hi"]}', b'{"request_id": "e", "input": "hi"}',
+                         b'{"request_id": "e"}', b'{"request_id": 1, "input": ["hi"]}',
+                         b'{"request_id": "e", "input": [[1, "a"]]}', b'{"request_id": "e", "input": [{}]}',
+                         b'{"request_id": "e", "input": ["hi"], "dimensions": "all"}']:
+                r = c.post("/embed", content=body)
+                assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+                assert r.json()["error"]["type"] == "invalid_request_error"
+            r = c.post("/embed", json={"request_id": "ok", "input": ["hello"]})
+            assert r.status_code == 200 and r.json()["count"] == 1
+    finally:
+        stop_server(proc)

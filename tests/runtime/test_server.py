@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,38 +12,21 @@ import pytest
 
 from appliance.runtime.protocol import decode_event
 
+from . import replica_server
+from .replica_server import AUTH, SECRET, stop_server
+
 SERVER_ARGS = ["--max-num-seqs", "8", "--num-kv-blocks", "64", "--served-model-name", "tiny"]
 
 
-def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "appliance.runtime.server", "--model", str(model), *SERVER_ARGS, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    line = ""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("READY ") or line.startswith("FAILED") or not line:
-            break
-    if not line.startswith("READY "):
-        proc.kill()
-        raise AssertionError(f"server did not become ready: {line!r}")
-    return proc, line.split(" ", 1)[1].strip()
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def start_server(model: Path, *extra: str, secret: str | None = SECRET) -> tuple[subprocess.Popen, str]:
+    return replica_server.start_server(model, *SERVER_ARGS, *extra, secret=secret)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_llama):
     proc, url = start_server(tiny_llama, "--port", "0")
     assert url.startswith("http://127.0.0.1:")
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
         yield client
     stop_server(proc)
 
@@ -145,7 +127,8 @@ def test_closing_a_session_aborts_its_requests(server):
     aborted = counter(server, "appliance_engine_requests_finished_total", finish_reason="abort")
     host, port = str(server.base_url).removeprefix("http://").rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n"
+                     + f"Authorization: Bearer {SECRET}\r\n\r\n".encode())
         for rid in ("k1", "k2"):
             command = json.dumps({"op": "generate", "request_id": rid, "prompt": "keep going",
                                   "sampling": {"max_tokens": 480, "ignore_eos": True}}).encode() + b"\n"
@@ -174,7 +157,8 @@ def test_a_replica_shutting_down_drains_its_sessions(tiny_llama):
             return b"%x\r\n%b\r\n" % (len(data), data)
 
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n\r\n"
+            sock.sendall(b"POST /session HTTP/1.1\r\nHost: engine\r\nTransfer-Encoding: chunked\r\n"
+                         + f"Authorization: Bearer {SECRET}\r\n\r\n".encode()
                          + b"".join(command(f"d{i}") for i in range(8)))
             seen = b""
             while seen.count(b'"type":"delta"') < 8:
@@ -268,6 +252,111 @@ def test_bad_requests_answer_400_with_openai_error_naming_the_param(server, body
     assert error["message"]
 
 
+ROUTES = [("GET", "/health"), ("GET", "/metrics"), ("GET", "/tokenizer_info"), ("POST", "/generate"),
+          ("POST", "/session"), ("POST", "/abort"), ("POST", "/tokenize"), ("POST", "/detokenize"),
+          ("POST", "/profile"), ("GET", "/no-such-route")]
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-credential", f"Basic {SECRET}", f"Bearer {SECRET}x",
+                                           f"Bearer {SECRET[:-1]}"])
+def test_a_caller_without_the_replica_credential_gets_401_on_every_route(server, authorization):
+    generated = counter(server, "appliance_engine_generation_tokens_total")
+    headers = {"Authorization": authorization} if authorization else {}
+    body = {"request_id": "intruder", "prompt": "let me in", "cache_salt": "tenant-a", "sampling": {"max_tokens": 4}}
+    with httpx.Client(base_url=server.base_url, timeout=30, headers=headers) as intruder:
+        for method, path in ROUTES:
+            r = intruder.request(method, path, json=body if method == "POST" else None)
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert r.json()["error"]["code"] == "invalid_replica_credential"
+            assert "tiny" not in r.text  # nothing about the model, not even its name
+    assert counter(server, "appliance_engine_generation_tokens_total") == generated
+
+
+def test_a_replica_without_a_credential_in_its_environment_refuses_to_start(tiny_llama):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "APPLIANCE_REPLICA_SECRET"}
+    done = subprocess.run([sys.executable, "-m", "appliance.runtime.server", "--model", str(tiny_llama)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout.startswith("FAILED no replica credential: set APPLIANCE_REPLICA_SECRET")
+
+
+def _malformed_generate_bodies():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+    fields = ["request_id", "prompt", "prompt_token_ids", "messages", "tools", "sampling", "cache_salt", "priority",
+              "echo_prompt"]
+    sampling = st.dictionaries(st.sampled_from(["max_tokens", "temperature", "top_p", "n", "stop", "logprobs",
+                                                "seed", "guided", "prompt_logprobs", "bogus"]), values, max_size=3)
+    body = st.fixed_dictionaries({}, optional={f: (sampling if f == "sampling" else values) for f in fields})
+    return body | values | st.binary(max_size=30)
+
+
+def test_malformed_bodies_get_a_4xx_json_error_never_a_500(server):
+    """Property: whatever JSON (or not JSON) is posted to the replica's routes, the answer is a 200 or a 4xx with
+    an OpenAI-shaped error; never a 500, never a traceback. Bounded and derandomized for CI."""
+    from hypothesis import HealthCheck, given, settings
+
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(body=_malformed_generate_bodies())
+    def check(body):
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        for path in ("/generate", "/abort", "/tokenize", "/detokenize", "/profile"):
+            if path == "/profile" and isinstance(body, dict) and "seconds" in body:
+                continue
+            with server.stream("POST", path, content=content) as r:  # a 200 stream is closed at once (aborted)
+                seen[r.status_code] = seen.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    continue
+                r.read()
+            assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text[:300])
+            error = r.json()["error"]
+            assert error["type"] == "invalid_request_error" and error["message"], (path, body, error)
+            assert "Traceback" not in r.text
+
+    check()
+    assert seen.get(400, 0) > 100  # the generator did produce bad input
+    wait_idle(server)  # and nothing it sent is left running or holding KV blocks
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": "hi"}, "request_id"),  # missing: was a plain-text 500 before
+    ({"request_id": 7, "prompt": "hi"}, "request_id"),
+    ({"request_id": "t", "prompt": "hi", "cache_salt": 5}, "cache_salt"),
+    ({"request_id": "t", "prompt": "hi", "priority": "high"}, "priority"),
+    ({"request_id": "t", "prompt": "hi", "priority": True}, "priority"),
+    ({"request_id": "t", "prompt": "hi", "echo_prompt": "yes"}, "echo_prompt"),
+    ({"request_id": "t", "prompt": "hi", "tools": {"a": 1}}, "tools"),
+    ({"request_id": "t", "prompt": ["hi"]}, "prompt"),
+    ({"request_id": "t", "prompt": "hi", "sampling": []}, "sampling"),
+])
+def test_wrong_types_name_the_field_in_a_400(server, body, param):
+    r = server.post("/generate", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_malformed_session_commands_are_rejected_with_a_4xx_each(server):
+    commands = [b"[1, 2]", b"\xff\xfe", b'{"op": "generate"}', b'{"op": "generate", "request_id": 3}',
+                b'{"op": "generate", "request_id": "w1", "prompt": "hi", "priority": "high"}',
+                b'{"op": "generate", "request_id": "w2", "prompt": "hi", "cache_salt": []}',
+                b'{"op": "generate", "request_id": "w3", "prompt": "hi", "sampling": "greedy"}',
+                b'{"op": "launch", "request_id": "w4"}', b'{"op": "abort"}']
+    with server.stream("POST", "/session", content=b"\n".join(commands) + b"\n") as r:
+        assert r.status_code == 200
+        events = [json.loads(line) for line in r.iter_lines() if line]
+    assert len(events) == len(commands)
+    assert all(e["type"] == "rejected" and 400 <= e["status"] < 500 for e in events), events
+    assert all(e["error"]["type"] == "invalid_request_error" for e in events)
+
+
 def test_malformed_json_and_unknown_routes(server):
     r = server.post("/generate", content=b"{not json")
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
@@ -278,7 +367,7 @@ def test_malformed_json_and_unknown_routes(server):
 def test_client_disconnect_aborts_and_frees_blocks(server):
     aborted = counter(server, "appliance_engine_requests_finished_total", finish_reason="abort")
     body = {"request_id": "d1", "prompt": "go on and on", "sampling": {"max_tokens": 480, "ignore_eos": True}}
-    with httpx.Client(base_url=str(server.base_url), timeout=60) as other:
+    with httpx.Client(base_url=str(server.base_url), timeout=60, headers=AUTH) as other:
         with other.stream("POST", "/generate", json=body) as r:
             lines = r.iter_lines()
             assert json.loads(next(lines))["type"] == "start"
@@ -294,7 +383,7 @@ def test_abort_endpoint_ends_the_stream(server):
     started = threading.Event()
 
     def consume():
-        with httpx.Client(base_url=str(server.base_url), timeout=60) as c, c.stream("POST", "/generate",
+        with httpx.Client(base_url=str(server.base_url), timeout=60, headers=AUTH) as c, c.stream("POST", "/generate",
                                                                                    json=body) as r:
             for line in r.iter_lines():
                 events.append(decode_event(line))
@@ -334,7 +423,8 @@ def test_unix_socket_mode(tiny_llama, tmp_path):
     proc, url = start_server(tiny_llama, "--uds", str(sock))
     try:
         assert url == f"unix:{sock}"
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://replica", timeout=60) as c:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://replica", timeout=60,
+                          headers=AUTH) as c:
             assert c.get("/health").json()["status"] == "ok"
             events = stream_events(c, {"request_id": "u1", "prompt": "over a socket",
                                        "sampling": {"max_tokens": 4, "ignore_eos": True}})

@@ -49,10 +49,24 @@ def test_cpu_replica_is_sampled_from_its_process(db):
     assert sample.memory_bytes > 10 * 1024**2 and sample.utilization_pct >= 0
 
 
+REPLICA_SECRET = "replica-credential-for-the-stand-in"
+
+
+def scrape(client, token: str | None = None):
+    """GET /metrics as Prometheus does: with the scrape token (settings.METRICS_TOKEN unless given)."""
+    from django.conf import settings
+
+    return client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN if token is None else token}")
+
+
 class _ReplicaMetrics(BaseHTTPRequestHandler):
     registry: CollectorRegistry
 
     def do_GET(self):
+        if self.headers.get("Authorization") != f"Bearer {REPLICA_SECRET}":  # as a sealed replica
+            self.send_response(401)
+            self.end_headers()
+            return
         body = generate_latest(self.registry)
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -65,7 +79,8 @@ class _ReplicaMetrics(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def replica_metrics_server():
-    """Stand-in for an engine replica's GET /metrics (a real HTTP server with a real prometheus registry)."""
+    """Stand-in for an engine replica's GET /metrics (a real HTTP server with a real prometheus registry), which
+    answers only a caller with the replica's credential."""
     servers = []
 
     def start(tokens: float):
@@ -83,10 +98,10 @@ def replica_metrics_server():
 
 
 def test_metrics_endpoint_exports_occupancy_and_relabelled_engine_metrics(client, node, replica_metrics_server):
-    a = make_replica(node, "model-a", [0], port=replica_metrics_server(5))
-    b = make_replica(node, "model-b", [1], port=replica_metrics_server(7), cold_start_s=3.5)
+    a = make_replica(node, "model-a", [0], port=replica_metrics_server(5), secret=REPLICA_SECRET)
+    b = make_replica(node, "model-b", [1], port=replica_metrics_server(7), cold_start_s=3.5, secret=REPLICA_SECRET)
     services.record_neuron_report(node, parse_report(report(runtime(1, "a", {0: 30.0, 1: 80.0}, {0: 10, 1: 20}))))
-    response = client.get("/metrics")
+    response = scrape(client)
     assert response.status_code == 200
     found = families(response.content.decode())
     ours = {"model-a", "model-b"}
@@ -106,6 +121,17 @@ def test_metrics_endpoint_exports_occupancy_and_relabelled_engine_metrics(client
 
 def test_metrics_endpoint_survives_an_unreachable_replica(client, node):
     make_replica(node, "dead", [0], port=1)  # nothing listens on port 1
-    response = client.get("/metrics")
+    response = scrape(client)
     assert response.status_code == 200
     assert "appliance_replica_ready" in response.content.decode()
+
+
+def test_metrics_endpoint_refuses_a_scraper_without_the_token(client, node):
+    make_replica(node, "tenant-visible-model", [0], port=1)
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong-token"}, {"HTTP_AUTHORIZATION": "Basic dGVzdA=="}):
+        response = client.get("/metrics", **headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_metrics_token"
+        assert "tenant-visible-model" not in response.content.decode()
+    response = scrape(client)
+    assert response.status_code == 200 and "tenant-visible-model" in response.content.decode()

@@ -134,7 +134,7 @@ class NodeAgent:
         self.procs[row.pk] = proc
         self.restart_at.pop(row.pk, None)
         Replica.objects.filter(pk=row.pk).update(
-            state=Replica.State.STARTING, pid=proc.pid, port=None, started_at=timezone.now(),
+            state=Replica.State.STARTING, pid=proc.pid, port=None, secret=proc.secret, started_at=timezone.now(),
             ready_at=None, cold_start_s=None,
         )
         log.info("started %s#%d pid %d on cores %s %s", dep.name, row.index, proc.pid, row.cores, proc.env_assigned)

@@ -14,7 +14,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.runtime.replica_auth import SECRET_ENV, bearer, new_secret
+
 PR_SET_PDEATHSIG = 1
+CONTROL_PLANE_SECRETS = ("SECRET_KEY", "API_KEY_HMAC_SECRET", "APPLIANCE_METRICS_TOKEN")  # a replica needs none
 
 
 def core_env(device: str, cores: list[int]) -> dict[str, str]:
@@ -63,11 +66,13 @@ class ReplicaProcess:
 
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
+        self.secret = new_secret()  # the replica's credential: in its environment, never its argv (/proc/*/cmdline)
         self.port: int | None = None  # the server picks a free port and names it in its READY line
         self.url: str | None = None
         self.ready = threading.Event()
         self.tail: deque[str] = deque(maxlen=40)
-        env = {**os.environ, **core_env(spec.device, spec.cores), "PYTHONUNBUFFERED": "1"}
+        env = {**{k: v for k, v in os.environ.items() if k not in CONTROL_PLANE_SECRETS},
+               **core_env(spec.device, spec.cores), "PYTHONUNBUFFERED": "1", SECRET_ENV: self.secret}
         cmd = [sys.executable, "-m", spec.server_module, "--model", spec.model_dir, "--device", spec.device,
                "--port", "0", *(["--served-model-name", spec.served_model_name] if spec.served_model_name else []),
                *engine_flags(spec.engine_args)]
@@ -120,11 +125,12 @@ class ReplicaProcess:
 
         from appliance.runtime.protocol import GenerateRequest, decode_event
 
-        if httpx.get(f"{self.url}/health", timeout=timeout).json().get("kind") == "encoder":
+        headers = bearer(self.secret)
+        if httpx.get(f"{self.url}/health", headers=headers, timeout=timeout).json().get("kind") == "encoder":
             return self._warm_up_encoder(timeout)
         request = GenerateRequest(request_id=f"warmup-{uuid.uuid4().hex[:8]}", prompt="Hello",
                                   sampling={"max_tokens": 1, "temperature": 0.0})
-        with httpx.Client(timeout=timeout) as client:
+        with httpx.Client(timeout=timeout, headers=headers) as client:
             with client.stream("POST", f"{self.url}/generate", json=request.to_dict()) as response:
                 if response.status_code != 200:
                     body = response.read()[:300]
@@ -145,7 +151,7 @@ class ReplicaProcess:
         import httpx
 
         body = {"request_id": f"warmup-{uuid.uuid4().hex[:8]}", "input": ["Hello"]}
-        response = httpx.post(f"{self.url}/embed", json=body, timeout=timeout)
+        response = httpx.post(f"{self.url}/embed", json=body, headers=bearer(self.secret), timeout=timeout)
         if response.status_code != 200:
             raise RuntimeError(f"warm-up embed answered HTTP {response.status_code}: {response.content[:300]!r}")
         return time.monotonic() - self.started_monotonic

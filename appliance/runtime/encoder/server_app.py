@@ -5,8 +5,9 @@ from typing import Any
 
 from appliance.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.runtime.protocol import ErrorBody
-from appliance.runtime.server_app import BadRequest, ClientGone, Receive, Scope, Send, _error, _json, _lifespan
-from appliance.runtime.server_app import _read_json
+from appliance.runtime.replica_auth import authorized
+from appliance.runtime.server_app import UNAUTHORIZED, BadRequest, ClientGone, Receive, Scope, Send, _error, _json
+from appliance.runtime.server_app import _internal_error, _lifespan, _read_json, log
 
 from .model import EmbedError
 from .protocol import EmbedRequest, EmbedResult
@@ -20,8 +21,9 @@ class EncoderApp:
 
     kind = "encoder"
 
-    def __init__(self, served_model_name: str) -> None:
+    def __init__(self, served_model_name: str, secret: str | None = None) -> None:
         self.served_model_name = served_model_name
+        self.secret = secret.encode() if secret else None  # as ReplicaApp: every route needs it
         self.runner: EncoderRunner | None = None
         self.info: dict[str, Any] = {}
         self.load_error: str | None = None
@@ -34,6 +36,9 @@ class EncoderApp:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if not authorized(scope, self.secret):
+            await _error(send, 401, UNAUTHORIZED)
             return
         route = (scope["method"], scope["path"])
         try:
@@ -53,6 +58,9 @@ class EncoderApp:
             await _error(send, exc.status, exc.body())
         except ClientGone:
             return
+        except Exception:  # a bug, not the caller's input: logged, never a traceback on the wire
+            log.exception("encoder replica: %s %s failed", scope["method"], scope["path"])
+            await _internal_error(send)
 
     def _require_runner(self) -> EncoderRunner:
         if self.runner is None:
@@ -95,9 +103,9 @@ class EncoderApp:
 
     @staticmethod
     def _parse(data: dict[str, Any]) -> EmbedRequest:
-        req = EmbedRequest.from_dict(data)
-        if not isinstance(req.request_id, str) or not req.request_id:
+        if not isinstance(data.get("request_id"), str) or not data["request_id"]:
             raise BadRequest("request_id must be a non-empty string", "request_id")
+        req = EmbedRequest.from_dict({"input": None, **data})  # a missing input is refused below
         if not isinstance(req.input, list) or not 1 <= len(req.input) <= MAX_INPUTS:
             raise BadRequest(f"input must be a list of 1 to {MAX_INPUTS} items", "input")
         for i, item in enumerate(req.input):

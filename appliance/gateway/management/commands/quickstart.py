@@ -129,7 +129,7 @@ def banner(url: str, key: str, password: str, home: Path, trained: bool, embed: 
    OpenAI-compatible API : {url}/v1
    Console               : {url}/        (user {ADMIN_USER}, password {password})
    Django admin          : {url}/admin/
-   Metrics               : {url}/metrics
+   Metrics               : {url}/metrics  (Authorization: Bearer {settings.METRICS_TOKEN})
    Demo API key          : {key}
    (key and password are stored, readable only by you, in {home})
 {note}

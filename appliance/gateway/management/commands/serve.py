@@ -43,6 +43,13 @@ def appliance_children(host: str, port: int, agent: bool = True, celery: bool = 
     return children
 
 
+def metrics_token_line() -> str:
+    """Where the /metrics scrape token comes from, and the token (docs/metrics.md)."""
+    source = ("APPLIANCE_METRICS_TOKEN" if os.environ.get("APPLIANCE_METRICS_TOKEN")
+              else f"generated, kept in {settings.SECRETS_FILE}")
+    return f"Metrics scrape token ({source}): {settings.METRICS_TOKEN}  (Authorization: Bearer <token> on /metrics)"
+
+
 class Command(BaseCommand):
     help = "Run the whole single-node appliance in the foreground (web, node agent, Celery worker and beat)."
 
@@ -60,4 +67,5 @@ class Command(BaseCommand):
         children = appliance_children(opts["host"], opts["port"], agent=not opts["no_agent"],
                                       celery=not opts["no_celery"], log_level=opts["log_level"])
         self.stdout.write(f"Serving on http://{opts['host']}:{opts['port']}/  (OpenAI API under /v1/; Ctrl-C stops)")
+        self.stdout.write(metrics_token_line())
         raise SystemExit(Supervisor(children, Path(settings.BASE_DIR)).run())
