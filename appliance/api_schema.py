@@ -2,8 +2,8 @@
 that they cannot hold NUL.
 
 drf-spectacular documents each operation's success; DRF also answers 400 (input refused: field errors as an object,
-or a list of messages), 415 (a body that is not JSON), 401 (no or bad credentials), 403 (not staff, or a viewer writing), 404 (no such object) and
-409 (a delete blocked by a reference). The hook adds those to every operation that can give them, so a client (and
+or a list of messages), 415 (a body that is not JSON), 401 (no or bad credentials), 403 (not staff, or a viewer
+writing), 404 (no such object) and 409 (a delete blocked by a reference). The hook adds those to every operation that can give them, so a client (and
 schemathesis in tests/admin_api) can rely on the published schema.
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -28,9 +29,9 @@ MAX_EXAMPLES = int(os.environ.get("APPLIANCE_FUZZ_EXAMPLES", "15"))
 
 # A schema-valid request may still be refused for a reason that depends on the database's state or on two fields
 # together, which no schema can express: a referenced object that does not exist, a name already taken, a checkpoint
-# path that is not a checkpoint, an expiry already past, min_replicas above max_replicas; DRF reads "" for a related object's name as no object ("may not be null": a
-# schema-valid request cannot send null where the schema does not allow it). Any other 400 to a schema-valid request
-# is a failure.
+# path that is not a checkpoint, an expiry already past, min_replicas above max_replicas. DRF also reads "" for a
+# related object's name as no object ("may not be null": a schema-valid request cannot send null where the schema
+# does not allow it). Any other 400 to a schema-valid request is a failure.
 STATE_REASONS = re.compile(
     r"does not exist|already exists|must make a unique set|not a directory|no config\.json|no weight files|"
     r"no tokenizer files|cannot read|Must be in the future|That choice is not one of the available choices|"

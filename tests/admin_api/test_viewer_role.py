@@ -3,6 +3,7 @@ Django admin. The API's operations are enumerated from the routers (drf-spectacu
 later is covered without editing this file."""
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -29,7 +30,7 @@ WRITES = [(p, m) for p, m in OPERATIONS if m != "GET"]
 
 @pytest.fixture
 def viewer(django_user_model):
-    call_command("create_admin", "vera", "--password", PASSWORD, "--viewer", stdout=open("/dev/null", "w"))
+    call_command("create_admin", "vera", "--password", PASSWORD, "--viewer", stdout=io.StringIO())
     return django_user_model.objects.get(username="vera")
 
 
@@ -69,7 +70,7 @@ def test_every_operation_is_enumerated():
 def test_create_admin_viewer_makes_a_read_only_staff_user(viewer, django_user_model):
     assert viewer.is_staff and not viewer.is_superuser and is_viewer(viewer)
     assert viewer.check_password(PASSWORD)
-    call_command("create_admin", "vera", "--password", PASSWORD, stdout=open("/dev/null", "w"))
+    call_command("create_admin", "vera", "--password", PASSWORD, stdout=io.StringIO())
     promoted = django_user_model.objects.get(username="vera")
     assert promoted.is_superuser and not is_viewer(promoted)
 
@@ -105,7 +106,8 @@ def test_non_staff_writes_are_refused_as_not_staff(regular_user):
 CONSOLE_PAGES = ["/", "/tenants/", "/tenants/acme/", "/models/", "/models/tiny-llama/", "/usage/", "/compile/",
                  "/deployments/", "/deployments/tiny-llama/", "/nodes/"]
 # Links to the pages that change things, and the forms that POST (the logout form is `<form class="logout" ...`).
-MUTATING = re.compile(r'href="[^"]*/(new|edit|register)/[^"]*"|/revoke/"|/keys/"|compile/\?version=|<form method="post"')
+MUTATING = re.compile(r'href="[^"]*/(new|edit|register)/[^"]*"|/revoke/"|/keys/"|compile/\?version='
+                      r'|<form method="post"')
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """GET /v1/openapi.json: the OpenAPI description of /v1 and the tokenizer routes. Its paths are exactly those the
-URL resolver serves to API-key holders, it is valid OpenAPI 3.1, and every operation documents the OpenAI error shape."""
+URL resolver serves to API-key holders, it is valid OpenAPI 3.1, and every operation documents the OpenAI error
+shape."""
 from __future__ import annotations
 
 import re
