@@ -6,7 +6,6 @@ answer 403) and the Django admin (view permissions only).
 """
 from __future__ import annotations
 
-from django.contrib.auth.models import Group, Permission
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 VIEWER_GROUP = "viewer"
@@ -31,8 +30,10 @@ def can_change(user) -> bool:
     return is_staff(user) and not is_viewer(user)
 
 
-def viewer_group() -> Group:
+def viewer_group():
     """The viewer group, holding every model's view permission (so the Django admin is read-only for it too)."""
+    from django.contrib.auth.models import Group, Permission
+
     group, _ = Group.objects.get_or_create(name=VIEWER_GROUP)
     group.permissions.set(Permission.objects.filter(codename__startswith="view_"))
     return group
