@@ -7,22 +7,47 @@
 
 Writes are atomic and audited (appliance.tenancy.audit); a delete blocked by a protected reference answers 409,
 a database constraint 400, never 500. Authentication: DRF token (``Authorization: Token <token>``) or the Django
-session; tenants' API keys are not accepted here.
+session; tenants' API keys are not accepted here. Permissions (`StaffPermission`): staff read; staff who are not
+viewers (appliance.roles) write. Every operation's error answers are in the published schema (appliance.api_schema).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import ProtectedError
-from django_filters.rest_framework import DjangoFilterBackend
-from rest_framework import mixins, status, viewsets
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.filters import OrderingFilter, SearchFilter
-from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 
+from appliance.api_filters import FilterBackend
+from appliance.roles import StaffPermission
 from appliance.tenancy.audit import diff, record_audit, snapshot
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, plus: a value the database cannot hold (a date out of its range, a number too large) or a
+    model validation error is the caller's mistake, a 400, not a 500."""
+    if isinstance(exc, DataError):
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid value"
+        return Response({"detail": f"A value is out of range: {first_line}"}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
+    return drf_exception_handler(exc, context)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The project's 404 handler: a URL under /api/ that matches no route (``/api/catalog/models/abc/``) answers in
+    the admin API's JSON shape, as the schema says; other paths get Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 class Conflict(APIException):
@@ -31,13 +56,57 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+def _takes_text(field: serializers.Field) -> bool:
+    return isinstance(field, (serializers.CharField, serializers.SlugRelatedField))
+
+
+def _json_type_error(field: serializers.Field, value: Any) -> str | None:
+    if _takes_text(field) and not isinstance(value, str):
+        return "Not a string."
+    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+        return "Not a boolean (true or false)."
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(field, serializers.IntegerField) and not (number and float(value).is_integer()):
+        return "Not an integer."
+    if isinstance(field, serializers.FloatField) and not number:
+        return "Not a number."
+    return None
+
+
+def refuse_coerced_types(serializer: serializers.Serializer, data: Any) -> None:
+    """Each field takes the JSON type the schema gives it: DRF would read the number 0 as the text "0" or as false,
+    the text "5" as the integer 5, and an object as an empty list."""
+    if not isinstance(data, dict):
+        return
+    errors = {}
+    for name, field in serializer.fields.items():
+        value = data.get(name)
+        if field.read_only or value is None:
+            continue
+        if problem := _json_type_error(field, value):
+            errors[name] = [problem]
+        elif isinstance(field, (serializers.ManyRelatedField, serializers.ListField)) and not isinstance(value, list):
+            errors[name] = ["Expected a list of items."]
+        elif isinstance(field, serializers.ManyRelatedField) and _takes_text(field.child_relation):
+            if not all(isinstance(v, str) for v in value):
+                errors[name] = ["Every item must be a string."]
+    if errors:
+        raise ValidationError(errors)
+
+
 class AdminAPIMixin:
     """Staff-only authentication, permissions, filtering and ordering shared by every admin viewset."""
 
     authentication_classes = [TokenAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
-    filter_backends = [DjangoFilterBackend, SearchFilter, OrderingFilter]
+    permission_classes = [StaffPermission]
+    filter_backends = [FilterBackend, SearchFilter, OrderingFilter]
     ordering_fields = "__all__"
+
+    def get_serializer(self, *args, **kwargs):
+        serializer = super().get_serializer(*args, **kwargs)
+        if "data" in kwargs:
+            refuse_coerced_types(serializer, kwargs["data"])
+        return serializer
 
 
 class AuditedWritesMixin:

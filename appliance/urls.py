@@ -11,6 +11,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from appliance.gateway import views as gateway_views
 from appliance.gateway import tokenizer_views
 
+handler404 = "appliance.api_base.not_found"
+
 ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry", "guardrails"]
 
 urlpatterns = [

@@ -14,7 +14,7 @@ from appliance.lifecycle.services import LifecycleError, request_compile
 from appliance.tenancy.audit import record_audit, snapshot
 
 from .ops_forms import CompileForm
-from .staff import staff_json, staff_required
+from .staff import staff_json, viewer_reads_only
 
 LIST_LIMIT = 50
 LOG_TAIL_CHARS = 4000
@@ -40,7 +40,7 @@ def recent_jobs(ids: list[int] | None = None) -> list[CompileJob]:
     return list(jobs.order_by("-created_at")[:LIST_LIMIT])
 
 
-@staff_required
+@viewer_reads_only
 def compile_jobs(request: HttpRequest) -> HttpResponse:
     initial = {}
     if request.GET.get("version", "").isdigit():

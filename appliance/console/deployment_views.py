@@ -18,7 +18,7 @@ from appliance.tenancy.audit import diff, record_audit, snapshot
 
 from . import series
 from .ops_forms import DeployForm
-from .staff import staff_json, staff_required
+from .staff import changes_required, staff_json, staff_required
 
 
 def _with_replicas():
@@ -45,7 +45,7 @@ def deploy_initial(model_name: str) -> dict:
             "pool": dep.pool.name if dep.pool else ""}
 
 
-@staff_required
+@changes_required
 def deployment_create(request: HttpRequest) -> HttpResponse:
     form = DeployForm(request.POST or None, initial=deploy_initial(request.GET.get("model", "")))
     if request.method == "POST" and form.is_valid():

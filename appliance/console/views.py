@@ -22,7 +22,7 @@ from appliance.tenancy.usage import month_start, month_tokens
 
 from . import live
 from .forms import APIKeyForm, RegisterModelForm, StaffLoginForm, TenantForm
-from .staff import staff_required
+from .staff import changes_required, staff_required
 
 QUOTAS = ("rpm", "tpm", "max_concurrency", "monthly_tokens")
 
@@ -59,7 +59,7 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/tenants.html", {"rows": rows, "nav": "tenants"})
 
 
-@staff_required
+@changes_required
 def tenant_create(request: HttpRequest) -> HttpResponse:
     form = TenantForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -78,7 +78,7 @@ def tenant_create(request: HttpRequest) -> HttpResponse:
     return render(request, "console/tenant_form.html", {"form": form, "nav": "tenants"})
 
 
-@staff_required
+@changes_required
 def tenant_edit(request: HttpRequest, name: str) -> HttpResponse:
     tenant = get_object_or_404(Tenant, name=name)
     form = TenantForm(request.POST or None, instance=tenant)
@@ -111,7 +111,7 @@ def _tenant_context(tenant: Tenant, form: APIKeyForm) -> dict:
     }
 
 
-@staff_required
+@changes_required
 @never_cache
 @require_POST
 def key_create(request: HttpRequest, name: str) -> HttpResponse:
@@ -132,7 +132,7 @@ def key_create(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "console/tenant_detail.html", _tenant_context(tenant, form), status=400)
 
 
-@staff_required
+@changes_required
 @require_POST
 def key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(APIKey.objects.select_related("tenant"), pk=pk)
@@ -147,7 +147,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/models.html", {"models": models, "nav": "models"})
 
 
-@staff_required
+@changes_required
 def model_register(request: HttpRequest) -> HttpResponse:
     form = RegisterModelForm(request.POST or None, initial={"name": request.GET.get("name", "")})
     if request.method == "POST" and form.is_valid():
@@ -158,6 +158,8 @@ def model_register(request: HttpRequest) -> HttpResponse:
             )
         except CheckpointError as exc:
             form.add_error("path", str(exc))
+        except (OSError, RuntimeError) as exc:  # a name too long for the filesystem, ~user with no such user
+            form.add_error("path", f"cannot read that path: {getattr(exc, 'strerror', None) or exc}")
         else:
             verb = "Registered" if created else "Already registered with the same weights:"
             messages.success(request, f"{verb} {version} ({version.model.architecture}, "

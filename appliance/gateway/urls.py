@@ -1,9 +1,10 @@
 """/v1/: the OpenAI-compatible API."""
 from django.urls import path
 
-from . import embeddings, views
+from . import embeddings, openapi, views
 
 urlpatterns = [
+    path("openapi.json", openapi.openapi_json, name="v1-openapi"),
     path("models", views.models, name="v1-models"),
     path("models/<path:name>", views.model_detail, name="v1-model"),
     path("completions", views.completions, name="v1-completions"),

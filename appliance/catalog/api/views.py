@@ -7,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from appliance.api_base import AdminModelViewSet, AdminReadOnlyViewSet
+from appliance.api_base import AdminModelViewSet, AdminReadOnlyViewSet, refuse_coerced_types
 
 from ..models import Artifact, Deployment, Model, ModelVersion, Node, Pool, Replica
 from ..services import CheckpointError, register_model_version
@@ -25,6 +25,7 @@ class ModelViewSet(AdminModelViewSet):
     def register(self, request: Request) -> Response:
         """Register a checkpoint directory as the model's next version (creating the model if new)."""
         form = serializers.RegisterModelSerializer(data=request.data)
+        refuse_coerced_types(form, request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
@@ -34,6 +35,9 @@ class ModelViewSet(AdminModelViewSet):
             )
         except CheckpointError as exc:
             raise ValidationError({"path": [str(exc)]}) from None
+        except (OSError, RuntimeError) as exc:  # a name too long for the filesystem, ~user with no such user
+            reason = getattr(exc, "strerror", None) or exc
+            raise ValidationError({"path": [f"cannot read {data['path'][:200]!r}: {reason}"]}) from None
         body = serializers.ModelVersionSerializer(version).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -17,8 +17,4 @@ class ProfileJobSerializer(serializers.ModelSerializer):
             "created_at", "started_at", "finished_at",
         ]
         read_only_fields = [f for f in fields if f not in ("replica", "duration_s")]
-
-    def validate_duration_s(self, value: float) -> float:
-        if not 0.5 <= value <= 120:
-            raise serializers.ValidationError("must be between 0.5 and 120 seconds")
-        return value
+        extra_kwargs = {"duration_s": {"min_value": 0.5, "max_value": 120}}

@@ -1,11 +1,13 @@
 from django.db import transaction
 from rest_framework import mixins, viewsets
 
+from appliance.api_base import AdminAPIMixin
+
 from ..models import OccupancySample, ProfileJob
 from .serializers import OccupancySampleSerializer, ProfileJobSerializer
 
 
-class OccupancySampleViewSet(viewsets.ReadOnlyModelViewSet):
+class OccupancySampleViewSet(AdminAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Occupancy time series; filter with ?replica=, ?node=, ?device=."""
 
     serializer_class = OccupancySampleSerializer
@@ -19,7 +21,7 @@ class OccupancySampleViewSet(viewsets.ReadOnlyModelViewSet):
         return qs
 
 
-class ProfileJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class ProfileJobViewSet(AdminAPIMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Profile a replica: create queues a Celery job; read its status, log and summary."""
 
     queryset = ProfileJob.objects.select_related("replica")

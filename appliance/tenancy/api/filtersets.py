@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import django_filters as filters
 
+from appliance.api_filters import BooleanFilter, FilterSet, UTCDateTimeFilter
+
 from ..models import APIKey, AuditLog, UsageRecord, UsageRollup
 
 
-class UsageRecordFilterSet(filters.FilterSet):
+class UsageRecordFilterSet(FilterSet):
     tenant = filters.CharFilter(field_name="tenant__name", help_text="Tenant name")
     api_key = filters.CharFilter(field_name="api_key__prefix", help_text="API key prefix")
     model = filters.CharFilter(field_name="model_name", help_text="Model (deployment) name")
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     date = filters.DateFilter(field_name="created_at", lookup_expr="date", help_text="Day (UTC), YYYY-MM-DD")
 
     class Meta:
@@ -18,12 +20,12 @@ class UsageRecordFilterSet(filters.FilterSet):
         fields = ["tenant", "api_key", "model", "status_code", "endpoint", "request_id"]
 
 
-class UsageRollupFilterSet(filters.FilterSet):
+class UsageRollupFilterSet(FilterSet):
     tenant = filters.CharFilter(field_name="tenant__name", help_text="Tenant name")
     api_key = filters.CharFilter(field_name="api_key__prefix", help_text="API key prefix")
     model = filters.CharFilter(field_name="model_name", help_text="Model (deployment) name")
-    since = filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="period_start", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="period_start", lookup_expr="lt")
     date = filters.DateFilter(field_name="period_start", lookup_expr="date", help_text="Day (UTC), YYYY-MM-DD")
 
     class Meta:
@@ -31,19 +33,19 @@ class UsageRollupFilterSet(filters.FilterSet):
         fields = ["tenant", "api_key", "model"]
 
 
-class APIKeyFilterSet(filters.FilterSet):
+class APIKeyFilterSet(FilterSet):
     tenant = filters.CharFilter(field_name="tenant__name", help_text="Tenant name")
-    revoked = filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
+    revoked = BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
 
     class Meta:
         model = APIKey
         fields = ["tenant", "prefix", "name", "revoked"]
 
 
-class AuditLogFilterSet(filters.FilterSet):
+class AuditLogFilterSet(FilterSet):
     actor = filters.CharFilter(field_name="actor__username")
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditLog

@@ -67,8 +67,8 @@ class APIKeySerializer(serializers.ModelSerializer):
 
     def validate_allowed_models(self, value):
         tenant = self.instance.tenant if self.instance else self.initial_data.get("tenant")
-        if isinstance(tenant, str):
-            tenant = Tenant.objects.filter(name=tenant).first()
+        if not isinstance(tenant, Tenant):
+            tenant = Tenant.objects.filter(name=tenant).first() if isinstance(tenant, str) else None
         if tenant is not None and not tenant.all_models:
             outside = sorted({m.name for m in value} - set(tenant.allowed_models.values_list("name", flat=True)))
             if outside:
@@ -88,7 +88,7 @@ class APIKeyCreateSerializer(APIKeySerializer):
 
 class UsageRecordSerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True)
+    api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True, allow_null=True)
 
     class Meta:
         model = UsageRecord
@@ -100,7 +100,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
 
 class UsageRollupSerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True)
+    api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True, allow_null=True)
 
     class Meta:
         model = UsageRollup
@@ -111,7 +111,7 @@ class UsageRollupSerializer(serializers.ModelSerializer):
 
 
 class AuditLogSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = AuditLog

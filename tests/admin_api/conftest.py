@@ -1,0 +1,1 @@
+from tests.admin_fixtures import *  # noqa: F401,F403
