@@ -8,6 +8,7 @@ from django.utils import timezone
 
 def seed_one_of_everything(staff) -> None:
     from appliance.catalog.models import Artifact, Deployment, Model, ModelVersion, Node, Pool, Replica
+    from appliance.guardrails.models import GuardrailPolicy
     from appliance.lifecycle.models import CompileJob
     from appliance.telemetry.models import OccupancySample, ProfileJob
     from appliance.tenancy.models import UsageRecord, UsageRollup
@@ -29,3 +30,4 @@ def seed_one_of_everything(staff) -> None:
                                period_start=timezone.now() - timedelta(hours=1))
     OccupancySample.objects.create(node=node, replica=replica, device="cpu", utilization_pct=1.0)
     ProfileJob.objects.create(replica=replica)
+    GuardrailPolicy.objects.create(tenant=tenant, deny_terms=["forbidden"])

@@ -29,14 +29,16 @@ MAX_EXAMPLES = int(os.environ.get("APPLIANCE_FUZZ_EXAMPLES", "15"))
 
 # A schema-valid request may still be refused for a reason that depends on the database's state or on two fields
 # together, which no schema can express: a referenced object that does not exist, a name already taken, a checkpoint
-# path that is not a checkpoint, an expiry already past, min_replicas above max_replicas. DRF also reads "" for a
+# path that is not a checkpoint, an expiry already past, min_replicas above max_replicas, a guardrail policy that
+# names both a tenant and a deployment or neither, a content filter that does not import. DRF also reads "" for a
 # related object's name as no object ("may not be null": a schema-valid request cannot send null where the schema
 # does not allow it). Any other 400 to a schema-valid request is a failure.
 STATE_REASONS = re.compile(
     r"does not exist|already exists|must make a unique set|not a directory|no config\.json|no weight files|"
     r"no tokenizer files|cannot read|Must be in the future|That choice is not one of the available choices|"
     r"Not allowed for tenant|Belongs to another model version|already (finished|cancelled)|no replica|"
-    r"only local directories|This field may not be null|Must be at least min_replicas"
+    r"only local directories|This field may not be null|Must be at least min_replicas|"
+    r"exactly one tenant or one deployment|content filter"
 )
 
 
