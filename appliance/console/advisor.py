@@ -27,7 +27,8 @@ The models behind the scores:
 - scalability: how many of the peak's needed replicas the option can reach (free cores / cores per replica; the
   pool holds one replica), times how elastically it follows the load (per-model 10, dedicated 8, shared 6).
 
-The recommendation: options that fit in memory and, when isolation is required, isolate (score >= 8); among those,
+The recommendation: options that fit in memory, isolate when isolation is required (score >= 8), and, for a tenant
+that does not tolerate cold starts, do not put them past its SLO in more than 0.1 % of requests; among those,
 the highest sum of model size, latency, cost, scalability (and isolation, when it is required); a tie goes to the
 cheaper.
 """
@@ -198,6 +199,9 @@ def advise(needs: Needs, figures: Figures) -> Advice:
                         f"{_gib(p['memory'])}")
         elif needs.isolation_required and scores["isolation"] < ISOLATED_ENOUGH:
             excluded = "isolation is required and the shared pool runs other models on the same cores"
+        elif not needs.tolerates_cold_start and p["cold"] > COLD_TAIL and expected > slo_s:
+            excluded = (f"cold starts are not tolerated and {p['cold'] * 100:.1f} % of requests would meet one "
+                        f"({f.cold_start_s:.1f} s, past the {needs.latency_slo_ms:g} ms SLO)")
         weighted = [k for k in FITNESS if k != "isolation" or needs.isolation_required]
         options.append(OptionScore(
             option=name, title=OPTION_TITLES[name], scores=scores, eligible=not excluded,
