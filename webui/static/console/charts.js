@@ -116,7 +116,7 @@
       const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
       return [c + Math.cos(a) * R * (v / max), c + Math.sin(a) * R * (v / max)];
     };
-    const root = svg("svg", { viewBox: `0 0 ${size} ${size}`, width: "100%", role: "img",
+    const root = svg("svg", { viewBox: `-70 0 ${size + 140} ${size}`, width: "100%", role: "img",
       "aria-label": chart.title || "spider chart" });
     for (const ring of [0.25, 0.5, 0.75, 1]) {
       const pts = chart.axes.map((_, i) => at(i, max * ring).map((v) => v.toFixed(1)).join(","));
