@@ -5,6 +5,7 @@ Embedded defaults make a laptop demo work with no servers: SQLite under APPLIANC
 Production sets DATABASE_URL (PostgreSQL) and REDIS_URL. Secrets are the installation's own (secret_store.py).
 """
 from pathlib import Path
+import json
 import os
 
 import dj_database_url
@@ -182,6 +183,10 @@ SPECTACULAR_SETTINGS = {
 }
 LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:dashboard"
+
+# Hourly price per instance type for the console's costs (appliance/console/prices.py has the list prices), as a
+# JSON object: {"inf2.xlarge": 0.76, "default": 0.1}.
+INSTANCE_HOURLY_PRICES = json.loads(os.environ.get("INSTANCE_HOURLY_PRICES", "{}"))
 
 # Where model artifacts (compiled or converted) are stored, content-addressed.
 ARTIFACT_STORE_URL = os.environ.get("ARTIFACT_STORE_URL", str(APPLIANCE_HOME / "artifacts"))

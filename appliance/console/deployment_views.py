@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from appliance.catalog.models import Deployment, Node, Replica
 from appliance.lifecycle import placement
 from appliance.lifecycle.conf import setting
+from appliance.lifecycle.models import CompileJob
 from appliance.lifecycle.services import LifecycleError, deploy
 from appliance.tenancy.audit import diff, record_audit, snapshot
 
@@ -100,10 +101,13 @@ def deployment_detail(request: HttpRequest, name: str) -> HttpResponse:
     dep = get_object_or_404(_with_replicas(), name=name)
     now = timezone.now()
     replicas = [r for r in dep.replicas.all() if r.state != Replica.State.STOPPED or r.restart_count]
+    compile_jobs = dep.model_version.compile_jobs.filter(target=dep.device).order_by("-created_at")
+    pending = compile_jobs.filter(status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING]).first()
     return render(request, "console/deployment_detail.html", {
+        "compile_pending": None if dep.artifact_id else pending,
         "dep": dep, "replicas": replicas, "zero": scale_to_zero(dep, now), "nav": "deployments",
         "windows": list(series.WINDOWS), "window": series.DEFAULT_WINDOW,
-        "compile_jobs": dep.model_version.compile_jobs.filter(target=dep.device).order_by("-created_at")[:5],
+        "compile_jobs": compile_jobs[:5],
     })
 
 

@@ -1,6 +1,6 @@
 """The numbers behind the console dashboard, served as JSON at /console/live.json and polled by dashboard.js.
 
-Per deployment: status and replicas from the catalog; requests, errors, tokens, p50 latency and time to first
+Per deployment: status and replicas from the catalog; requests, errors (and by kind: usage_report), tokens, p50 latency and time to first
 token over the last hour and requests per minute from UsageRecord (written by the gateway); accelerator occupancy
 (utilization, device memory, utilization per minute) from telemetry's OccupancySample rows of its replicas; and
 the replicas' cold-start times.
@@ -19,6 +19,8 @@ from appliance.catalog.models import Deployment, Replica
 from appliance.telemetry.models import OccupancySample
 from appliance.tenancy.models import UsageRecord
 from appliance.tenancy.usage import summarize
+
+from .usage_report import error_kinds
 
 WINDOW = timedelta(hours=1)
 OCCUPANCY_MAX_AGE = timedelta(minutes=2)
@@ -97,6 +99,7 @@ def snapshot(now: datetime | None = None) -> dict[str, Any]:
     rows = []
     for d in deployments:
         usage = summarize(recent.filter(model_name=d.name))
+        kinds = recent.filter(model_name=d.name).aggregate(**error_kinds())
         replicas = list(d.replicas.all())
         cold = [r for r in replicas if r.cold_start_s is not None]
         rows.append({
@@ -118,6 +121,7 @@ def snapshot(now: datetime | None = None) -> dict[str, Any]:
             },
             "requests": usage.requests,
             "errors": usage.errors,
+            "errors_by_kind": kinds,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "p50_latency_ms": usage.p50_latency_ms,

@@ -1,7 +1,7 @@
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from . import compile_views, deployment_views, views
+from . import advisor_views, compile_views, deployment_views, playground_views, views
 
 app_name = "console"
 
@@ -27,4 +27,6 @@ urlpatterns = [
     path("deployments/<slug:name>/", deployment_views.deployment_detail, name="deployment-detail"),
     path("deployments/<slug:name>/series.json", deployment_views.deployment_series, name="deployment-series"),
     path("nodes/", deployment_views.node_list, name="nodes"),
+    path("playground/", playground_views.playground, name="playground"),
+    path("advisor/", advisor_views.advisor_page, name="advisor"),
 ]

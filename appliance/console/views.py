@@ -20,7 +20,8 @@ from appliance.tenancy.models import APIKey, Tenant, UsageRecord
 from appliance.tenancy.services import create_api_key, create_tenant, revoke_api_key
 from appliance.tenancy.usage import month_start, month_tokens
 
-from . import live
+from . import live, usage_report
+from .prices import price_table
 from .forms import APIKeyForm, RegisterModelForm, StaffLoginForm, TenantForm
 from .staff import changes_required, staff_required
 
@@ -188,15 +189,13 @@ def usage(request: HttpRequest) -> HttpResponse:
     window = request.GET.get("window", "24h")
     window = window if window in USAGE_WINDOWS else "24h"
     tenant_name = request.GET.get("tenant", "")
-    records = UsageRecord.objects.filter(created_at__gte=timezone.now() - USAGE_WINDOWS[window])
+    now = timezone.now()
+    since = now - USAGE_WINDOWS[window]
+    records = UsageRecord.objects.filter(created_at__gte=since)
     if tenant_name:
         records = records.filter(tenant__name=tenant_name)
-    by_model = (
-        records.values("tenant__name", "model_name")
-        .annotate(requests=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)),
-                  prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
-        .order_by("tenant__name", "model_name")
-    )
+    by_model = usage_report.usage_rows(records, since, now)
+    by_key = usage_report.usage_rows(records, since, now, by_key=True)
     start = month_start()
     month = []
     for tenant in Tenant.objects.filter(name=tenant_name) if tenant_name else Tenant.objects.all():
@@ -205,7 +204,9 @@ def usage(request: HttpRequest) -> HttpResponse:
         month.append({"tenant": tenant, "used": used, "budget": budget,
                       "percent": round(100 * used / budget, 1) if budget else None})
     return render(request, "console/usage.html", {
-        "by_model": by_model, "month": month, "window": window, "windows": list(USAGE_WINDOWS),
+        "by_model": by_model, "by_key": by_key, "totals": usage_report.totals(by_model), "month": month,
+        "window": window, "windows": list(USAGE_WINDOWS), "over_time": usage_report.over_time(records, window, since,
+                                                                                            now),
         "tenant_name": tenant_name, "tenants": Tenant.objects.values_list("name", flat=True),
-        "month_start": start, "nav": "usage",
+        "month_start": start, "prices": price_table(), "nav": "usage",
     })

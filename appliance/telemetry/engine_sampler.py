@@ -23,7 +23,8 @@ from .models import EngineSample
 PREFIX = "appliance_engine_"
 GAUGES = ("num_requests_running", "num_requests_waiting", "kv_blocks_used", "kv_blocks_total")
 COUNTERS = ("generation_tokens", "preemptions", "prefix_cache_queried_tokens", "prefix_cache_hit_tokens", "steps")
-HISTOGRAMS = ("request_ttft_seconds", "request_inter_token_seconds", "step_num_seqs", "step_batched_tokens")
+HISTOGRAMS = ("request_ttft_seconds", "request_inter_token_seconds", "request_queue_seconds", "step_num_seqs",
+              "step_batched_tokens")
 
 
 @dataclass
@@ -137,9 +138,12 @@ def build_sample(replica: Replica, reading: EngineReading, previous: EngineSampl
     steps_seqs = hist("step_num_seqs")
     sample.seqs_per_step = _mean(steps_seqs) if steps_seqs and steps_seqs["count"] > 0 else 0.0
     sample.tokens_per_step = _mean(hist("step_batched_tokens"))
-    ttft, itl = hist("request_ttft_seconds"), hist("request_inter_token_seconds")
-    sample.ttft_p50_s = histogram_quantile(0.5, ttft["buckets"]) if ttft else None
-    sample.itl_p50_s = histogram_quantile(0.5, itl["buckets"]) if itl else None
+    for name, prefix, quantiles in (("request_ttft_seconds", "ttft", (50, 95, 99)),
+                                    ("request_inter_token_seconds", "itl", (50, 95, 99)),
+                                    ("request_queue_seconds", "queue", (50, 95))):
+        observed = hist(name)
+        for q in quantiles:
+            setattr(sample, f"{prefix}_p{q}_s", histogram_quantile(q / 100, observed["buckets"]) if observed else None)
     return sample
 
 

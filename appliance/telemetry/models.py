@@ -45,7 +45,7 @@ class ProfileJob(models.Model):
 
 
 class EngineSample(models.Model):
-    """One scrape of an engine replica's /metrics: gauges as read, rates and p50s over the time since the replica's
+    """One scrape of an engine replica's /metrics: gauges as read, rates and quantiles over the time since the replica's
     previous sample (derived from the cumulative counters and histogram buckets kept in `counters`)."""
 
     replica = models.ForeignKey("catalog.Replica", on_delete=models.CASCADE, related_name="engine_samples")
@@ -61,6 +61,12 @@ class EngineSample(models.Model):
     tokens_per_step = models.FloatField(null=True, blank=True, help_text="Mean batched tokens per step")
     ttft_p50_s = models.FloatField(null=True, blank=True)
     itl_p50_s = models.FloatField(null=True, blank=True)
+    ttft_p95_s = models.FloatField(null=True, blank=True)
+    ttft_p99_s = models.FloatField(null=True, blank=True)
+    itl_p95_s = models.FloatField(null=True, blank=True)
+    itl_p99_s = models.FloatField(null=True, blank=True)
+    queue_p50_s = models.FloatField(null=True, blank=True, help_text="Engine queue time (arrival to scheduled)")
+    queue_p95_s = models.FloatField(null=True, blank=True)
     preemptions = models.PositiveIntegerField(default=0, help_text="Preemptions during the interval")
     prefix_cache_hit_rate = models.FloatField(null=True, blank=True, help_text="Hit tokens / queried, interval")
     counters = models.JSONField(default=dict, blank=True, help_text="Cumulative counters and histogram buckets")

@@ -87,7 +87,7 @@ def test_register_compile_deploy_and_watch_the_charts(live_server, page, staff, 
     page.wait_for_selector("body[data-charts=ok]")
     tokens = page.locator("figure.chart[data-key=tokens]")
     assert tokens.locator(".series").count() >= 1
-    assert page.locator("figure.chart").count() == 6
+    assert page.locator("figure.chart").count() == 9
     assert "ready" in page.inner_text("#replicas") and " s" in page.inner_text("#replicas")
     page.click("#windows button[data-window='15m']")
     page.wait_for_selector("body[data-window='15m']")

@@ -87,6 +87,13 @@ def test_sampler_reads_a_live_engine_replica(engine_server):
     assert sum(s.tokens_per_s * s.interval_s for s in window) == pytest.approx(1200, rel=1e-6)
     assert done.ttft_p50_s is not None or busy.ttft_p50_s is not None
     assert 0 < (done.itl_p50_s or busy.itl_p50_s) < 5
+    for s in window:  # the tails from the same interval's buckets: never below the median
+        for name in ("ttft", "itl"):
+            p50, p95, p99 = (getattr(s, f"{name}_p{q}_s") for q in (50, 95, 99))
+            assert (p50 is None) == (p95 is None) == (p99 is None)
+            assert p50 is None or p50 <= p95 <= p99
+    queued = [s for s in window if s.queue_p50_s is not None]
+    assert queued and all(0 <= s.queue_p50_s <= s.queue_p95_s < 5 for s in queued)
     assert 1 <= max(s.seqs_per_step for s in window) <= 3
     assert max(s.batch_occupancy_pct for s in window) <= 3 / 8 * 100
 

@@ -180,13 +180,15 @@ def test_a_failed_deployment_shows_its_failure_and_no_scale_to_zero_countdown(co
     assert data["status"] == "failed" and data["status_message"] == failure and data["scale_to_zero"] is None
 
 
-def test_series_json_charts_the_engine_and_occupancy_samples(console, deployment):
+def test_series_json_charts_the_engine_and_occupancy_samples_with_tail_latencies(console, deployment):
     replica = deployment.replicas.get()
     now = timezone.now()
     rows = [
         EngineSample(replica=replica, interval_s=None, kv_blocks_used=0, kv_blocks_total=100, max_num_seqs=8),
         EngineSample(replica=replica, interval_s=5, running=2, kv_blocks_used=25, kv_blocks_total=100,
-                     max_num_seqs=8, tokens_per_s=120.0, seqs_per_step=2.0, ttft_p50_s=0.0421, itl_p50_s=0.0153),
+                     max_num_seqs=8, tokens_per_s=120.0, seqs_per_step=2.0, ttft_p50_s=0.0421, itl_p50_s=0.0153,
+                     ttft_p95_s=0.09, ttft_p99_s=0.2, itl_p95_s=0.03, itl_p99_s=0.05, queue_p50_s=0.004,
+                     queue_p95_s=0.012, preemptions=3, prefix_cache_hit_rate=0.25),
     ]
     for i, row in enumerate(EngineSample.objects.bulk_create(rows)):
         EngineSample.objects.filter(pk=row.pk).update(created_at=now - timedelta(seconds=10 - 5 * i))
@@ -197,16 +199,25 @@ def test_series_json_charts_the_engine_and_occupancy_samples(console, deployment
                                        utilization_pct=pct)
     data = console.get("/deployments/tiny-llama/series.json").json()
     charts = {c["key"]: c for c in data["charts"]}
-    assert set(charts) == {"ttft", "itl", "tokens", "batch", "kv", "util"}
+    assert set(charts) == {"ttft", "itl", "tokens", "batch", "kv", "queue", "preemptions", "prefix", "util"}
     assert data["until"] - data["since"] == 3600 * 1000
     [tokens] = charts["tokens"]["series"]
     assert tokens["label"] == "replica 0" and [v for _, v in tokens["points"]] == [120.0]
-    assert [v for _, v in charts["ttft"]["series"][0]["points"]] == [42.1]
-    assert [v for _, v in charts["itl"]["series"][0]["points"]] == [15.3]
+    ttft = {s["quantile"]: [v for _, v in s["points"]] for s in charts["ttft"]["series"]}
+    assert ttft == {"p50": [42.1], "p95": [90.0], "p99": [200.0]}
+    itl = {s["quantile"]: [v for _, v in s["points"]] for s in charts["itl"]["series"]}
+    assert itl == {"p50": [15.3], "p95": [30.0], "p99": [50.0]}
+    assert [s["label"] for s in charts["ttft"]["series"]] == ["replica 0 p50", "replica 0 p95", "replica 0 p99"]
+    queue = {s["quantile"]: [v for _, v in s["points"]] for s in charts["queue"]["series"]}
+    assert queue == {"p50": [4.0], "p95": [12.0]}
+    assert [v for _, v in charts["preemptions"]["series"][0]["points"]] == [36.0]  # 3 in 5 s
+    assert [v for _, v in charts["prefix"]["series"][0]["points"]] == [25.0]
     assert [v for _, v in charts["batch"]["series"][0]["points"]] == [25.0]
     assert [v for _, v in charts["kv"]["series"][0]["points"]] == [0.0, 25.0]
     assert [v for _, v in charts["util"]["series"][0]["points"]] == [40.0]
-    assert charts["util"]["title"] == "CPU utilization" and charts["kv"]["max"] == 100.0
+    assert charts["util"]["title"] == "CPU utilization"
+    for key in ("batch", "kv", "util"):  # scaled to the data (2-5 % must not look flat), never past 100 %
+        assert charts[key]["max"] is None and charts[key]["cap"] == 100.0
     assert data["replicas"] == [{"index": 0, "state": "ready", "cold_start_s": 2.25, "restarts": 3}]
     assert data["scale_to_zero"]["state"] == "armed"
     short = console.get("/deployments/tiny-llama/series.json?window=15m").json()

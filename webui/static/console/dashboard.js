@@ -53,6 +53,18 @@
     return svg;
   }
 
+  const KINDS = [["rate_limited", "rate-limited"], ["content_filtered", "filtered"], ["rejected", "rejected"],
+    ["failed", "failed"]];
+
+  function errorsCell(d) {
+    const cell = el("td", { class: "num errors" }, d.errors);
+    const kinds = d.errors_by_kind || {};
+    const parts = KINDS.filter(([k]) => kinds[k]).map(([k, label]) => `${kinds[k]} ${label}`);
+    if (parts.length) cell.append(el("small", { class: "muted kinds" }, ` (${parts.join(", ")})`));
+    cell.title = KINDS.map(([k, label]) => `${label}: ${kinds[k] || 0}`).join(" · ");
+    return cell;
+  }
+
   function row(d) {
     const tokens = d.prompt_tokens + d.completion_tokens;
     const tr = el("tr", { "data-name": d.name },
@@ -62,7 +74,7 @@
       el("td", { title: d.status_message || "" }, el("span", { class: `status ${d.status}` }, d.status)),
       el("td", {}, `${d.replicas.ready}/${d.replicas.desired}`),
       el("td", { class: "num" }, d.requests),
-      el("td", { class: "num" }, d.errors),
+      errorsCell(d),
       el("td", { class: "num" }, tokens),
       el("td", { class: "num" }, ms(d.p50_latency_ms)),
       el("td", { class: "num" }, ms(d.p50_ttft_ms)),
