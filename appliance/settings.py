@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "appliance.jobs",
     "appliance.telemetry",
     "appliance.guardrails",
+    "appliance.capacity",
     "appliance.console",
 ]
 

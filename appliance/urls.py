@@ -11,7 +11,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from appliance.gateway import views as gateway_views
 from appliance.gateway import tokenizer_views
 
-ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry", "guardrails"]
+ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry", "guardrails", "capacity"]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
