@@ -2,7 +2,8 @@
 
 A thread scrapes each ready replica's /metrics every SAMPLE_S while the level runs. Mean batch size is the change in
 the engine's step_num_seqs histogram (sequences summed over steps / steps) across the level; KV use the mean of the
-kv_blocks_used / kv_blocks_total gauges sampled; core utilization the mean of the telemetry OccupancySample rows the
+kv_blocks_used / kv_blocks_total gauges sampled while the level ran (not the idle
+moments before its first request and after its last); core utilization the mean of the telemetry OccupancySample rows the
 appliance stored for those replicas during the level (neuron-monitor on Neuron, NVML on CUDA), or, where none were
 stored, the replica process's CPU time over the level's wall time as a share of the machine's CPUs (as the
 telemetry's own CPU samples count it; a replica whose pid the appliance knows).
@@ -22,7 +23,7 @@ from appliance.telemetry.engine_sampler import parse_metrics
 from appliance.telemetry.exposition import scrape
 from appliance.telemetry.models import OccupancySample
 
-SAMPLE_S = 0.5
+SAMPLE_S = 0.1
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -52,10 +53,10 @@ class LevelSampler:
     def start(self) -> None:
         self.started_at, self.t0 = timezone.now(), time.perf_counter()
         self.cpu_start = {r.pk: _cpu_seconds(r.pid) for r in self.replicas}
-        self._sample()
+        self._sample(keep_kv=False)
         self.thread.start()
 
-    def _sample(self) -> None:
+    def _sample(self, keep_kv: bool = True) -> None:
         used = total = 0.0
         for r in self.replicas:
             try:
@@ -67,7 +68,7 @@ class LevelSampler:
             self.last[r.pk] = hist
             used += reading.gauges.get("kv_blocks_used", 0.0)
             total += reading.gauges.get("kv_blocks_total", 0.0)
-        if total:
+        if total and keep_kv:
             self.kv.append(used / total)
 
     def _run(self) -> None:
@@ -78,7 +79,7 @@ class LevelSampler:
         """Stop sampling; the level's mean_batch_size, kv_use and core_utilization (None where unknown)."""
         self.stopped.set()
         self.thread.join()
-        self._sample()
+        self._sample(keep_kv=False)
         wall = time.perf_counter() - self.t0
         seqs = sum(self.last[pk]["sum"] - self.first[pk]["sum"] for pk in self.last)
         steps = sum(self.last[pk]["count"] - self.first[pk]["count"] for pk in self.last)
