@@ -145,7 +145,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device",
-                            "GuardrailActionEnum": "appliance.guardrails.models.GuardrailPolicy.Action"},
+                            "GuardrailActionEnum": "appliance.guardrails.models.GuardrailPolicy.Action",
+                            "BenchmarkStatusEnum": "appliance.capacity.models.BenchmarkRun.Status"},
     # Swagger UI from local static files (the appliance may have no internet access).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -24,7 +24,7 @@ class Tenant(QuotaFields):
         BENCHMARK = "benchmark", "Benchmark (the appliance's own load tests; not billed)"
 
     name = models.SlugField(max_length=100, unique=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER,
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER, editable=False,
                             help_text="benchmark: usage rows of this tenant's keys are load tests, not billable use")
     display_name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='tenant',
             name='kind',
-            field=models.CharField(choices=[('customer', 'Customer'), ('benchmark', "Benchmark (the appliance's own load tests; not billed)")], default='customer', help_text="benchmark: usage rows of this tenant's keys are load tests, not billable use", max_length=10),
+            field=models.CharField(choices=[('customer', 'Customer'), ('benchmark', "Benchmark (the appliance's own load tests; not billed)")], default='customer', editable=False, help_text="benchmark: usage rows of this tenant's keys are load tests, not billable use", max_length=10),
         ),
     ]
