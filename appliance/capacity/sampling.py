@@ -3,9 +3,10 @@
 A thread scrapes each ready replica's /metrics every SAMPLE_S while the level runs. Mean batch size is the change in
 the engine's step_num_seqs histogram (sequences summed over steps / steps) across the level; KV use the mean of the
 kv_blocks_used / kv_blocks_total gauges sampled while the level ran (not the idle moments before its first request
-and after its last); core utilization the mean of the telemetry OccupancySample rows the appliance stored for those replicas during the level (neuron-monitor on Neuron, NVML on CUDA), or, where none were
-stored, the replica process's CPU time over the level's wall time as a share of the machine's CPUs (as the
-telemetry's own CPU samples count it; a replica whose pid the appliance knows).
+and after its last); core utilization the mean of the telemetry OccupancySample rows the appliance stored for those
+replicas during the level (neuron-monitor on Neuron, NVML on CUDA), or, where none were stored, the replica
+process's CPU time over the level's wall time as a share of the machine's CPUs (as the telemetry's own CPU samples
+count it; a replica whose pid the appliance knows).
 """
 from __future__ import annotations
 
