@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "appliance.jobs",
     "appliance.telemetry",
     "appliance.guardrails",
+    "appliance.capacity",
     "appliance.console",
 ]
 
@@ -170,7 +171,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "ENUM_NAME_OVERRIDES": {"DeviceEnum": "appliance.catalog.models.Device",
-                            "GuardrailActionEnum": "appliance.guardrails.models.GuardrailPolicy.Action"},
+                            "GuardrailActionEnum": "appliance.guardrails.models.GuardrailPolicy.Action",
+                            "BenchmarkStatusEnum": "appliance.capacity.models.BenchmarkRun.Status"},
     # Every operation documents the errors it can answer (400/401/403/404/409); appliance/api_schema.py.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -13,7 +13,7 @@ from appliance.gateway import tokenizer_views
 
 handler404 = "appliance.api_base.not_found"
 
-ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry", "guardrails"]
+ADMIN_API_APPS = ["tenancy", "catalog", "lifecycle", "jobs", "telemetry", "guardrails", "capacity"]
 
 urlpatterns = [
     path("admin/", admin.site.urls),

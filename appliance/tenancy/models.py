@@ -19,7 +19,13 @@ class QuotaFields(models.Model):
 
 
 class Tenant(QuotaFields):
+    class Kind(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        BENCHMARK = "benchmark", "Benchmark (the appliance's own load tests; not billed)"
+
     name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER, editable=False,
+                            help_text="benchmark: usage rows of this tenant's keys are load tests, not billable use")
     display_name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     all_models = models.BooleanField(

@@ -1,0 +1,24 @@
+from rest_framework import serializers
+
+from appliance.catalog.models import Deployment
+
+from ..models import BenchmarkRun, InstancePrice
+
+
+class InstancePriceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InstancePrice
+        fields = ["id", "instance_type", "hourly_usd", "note", "updated_at"]
+
+
+class BenchmarkRunSerializer(serializers.ModelSerializer):
+    deployment = serializers.SlugRelatedField(slug_field="name", queryset=Deployment.objects.all())
+
+    class Meta:
+        model = BenchmarkRun
+        fields = ["id", "deployment", "concurrency_levels", "rate_levels", "burstiness", "profile", "prompts_path",
+                  "input_tokens", "output_tokens", "requests_per_level", "duration_s", "ttft_slo_s", "itl_slo_s",
+                  "max_error_rate", "instance_type", "gateway_url", "status", "stage", "percent", "log", "error",
+                  "results", "applied_at", "created_at", "started_at", "finished_at"]
+        read_only_fields = ["status", "stage", "percent", "log", "error", "results", "applied_at", "created_at",
+                            "started_at", "finished_at"]
