@@ -1,8 +1,8 @@
 """Hourly prices per instance type, for the costs the console shows.
 
-The defaults are AWS's on-demand list prices (us-east-1, Linux) of the instance types the appliance runs on;
-`INSTANCE_HOURLY_PRICES` (a JSON object in the environment, read by settings) overrides or adds types, and its
-key "default" prices a node with no known type (a CPU development machine: 0 unless set). A price per core-hour
+The price table is the capacity app's `InstancePrice` rows (edited in the admin or at /api/capacity/prices/; seeded
+with AWS's on-demand list prices), over these defaults; `INSTANCE_HOURLY_PRICES` (a JSON object in the environment,
+read by settings) overrides both, and its key "default" prices a node with no known type (a CPU development machine: 0 unless set). A price per core-hour
 is the instance's price over its cores (NeuronCores, GPUs or CPU engine slots).
 """
 from __future__ import annotations
@@ -21,7 +21,11 @@ LIST_PRICES_USD = {
 
 
 def price_table() -> dict[str, float]:
-    return {**LIST_PRICES_USD, **{k: float(v) for k, v in getattr(settings, "INSTANCE_HOURLY_PRICES", {}).items()}}
+    from appliance.capacity.models import InstancePrice
+
+    edited = {p.instance_type: float(p.hourly_usd) for p in InstancePrice.objects.all()}
+    overrides = {k: float(v) for k, v in getattr(settings, "INSTANCE_HOURLY_PRICES", {}).items()}
+    return {**LIST_PRICES_USD, **edited, **overrides}
 
 
 def hourly_price(instance_type: str) -> float:

@@ -62,7 +62,7 @@ def deployment_costs(since: datetime, until: datetime) -> dict[str, float]:
 def usage_rows(records: QuerySet[UsageRecord], since: datetime, until: datetime,
                by_key: bool = False) -> list[dict[str, Any]]:
     """One row per tenant and model (and key, with `by_key`): requests, errors by kind, tokens, cost."""
-    fields = ["tenant__name", "model_name"] + (["api_key__prefix", "api_key__name"] if by_key else [])
+    fields = ["tenant__name", "tenant__kind", "model_name"] + (["api_key__prefix", "api_key__name"] if by_key else [])
     rows = list(
         records.values(*fields)
         .annotate(requests=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)),
@@ -79,7 +79,7 @@ def usage_rows(records: QuerySet[UsageRecord], since: datetime, until: datetime,
         total = tokens_per_model.get(r["model_name"], 0)
         share = (r["prompt"] + r["completion"]) / total if total else 0.0
         r["cost"] = round(costs.get(r["model_name"], 0.0) * share, 6)
-        r["internal"] = r["tenant__name"] in INTERNAL_TENANTS
+        r["internal"] = r["tenant__name"] in INTERNAL_TENANTS or r.get("tenant__kind") == "benchmark"
     return rows
 
 
