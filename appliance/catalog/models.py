@@ -129,6 +129,10 @@ class Deployment(models.Model):
     status_message = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     last_request_at = models.DateTimeField(null=True, blank=True)
+    cold_starts = models.JSONField(
+        default=list, blank=True, help_text="The last replica starts, newest first: {replica, started_at, "
+        "total_s, phases: {phase: seconds}} (kept after the replicas go, e.g. at scale to zero)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -160,6 +164,10 @@ class Replica(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     cold_start_s = models.FloatField(null=True, blank=True, help_text="Process start to first token")
+    cold_start_phases = models.JSONField(
+        default=dict, blank=True, help_text="Seconds per start phase: artifact_fetch, weight_load, compile or "
+        "compile_cache_hit, warm_up, first_ready"
+    )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     restart_count = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
