@@ -85,11 +85,13 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
         if decision.queued:  # at the concurrency limit: wait in the tenant's queue (queueing.py)
             call.cancel_early()
             pick = Pick([t.replica_id for t in route.targets], route.deployment_id) if route.targets else None
+            queued_at = time.perf_counter()
             try:
                 decision = await queueing.wait(backend, scopes, request_id, estimate, pick, queue)
             except asyncio.CancelledError:  # the client went away while queued
+                now = time.perf_counter()
                 await record(Usage(caller.tenant_id, caller.key_id, model, request_id, endpoint, CLIENT_CLOSED,
-                                   latency_s=time.perf_counter() - started))
+                                   latency_s=now - started, queue_s=now - queued_at))
                 raise
         headroom.note(caller.key_id, decision)
         if not decision.admitted:
