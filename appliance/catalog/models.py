@@ -163,7 +163,8 @@ class Replica(models.Model):
     pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
-    cold_start_s = models.FloatField(null=True, blank=True, help_text="Process start to first token")
+    cold_start_s = models.FloatField(null=True, blank=True,
+                                     help_text="Launch to first token (artifact fetch included): first_ready")
     cold_start_phases = models.JSONField(
         default=dict, blank=True, help_text="Seconds per start phase: artifact_fetch, weight_load, compile or "
         "compile_cache_hit, warm_up, first_ready"
