@@ -142,6 +142,16 @@ class Deployment(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def last_cold_start_phases(self) -> list[tuple[str, float]]:
+        """The last start's phases in the order they happen (first_ready, the total, left out)."""
+        phases = self.cold_starts[0].get("phases", {}) if self.cold_starts else {}
+        return sorted(((k, v) for k, v in phases.items() if k != "first_ready"),
+                      key=lambda kv: COLD_START_PHASES.index(kv[0]) if kv[0] in COLD_START_PHASES else 99)
+
+
+COLD_START_PHASES = ("artifact_fetch", "process_start", "import_runtime", "weight_load", "compile_cache_hit", "warm_up", "first_ready")
+
 
 class Replica(models.Model):
     class State(models.TextChoices):

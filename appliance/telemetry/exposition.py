@@ -72,7 +72,7 @@ class ApplianceCollector:
         """The phases of each deployment's last replica start, from its kept record (there after scale to zero)."""
         phases = GaugeMetricFamily("appliance_cold_start_phase_seconds",
                                    "Seconds per phase of the deployment's last replica start (artifact_fetch, "
-                                   "process_start, weight_load or compile_cache_hit, warm_up, first_ready: the total)",
+                                   "process_start, import_runtime, weight_load or compile_cache_hit, warm_up, first_ready: the total)",
                                    labels=["deployment", "phase"])
         for name, starts in Deployment.objects.exclude(cold_starts=[]).values_list("name", "cold_starts"):
             for phase, seconds in (starts[0].get("phases") or {}).items():

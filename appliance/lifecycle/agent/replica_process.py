@@ -160,8 +160,8 @@ class ReplicaProcess:
 
     def start_phases(self, artifact_fetch_s: float = 0.0) -> dict[str, float]:
         """Seconds per phase of this start, once warmed up: artifact_fetch (done by the agent before launch),
-        process_start (interpreter, imports, bind), the server's load phases (weight_load, or on Neuron
-        compile_cache_hit), warm_up (READY to the first token) and first_ready (all of it: launch to first token)."""
+        process_start (interpreter start to bind), the server's load phases (import_runtime: torch and the engine;
+        weight_load, or on Neuron compile_cache_hit), warm_up (READY to the first token) and first_ready (all of it: launch to first token)."""
         ready = self.ready_monotonic - self.started_monotonic
         phases = {"artifact_fetch": artifact_fetch_s, "process_start": max(0.0, ready - sum(self.load_phases.values())),
                   **self.load_phases, "warm_up": self.first_token_monotonic - self.ready_monotonic,
