@@ -129,6 +129,10 @@ class Deployment(models.Model):
     status_message = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     last_request_at = models.DateTimeField(null=True, blank=True)
+    cold_starts = models.JSONField(
+        default=list, blank=True, help_text="The last replica starts, newest first: {replica, started_at, "
+        "total_s, phases: {phase: seconds}} (kept after the replicas go, e.g. at scale to zero)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -137,6 +141,16 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def last_cold_start_phases(self) -> list[tuple[str, float]]:
+        """The last start's phases in the order they happen (first_ready, the total, left out)."""
+        phases = self.cold_starts[0].get("phases", {}) if self.cold_starts else {}
+        return sorted(((k, v) for k, v in phases.items() if k != "first_ready"),
+                      key=lambda kv: COLD_START_PHASES.index(kv[0]) if kv[0] in COLD_START_PHASES else 99)
+
+
+COLD_START_PHASES = ("artifact_fetch", "process_start", "import_runtime", "weight_load", "compile_cache_hit", "warm_up", "first_ready")
 
 
 class Replica(models.Model):
@@ -162,7 +176,12 @@ class Replica(models.Model):
     pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
-    cold_start_s = models.FloatField(null=True, blank=True, help_text="Process start to first token")
+    cold_start_s = models.FloatField(null=True, blank=True,
+                                     help_text="Launch to first token (artifact fetch included): first_ready")
+    cold_start_phases = models.JSONField(
+        default=dict, blank=True, help_text="Seconds per start phase: artifact_fetch, weight_load, compile or "
+        "compile_cache_hit, warm_up, first_ready"
+    )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     restart_count = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

@@ -124,6 +124,7 @@ def deployment_series(request: HttpRequest, name: str) -> JsonResponse:
     data["replicas"] = [{"index": r.index, "state": r.state, "cold_start_s": r.cold_start_s,
                          "restarts": r.restart_count} for r in dep.replicas.all()]
     data["scale_to_zero"] = scale_to_zero(dep, now)
+    data["cold_starts"] = dep.cold_starts  # the last replica starts with their phases, kept after scale to zero
     return JsonResponse(data)
 
 

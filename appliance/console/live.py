@@ -26,6 +26,15 @@ WINDOW = timedelta(hours=1)
 OCCUPANCY_MAX_AGE = timedelta(minutes=2)
 
 
+def last_cold_start_s(deployment, cold_replicas: list) -> float | None:
+    """The deployment's kept record of its last start (there after scale to zero), else its replicas' figure."""
+    if deployment.cold_starts:
+        return deployment.cold_starts[0].get("total_s")
+    if cold_replicas:
+        return max(cold_replicas, key=lambda r: r.started_at or r.created_at).cold_start_s
+    return None
+
+
 def minute_buckets(since: datetime, now: datetime) -> tuple[datetime, int]:
     """The first minute and the number of one-minute buckets; the last bucket is the current minute."""
     minutes = max(1, int((now - since).total_seconds() // 60))
@@ -128,7 +137,8 @@ def snapshot(now: datetime | None = None) -> dict[str, Any]:
             "p50_ttft_ms": usage.p50_ttft_ms,
             "requests_per_minute": per_minute[d.name],
             "last_request_at": d.last_request_at.isoformat() if d.last_request_at else None,
-            "last_cold_start_s": max(cold, key=lambda r: r.started_at or r.created_at).cold_start_s if cold else None,
+            "last_cold_start_s": last_cold_start_s(d, cold),
+            "cold_start": d.cold_starts[0] if d.cold_starts else None,
             **occupied[d.name],
         })
     total = summarize(recent)

@@ -15,7 +15,7 @@ from . import conf
 from .cache import RefreshingCache
 from .db import run_db
 from .errors import unauthorized
-from .quotas import Limits, Scope
+from .quotas import Limits, Queue, Scope
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Caller:
     allowed_models: frozenset[str]
     expires_at: float | None = None  # epoch seconds: a cached caller stops at its key's expiry, not the entry's
     guardrail: Any = None  # the tenant's guardrails.policy.Policy, if it has one
+    max_queue_wait_s: float = 0.0  # the tenant's: wait this long for a concurrency slot before a 429
 
     @classmethod
     def of(cls, key) -> "Caller":
@@ -39,10 +40,16 @@ class Caller:
 
         return cls(key.id, key.tenant_id, key.tenant.name, Limits.of(key), Limits.of(key.tenant),
                    frozenset(allowed_model_names(key)), None if key.expires_at is None else key.expires_at.timestamp(),
-                   tenant_policy(key.tenant_id))
+                   tenant_policy(key.tenant_id), key.tenant.max_queue_wait_s)
 
     def scopes(self) -> list[Scope]:
         return [Scope("tenant", self.tenant_id, self.tenant_limits), Scope("key", self.key_id, self.key_limits)]
+
+    def queue(self) -> Queue | None:
+        """The tenant's queue for a concurrency slot, if it has a wait bound (else a 429 at once)."""
+        if self.max_queue_wait_s <= 0:
+            return None
+        return Queue(Scope("tenant", self.tenant_id, self.tenant_limits), self.max_queue_wait_s)
 
 
 _cache: RefreshingCache[Caller | None] = RefreshingCache("api keys", conf.auth_cache_s)

@@ -34,6 +34,12 @@ def headroom_ttl_s() -> float:
     return _get("GATEWAY_HEADROOM_TTL_S", 1)
 
 
+def queue_poll_s() -> float:
+    """The longest a queued request waits before asking again for a slot a request in another gateway process may
+    have freed (releases in its own process wake it at once)."""
+    return _get("GATEWAY_QUEUE_POLL_S", 0.05)
+
+
 def usage_batch_s() -> float:
     """How long a finished request's usage row waits for others to share its INSERT."""
     return _get("GATEWAY_USAGE_BATCH_S", 0.05)

@@ -38,6 +38,11 @@ def quota_month(scope: str, scope_id: int, month: str) -> str:
     return f"{PREFIX}:quota:{scope}:{scope_id}:month:{month}"
 
 
+def quota_queue(scope: str, scope_id: int) -> str:
+    """Sorted set: ids of requests waiting for a concurrency slot, scored by arrival (epoch ms): the FIFO queue."""
+    return f"{PREFIX}:quota:{scope}:{scope_id}:queue"
+
+
 def callers_changed() -> str:
     """Pub/sub channel: an API key, tenant or model changed; gateways forget the callers they have cached."""
     return f"{PREFIX}:callers-changed"

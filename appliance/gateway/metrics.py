@@ -17,3 +17,7 @@ RATE_LIMITED = Counter("appliance_gateway_rate_limited_total", "Requests refused
 EARLY_DISPATCH = Counter("appliance_gateway_early_dispatch_total",
                          "Requests sent to a replica while their admission was in flight, by outcome "
                          "(relayed: admitted; aborted: refused after all, aborted at the engine)", ["outcome"])
+QUEUE = Histogram("appliance_gateway_queue_seconds",
+                  "Time a request waited in its tenant's queue for a concurrency slot, by outcome (admitted; refused: "
+                  "a 429 past the tenant's max_queue_wait_s; left: its client went away)", ["outcome"],
+                  buckets=LATENCY_BUCKETS)

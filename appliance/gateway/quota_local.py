@@ -5,8 +5,9 @@ import threading
 import time
 from collections import defaultdict
 
-from .quotas import (WINDOW_S, Decision, Pick, QuotaBackend, Scope, ScopeUsage, Ticket, decide, inflight_ttl_s,
-                     month_of, month_tokens_used)
+from .queueing import released
+from .quotas import (WINDOW_S, Decision, Pick, Queue, QuotaBackend, Scope, ScopeUsage, Ticket, decide,
+                     inflight_ttl_s, month_of, month_tokens_used)
 
 
 class LocalQuotaBackend(QuotaBackend):
@@ -16,6 +17,7 @@ class LocalQuotaBackend(QuotaBackend):
         self._tokens: dict[tuple, dict[int, int]] = defaultdict(dict)
         self._inflight: dict[tuple, dict[str, float]] = defaultdict(dict)
         self._month: dict[tuple, int] = {}
+        self._queues: dict[tuple, dict[str, float]] = defaultdict(dict)  # request id -> joined at, in arrival order
 
     @staticmethod
     def _window(buckets: dict[int, int], now: int) -> tuple[int, int]:
@@ -23,7 +25,8 @@ class LocalQuotaBackend(QuotaBackend):
             del buckets[sec]
         return sum(buckets.values()), min(buckets, default=-1)
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None,
+                    queue: Queue | None = None) -> Decision:
         now = int(time.time())
         month = month_of(now)
         for s in scopes:
@@ -51,6 +54,20 @@ class LocalQuotaBackend(QuotaBackend):
                     if any(checks):
                         fail_scope, fail_kind = i, checks.index(True) + 1
                 usage.append(ScopeUsage(r_used, r_oldest, t_used, t_oldest, len(inflight), m_used))
+            if queue is not None:
+                line = self._queues[(queue.scope.kind, queue.scope.id)]
+                clock = time.monotonic()
+                for rid in [r for r, joined in line.items() if joined < clock - queue.max_wait_s - 2]:
+                    del line[rid]
+                rank = list(line).index(request_id) if request_id in line else None
+                ahead = len(line) if rank is None else rank
+                if (not fail_scope and ahead > 0) or (fail_scope and fail_kind == 3):
+                    if rank is not None or ahead < queue.max_len:
+                        line.setdefault(request_id, clock)
+                        return Decision(False, queued=True)
+                    fail_scope, fail_kind = scopes.index(queue.scope) + 1, 3
+                elif rank is not None:
+                    del line[request_id]
             ticket = None
             if not fail_scope:
                 for s in scopes:
@@ -72,3 +89,9 @@ class LocalQuotaBackend(QuotaBackend):
                     buckets[ticket.admitted_at] += delta
                 self._month[key + (ticket.month,)] = self._month.get(key + (ticket.month,), 0) + delta
                 self._inflight[key].pop(ticket.request_id, None)
+        released(ticket)
+
+    async def leave(self, queue: Queue, request_id: str) -> None:
+        with self._lock:
+            self._queues[(queue.scope.kind, queue.scope.id)].pop(request_id, None)
+        released(None, queue.scope)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from . import keys
-from .quotas import (WINDOW_S, Decision, Pick, QuotaBackend, Scope, ScopeUsage, Ticket, decide, inflight_ttl_s,
-                     month_of, month_tokens_used)
+from .queueing import released
+from .quotas import (WINDOW_S, Decision, Pick, Queue, QuotaBackend, Scope, ScopeUsage, Ticket, decide,
+                     inflight_ttl_s, month_of, month_tokens_used)
 
 
 def _limit_args(scope: Scope) -> list[int]:
@@ -15,7 +16,9 @@ def _limit_args(scope: Scope) -> list[int]:
 
 
 _ADMIT_LUA = """
-local now = tonumber(redis.call('TIME')[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1])
+local now_ms = now * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local nscopes = tonumber(ARGV[1])
 local request_id = ARGV[2]
 local estimate = tonumber(ARGV[3])
@@ -63,6 +66,30 @@ for i = 1, nscopes do
     if kind > 0 then out[1], out[2] = i, kind end
   end
   for _, v in ipairs({r_used, r_oldest, t_used, t_oldest, inflight, m_used}) do out[#out + 1] = v end
+end
+-- The queue (the last key): a request refused only for concurrency, or that would pass others already waiting,
+-- joins it (or keeps its place) instead of being admitted or refused. Tickets older than the wait bound (plus a
+-- margin) belong to waiters that are gone (a gateway that died) and are dropped.
+local qa = A + 4 * nscopes
+local qwait = tonumber(ARGV[qa + 1] or '0')
+if qwait > 0 then
+  local qkey, qmax, qscope = KEYS[#KEYS], tonumber(ARGV[qa + 2]), tonumber(ARGV[qa + 3])
+  redis.call('ZREMRANGEBYSCORE', qkey, '-inf', now_ms - qwait - 2000)
+  local rank = redis.call('ZRANK', qkey, request_id)
+  local ahead = rank or redis.call('ZCARD', qkey)
+  if (out[1] == 0 and ahead > 0) or (out[1] > 0 and out[2] == 3) then
+    if rank or ahead < qmax then
+      if not rank then
+        redis.call('ZADD', qkey, now_ms, request_id)
+        redis.call('PEXPIRE', qkey, qwait + 5000)
+      end
+      out[1], out[2] = -2, ahead
+      return out
+    end
+    out[1], out[2] = qscope, 3
+  elseif rank then
+    redis.call('ZREM', qkey, request_id)
+  end
 end
 if out[1] == 0 then
   -- A scope's expiries are refreshed by its first request in each second, or when a key is new (an emptied
@@ -134,7 +161,8 @@ class RedisQuotaBackend(QuotaBackend):
         self._admit = scripts.register_script(_ADMIT_LUA)
         self._finish = scripts.register_script(_FINISH_LUA)
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None,
+                    queue: Queue | None = None) -> Decision:
         month = month_of(int(time.time()))
         keys_: list[str] = []
         npick = len(pick.replica_ids) if pick else 0
@@ -147,6 +175,9 @@ class RedisQuotaBackend(QuotaBackend):
         if pick:
             keys_ += [keys.replica_outstanding(r) for r in pick.replica_ids]
             keys_.append(keys.deployment_last_request(pick.deployment_id))
+        if queue is not None:
+            keys_.append(keys.quota_queue(queue.scope.kind, queue.scope.id))
+            args += [max(1, int(queue.max_wait_s * 1000)), queue.max_len, scopes.index(queue.scope) + 1]
         out = [int(v) for v in await self._admit(keys=keys_, args=args)]
         if out[0] == -1:  # a monthly counter is missing (new month, new key, or Redis lost it): seed it from the DB
             for i, s in enumerate(scopes):
@@ -155,6 +186,8 @@ class RedisQuotaBackend(QuotaBackend):
                     await self.redis.set(keys_[4 * i + 3], used, nx=True, ex=40 * 86400)
             out = [int(v) for v in await self._admit(keys=keys_, args=args)]
         fail_scope, fail_kind, now, chosen = out[0], out[1], out[2], out[3]
+        if fail_scope == -2:
+            return Decision(False, queued=True)
         usage = [ScopeUsage(*out[4 + 6 * i: 10 + 6 * i]) for i in range(len(scopes))]
         replica_id = pick.replica_ids[chosen - 1] if pick and chosen else None
         ticket = Ticket(request_id, scopes, estimate, now, month, replica_id) if fail_scope == 0 else None
@@ -172,3 +205,8 @@ class RedisQuotaBackend(QuotaBackend):
         delta = int(actual_tokens) - ticket.estimate
         await self._finish(keys=keys_, args=[len(ticket.scopes), ticket.request_id, ticket.admitted_at, delta,
                                              "1" if ticket.replica_id is not None else "0"])
+        released(ticket)
+
+    async def leave(self, queue: Queue, request_id: str) -> None:
+        await self.redis.zrem(keys.quota_queue(queue.scope.kind, queue.scope.id), request_id)
+        released(None, queue.scope)

@@ -65,6 +65,16 @@ class Pick:
     deployment_id: int
 
 
+@dataclass(frozen=True)
+class Queue:
+    """Wait for a concurrency slot instead of a 429: the request joins `scope`'s FIFO queue (at most `max_len`
+    waiting) and is admitted only when it is first in line and every limit passes; queueing.py does the waiting."""
+
+    scope: Scope
+    max_wait_s: float
+    max_len: int = 1000
+
+
 @dataclass
 class Ticket:
     """What finish() needs to release a request's slot and reconcile its tokens."""
@@ -87,6 +97,8 @@ class Decision:
     retry_after_s: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     ample: int = 0  # admitted with room for this many more such requests to be sure of admission (see Headroom)
+    queued: bool = False  # neither admitted nor refused: waiting in the Queue (ask again to be admitted)
+    waited_s: float = 0.0  # time spent in the queue before this decision
 
     @property
     def message(self) -> str:
@@ -224,8 +236,14 @@ class QuotaBackend:
 
     remote = False  # admission costs a network round trip (worth overlapping with the engine's first token)
 
-    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None) -> Decision:
-        """Admit or refuse; a backend that can also pick the replica in the same step does (Decision.replica_id)."""
+    async def admit(self, scopes: list[Scope], request_id: str, estimate: int, pick: Pick | None = None,
+                    queue: Queue | None = None) -> Decision:
+        """Admit or refuse; a backend that can also pick the replica in the same step does (Decision.replica_id).
+        With a `queue`, a request refused only for concurrency (or behind others waiting) is queued instead."""
+        raise NotImplementedError
+
+    async def leave(self, queue: Queue, request_id: str) -> None:
+        """Take a waiting request out of its queue (it gave up, or its client went away)."""
         raise NotImplementedError
 
     async def finish(self, ticket: Ticket, actual_tokens: int) -> None:

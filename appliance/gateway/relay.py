@@ -314,4 +314,4 @@ class Call:
             await guardrails.finish(self.guard, self.caller, self.req.model, self.request_id)
         await record(Usage(self.caller.tenant_id, self.caller.key_id, self.req.model, self.request_id,
                            self.req.endpoint, status, self.prompt_tokens, self.completion_tokens,
-                           time.perf_counter() - self.started, self.ttft_s), self.usage_sink)
+                           time.perf_counter() - self.started, self.ttft_s, self.decision.waited_s), self.usage_sink)

@@ -37,6 +37,7 @@ class Usage:
     completion_tokens: int = 0
     latency_s: float = 0.0
     ttft_s: float | None = None
+    queue_s: float = 0.0
 
 
 def write_rows(batch: list[Usage], retry: bool = False) -> None:
@@ -52,7 +53,7 @@ def write_rows(batch: list[Usage], retry: bool = False) -> None:
         tenant_id=u.tenant_id, api_key_id=u.key_id, model_name=u.model[:100], request_id=u.request_id,
         endpoint=ENDPOINTS.get(u.endpoint, u.endpoint), prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens, latency_ms=u.latency_s * 1000,
-        ttft_ms=None if u.ttft_s is None else u.ttft_s * 1000, status_code=u.status) for u in batch])
+        ttft_ms=None if u.ttft_s is None else u.ttft_s * 1000, queue_ms=u.queue_s * 1000, status_code=u.status) for u in batch])
 
 
 class UsageWriter:

@@ -2,6 +2,7 @@
 (POST /v1/responses, GET and DELETE /v1/responses/{id}) (async views)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,13 +12,13 @@ from django.views.decorators.csrf import csrf_exempt
 
 from appliance.guardrails import gate as guardrails
 
-from . import metrics, responses_api, responses_store
+from . import metrics, queueing, responses_api, responses_store
 from .auth import authenticate
 from .embeddings import not_for_generation
 from .errors import APIError, model_not_found
 from .params import parse
 from .quotas import Headroom, Pick, get_quota_backend
-from .relay import Call
+from .relay import CLIENT_CLOSED, Call
 from .responses_store import Prepare
 from .routing import failed, router
 from .tools.request import bind_parser
@@ -44,7 +45,7 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
     started = time.perf_counter()
     prefix = {"chat": "chatcmpl-", "completions": "cmpl-"}
     request_id = prefix[endpoint] + uuid.uuid4().hex if endpoint in prefix else responses_api.new_response_id()
-    caller = req = call = None
+    caller = req = call = decision = None
     model = UNKNOWN_MODEL
     admitted = False
     try:
@@ -79,7 +80,19 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
                 pick = Pick([target.replica_id], route.deployment_id)
             else:
                 pick = Pick([t.replica_id for t in route.targets], route.deployment_id)
-        decision = await backend.admit(caller.scopes(), request_id, req.estimate_tokens(), pick)
+        queue, scopes, estimate = caller.queue(), caller.scopes(), req.estimate_tokens()
+        decision = await backend.admit(scopes, request_id, estimate, pick, queue)
+        if decision.queued:  # at the concurrency limit: wait in the tenant's queue (queueing.py)
+            call.cancel_early()
+            pick = Pick([t.replica_id for t in route.targets], route.deployment_id) if route.targets else None
+            queued_at = time.perf_counter()
+            try:
+                decision = await queueing.wait(backend, scopes, request_id, estimate, pick, queue)
+            except asyncio.CancelledError:  # the client went away while queued
+                now = time.perf_counter()
+                await record(Usage(caller.tenant_id, caller.key_id, model, request_id, endpoint, CLIENT_CLOSED,
+                                   latency_s=now - started, queue_s=now - queued_at))
+                raise
         headroom.note(caller.key_id, decision)
         if not decision.admitted:
             metrics.RATE_LIMITED.labels(decision.reason, decision.scope).inc()
@@ -94,7 +107,8 @@ async def _completion(request: HttpRequest, endpoint: str, prepare: Prepare | No
             observe(model, endpoint, exc.status, latency)
         else:
             await record(Usage(caller.tenant_id, caller.key_id, model if model != UNKNOWN_MODEL else "",
-                               request_id, endpoint, exc.status, latency_s=latency))
+                               request_id, endpoint, exc.status, latency_s=latency,
+                               queue_s=decision.waited_s if decision is not None else 0.0))
         response = exc.response()
         response["x-request-id"] = request_id
         return response

@@ -226,3 +226,19 @@ def wake(deployment: Deployment) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(
         desired_replicas=Greatest(F("desired_replicas"), 1), last_request_at=timezone.now()
     )
+
+
+COLD_STARTS_KEPT = 20
+
+
+@transaction.atomic
+def record_cold_start(deployment_id: int, replica_index: int, phases: dict[str, float]) -> None:
+    """Keep a replica start's phases on its deployment (the last COLD_STARTS_KEPT, newest first), so the figures
+    outlive the replica (scale to zero deletes or stops it)."""
+    dep = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+    if dep is None:
+        return
+    entry = {"replica": replica_index, "at": timezone.now().isoformat(), "total_s": phases.get("first_ready"),
+             "phases": phases}
+    dep.cold_starts = [entry, *(dep.cold_starts or [])][:COLD_STARTS_KEPT]
+    dep.save(update_fields=["cold_starts"])

@@ -10,6 +10,10 @@ Binds first (GET /health answers 503 while the model loads), loads the engine, t
 Sealed: every call must carry ``Authorization: Bearer $APPLIANCE_REPLICA_SECRET`` (the secret comes in the
 environment, never the command line; replica_auth.py). Without that variable the process refuses to start unless
 ``--no-auth`` says it may serve anyone who can reach it (a replica run by hand on a development machine).
+
+/health then carries ``load_phases``: seconds spent importing the engine (``import_runtime``: torch, transformers) and
+loading the model (``weight_load``; on Neuron ``compile_cache_hit``), which the node agent records as part of the
+replica's cold start.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -119,6 +124,20 @@ def build_engine(model: str, device: str, served_model_name: str, **kwargs: Any)
     return AsyncEngine(core, metrics), facts
 
 
+def import_runtime(encoder: bool) -> None:
+    """Import the engine (torch, transformers) before loading, so the load phases time the two apart."""
+    if encoder:
+        import appliance.runtime.encoder.model  # noqa: F401
+    else:
+        import appliance.runtime.engine  # noqa: F401
+
+
+def load_phase(device: str) -> str:
+    """The name of the model-load phase in /health's `load_phases`: on Neuron, loading the artifact compiled ahead
+    of time (a compile-cache hit: a replica never compiles at start), elsewhere reading the weights."""
+    return "compile_cache_hit" if device == "neuron" else "weight_load"
+
+
 def engine_facts(core: Any) -> dict[str, Any]:
     cfg = core.config
     return {
@@ -194,7 +213,12 @@ async def serve(args: argparse.Namespace) -> int:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         build = build_encoder if encoder else build_engine
+        importing = time.perf_counter()
+        await asyncio.to_thread(import_runtime, encoder)
+        loading = time.perf_counter()
         engine, facts = await asyncio.to_thread(build, args.model, args.device, name, **engine_kwargs(args))
+        facts["load_phases"] = {"import_runtime": round(loading - importing, 3),
+                                load_phase(args.device): round(time.perf_counter() - loading, 3)}
     except Exception as exc:
         log.exception("loading the model failed")
         app.load_error = f"{type(exc).__name__}: {exc}"

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from appliance.catalog.models import Replica
+from appliance.catalog.models import Deployment, Replica
 
 from .services import latest_samples
 
@@ -65,6 +65,19 @@ class ApplianceCollector:
         yield cold
         yield up
         yield restarts
+        yield self._cold_start_phases()
+
+    @staticmethod
+    def _cold_start_phases():
+        """The phases of each deployment's last replica start, from its kept record (there after scale to zero)."""
+        phases = GaugeMetricFamily("appliance_cold_start_phase_seconds",
+                                   "Seconds per phase of the deployment's last replica start (artifact_fetch, "
+                                   "process_start, import_runtime, weight_load or compile_cache_hit, warm_up, first_ready: the total)",
+                                   labels=["deployment", "phase"])
+        for name, starts in Deployment.objects.exclude(cold_starts=[]).values_list("name", "cold_starts"):
+            for phase, seconds in (starts[0].get("phases") or {}).items():
+                phases.add_metric([name, phase], float(seconds))
+        return phases
 
     def _engine_metrics(self):
         if not self.replicas:

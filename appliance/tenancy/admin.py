@@ -11,7 +11,7 @@ QUOTAS = ("rpm", "tpm", "max_concurrency", "monthly_tokens")
 
 @admin.register(Tenant)
 class TenantAdmin(AuditedModelAdmin):
-    list_display = ("name", "display_name", "is_active", "all_models", *QUOTAS, "created_at")
+    list_display = ("name", "display_name", "is_active", "all_models", *QUOTAS, "max_queue_wait_s", "created_at")
     list_filter = ("is_active", "all_models")
     search_fields = ("name", "display_name")
     filter_horizontal = ("allowed_models",)

@@ -34,6 +34,10 @@ class Tenant(QuotaFields):
     allowed_models = models.ManyToManyField(
         "catalog.Model", blank=True, related_name="tenants", help_text="Models this tenant may call"
     )
+    max_queue_wait_s = models.FloatField(
+        default=0, help_text="At its concurrency limit, a request waits up to this many seconds for a slot (FIFO per "
+        "tenant) before a 429; 0 refuses at once"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -72,6 +76,7 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(default=0)
     ttft_ms = models.FloatField(null=True, blank=True)
+    queue_ms = models.FloatField(default=0, help_text="Time waited in the tenant's queue for a concurrency slot")
     status_code = models.PositiveSmallIntegerField(default=200)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

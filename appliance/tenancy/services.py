@@ -65,21 +65,26 @@ def create_tenant(
     display_name: str = "",
     models: Iterable[str] | None = None,
     is_active: bool = True,
+    max_queue_wait_s: float = 0,
     actor=None,
     **quotas: int | None,
 ) -> Tenant:
-    """Create a tenant. `models=None` lets it call every model, present and future (`all_models`)."""
+    """Create a tenant. `models=None` lets it call every model, present and future (`all_models`).
+    `max_queue_wait_s`: at its concurrency limit, a request waits this long for a slot before a 429."""
     unknown = set(quotas) - set(QUOTA_FIELDS)
     if unknown:
         raise TypeError(f"unknown quota field(s): {', '.join(sorted(unknown))}")
     for field, value in quotas.items():
         if value is not None and value < 0:
             raise ValueError(f"{field} must be a non-negative integer")
+    if max_queue_wait_s < 0:
+        raise ValueError("max_queue_wait_s must be a non-negative number of seconds")
     if Tenant.objects.filter(name=name).exists():
         raise ValueError(f"a tenant named {name!r} already exists")
     model_rows = resolve_models(models) if models is not None else []
     tenant = Tenant(
-        name=name, display_name=display_name, is_active=is_active, all_models=models is None, **quotas
+        name=name, display_name=display_name, is_active=is_active, all_models=models is None,
+        max_queue_wait_s=max_queue_wait_s, **quotas
     )
     tenant.full_clean()
     try:

@@ -168,3 +168,19 @@ def test_edit_tenant_is_audited(console, staff, catalog_model):
     assert change.actor == staff
     assert change.changes == {"display_name": ["", "Acme Corp"], "all_models": [True, False], "tpm": [None, 5000],
                               "allowed_models": [[], [catalog_model.pk]]}
+
+
+def test_cold_start_stays_on_the_pages_after_scale_to_zero(console, catalog_model):
+    phases = {"artifact_fetch": 0.0, "process_start": 0.7, "import_runtime": 3.9, "weight_load": 6.5,
+              "warm_up": 0.1, "first_ready": 11.2}
+    Deployment.objects.create(name="sleepy", model_version=catalog_model.versions.get(), status="scaled-to-zero",
+                              desired_replicas=0, min_replicas=0,
+                              cold_starts=[{"replica": 0, "at": "2026-01-01T00:00:00+00:00", "total_s": 11.2,
+                                            "phases": phases}])
+    [row] = console.get("/console/live.json").json()["deployments"]
+    assert row["replicas"]["total"] == 0 and row["last_cold_start_s"] == 11.2
+    assert row["cold_start"]["phases"] == phases
+    page = console.get("/deployments/sleepy/").content.decode()
+    assert "11.20 s" in page
+    assert "artifact_fetch 0.00 s · process_start 0.70 s · import_runtime 3.90 s · weight_load 6.50 s" in page
+    assert console.get("/deployments/sleepy/series.json").json()["cold_starts"][0]["total_s"] == 11.2

@@ -8,8 +8,11 @@ import os
 import signal
 import time
 
+import httpx
 import openai
 import pytest
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.catalog.models import Deployment, Pool, Replica
 from appliance.lifecycle.services import deploy
@@ -32,7 +35,8 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     dep = deploy("coldy", mode="per-model", min_replicas=0, max_replicas=1, idle_timeout=3, compile=False).deployment
     assert dep.status == "scaled-to-zero" and not dep.replicas.exists()
     start_agent(cores=2)
-    client = client_for(start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240), api_key(["coldy"]))
+    url = start_gateway(GATEWAY_COLD_START_TIMEOUT_S=240)
+    client = client_for(url, api_key(["coldy"]))
 
     started = time.monotonic()
     first = client.completions.create(model="coldy", prompt="Hello", max_tokens=3, extra_body=FULL_LENGTH)
@@ -46,11 +50,26 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
                "the idle deployment to scale to zero")
     dep.refresh_from_db()
     assert dep.desired_replicas == 0 and dep.status == "scaled-to-zero"
+    # the start's phases outlive the replica: kept on the deployment, exported on /metrics
+    (kept,) = dep.cold_starts
+    phases = kept["phases"]
+    in_order = ["artifact_fetch", "process_start", "import_runtime", "weight_load", "warm_up"]
+    assert set(phases) == {*in_order, "first_ready"}
+    assert [p for p, _ in dep.last_cold_start_phases] == in_order
+    assert phases["first_ready"] == kept["total_s"] == replica.cold_start_s
+    assert sum(v for k, v in phases.items() if k != "first_ready") == pytest.approx(phases["first_ready"], abs=0.01)
+    assert phases["weight_load"] > 0 and phases["warm_up"] > 0
+    exported = {s.labels["phase"]: s.value for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+                for s in f.samples if s.name == "appliance_cold_start_phase_seconds"
+                and s.labels["deployment"] == "coldy"}
+    assert exported == pytest.approx(phases)
 
     second = client.completions.create(model="coldy", prompt="Hello again", max_tokens=2, extra_body=FULL_LENGTH)
     assert second.usage.completion_tokens == 2
     again = Replica.objects.exclude(pk=replica.pk).get(deployment=dep)
     assert again.state == "ready" and again.cold_start_s > 0 and again.pid != replica.pid
+    dep.refresh_from_db()
+    assert [c["total_s"] for c in dep.cold_starts] == [again.cold_start_s, replica.cold_start_s]  # newest first
     print(f"cold starts (process start -> first token): {replica.cold_start_s:.2f}s, {again.cold_start_s:.2f}s; "
           f"first request waited {waited:.2f}s")
 

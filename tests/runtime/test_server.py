@@ -64,6 +64,8 @@ def test_health_reports_model_and_context_length(server):
     assert body["status"] == "ok" and body["model"] == "tiny"
     assert body["max_model_len"] == 512
     assert body["kv_blocks_total"] == 64
+    assert set(body["load_phases"]) == {"import_runtime", "weight_load"}  # the agent records them as cold start
+    assert all(seconds >= 0 for seconds in body["load_phases"].values()) and body["load_phases"]["weight_load"] > 0
 
 
 def test_generate_streams_start_deltas_done_matching_llm(server, tiny_llama):

@@ -43,11 +43,12 @@ def test_catalog_writes_are_audited(staff_api, catalog_model):
 
 def test_django_admin_add_change_delete_are_audited(client, staff):
     client.force_login(staff)
-    response = client.post("/admin/tenancy/tenant/add/", {"name": "acme", "display_name": "", "is_active": "on"})
+    form = {"name": "acme", "display_name": "", "is_active": "on", "max_queue_wait_s": "0"}
+    response = client.post("/admin/tenancy/tenant/add/", form)
     assert response.status_code == 302
     tenant = Tenant.objects.get(name="acme")
     client.post(
-        f"/admin/tenancy/tenant/{tenant.pk}/change/", {"name": "acme", "display_name": "ACME", "is_active": "on"}
+        f"/admin/tenancy/tenant/{tenant.pk}/change/", {**form, "display_name": "ACME"}
     )
     client.post(f"/admin/tenancy/tenant/{tenant.pk}/delete/", {"post": "yes"})
     rows = list(AuditLog.objects.order_by("id"))

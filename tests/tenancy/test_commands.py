@@ -25,6 +25,14 @@ def test_create_tenant_prints_the_key_alone_on_the_last_line(catalog_model):
     assert tenant.all_models and allowed_model_names(key) == {"tiny-llama"}
 
 
+def test_create_tenant_max_queue_wait_sets_how_long_requests_wait_for_a_slot(catalog_model):
+    lines = run("create_tenant", "acme", "--max-concurrency", "2", "--max-queue-wait", "1.5")
+    tenant = Tenant.objects.get(name="acme")
+    assert (tenant.max_concurrency, tenant.max_queue_wait_s) == (2, 1.5)
+    assert "waits up to 1.5s for a slot" in lines[0]
+    assert Tenant.objects.create(name="plain").max_queue_wait_s == 0  # default: a 429 at once, as before
+
+
 def test_create_tenant_with_models(catalog_model, other_model):
     lines = run("create_tenant", "acme", "--models", "other-model")
     assert allowed_model_names(authenticate_key(lines[-1])) == {"other-model"}
@@ -33,6 +41,7 @@ def test_create_tenant_with_models(catalog_model, other_model):
 @pytest.mark.parametrize("args, message", [
     (["bad name!"], "name"),
     (["acme", "--models", "ghost"], "ghost"),
+    (["acme", "--max-queue-wait", "-1"], "max-queue-wait"),
 ])
 def test_create_tenant_errors_are_clear(args, message):
     with pytest.raises(CommandError, match=message):

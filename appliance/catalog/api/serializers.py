@@ -79,9 +79,9 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "id", "name", "model", "model_version", "artifact", "device", "mode", "pool", "cores_per_replica",
             "min_replicas", "max_replicas", "desired_replicas", "idle_timeout_s", "target_outstanding_per_replica",
             "engine_args", "status", "status_message", "is_active", "ready_replicas", "last_request_at",
-            "created_at", "updated_at",
+            "cold_starts", "created_at", "updated_at",
         ]
-        read_only_fields = ["status", "status_message", "last_request_at", "created_at", "updated_at"]
+        read_only_fields = ["status", "status_message", "last_request_at", "cold_starts", "created_at", "updated_at"]
 
     def get_ready_replicas(self, deployment: Deployment) -> int:
         return sum(1 for r in deployment.replicas.all() if r.state == Replica.State.READY)
@@ -109,5 +109,5 @@ class ReplicaSerializer(serializers.ModelSerializer):
         model = Replica
         fields = [
             "id", "deployment", "node", "index", "state", "cores", "host", "port", "socket_path", "pid",
-            "started_at", "ready_at", "cold_start_s", "last_heartbeat", "restart_count", "last_error", "created_at",
+            "started_at", "ready_at", "cold_start_s", "cold_start_phases", "last_heartbeat", "restart_count", "last_error", "created_at",
         ]

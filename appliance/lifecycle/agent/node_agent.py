@@ -1,7 +1,7 @@
 """The node agent loop: heartbeat, placement and autoscaling passes, and replica processes reconciled with rows.
 
 Replica states as the agent drives them: pending (placed) -> starting (process launched) -> ready (READY printed and
-a 1-token warm-up answered; cold_start_s recorded) ; a process that exits unasked -> failed (restart_count,
+a 1-token warm-up answered; cold_start_s and the start's phases recorded, also on the deployment) ; a process that exits unasked -> failed (restart_count,
 last_error) and relaunched after an exponential backoff ; draining (scaled in or evicted) -> stopped.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from appliance.catalog.models import Deployment, Node, Replica
 
 from .. import placement, routing_state
 from ..conf import setting
+from ..services import record_cold_start
 from .replica_process import ReplicaProcess, ReplicaSpec
 
 log = logging.getLogger("appliance.agent")
@@ -124,8 +125,11 @@ class NodeAgent:
 
     def _launch(self, row: Replica) -> None:
         dep = row.deployment
+        fetching = time.monotonic()
+        source = model_dir(dep)
+        artifact_fetch_s = time.monotonic() - fetching
         spec = ReplicaSpec(
-            replica_id=row.pk, model_dir=model_dir(dep), device=dep.device, cores=list(row.cores or []),
+            replica_id=row.pk, model_dir=source, device=dep.device, cores=list(row.cores or []),
             server_module=self.options.server_module, served_model_name=dep.name,
             engine_args={"scheduling_policy": "priority", **(dep.engine_args or {})},  # live (0) before jobs
             host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
@@ -135,23 +139,25 @@ class NodeAgent:
         self.restart_at.pop(row.pk, None)
         Replica.objects.filter(pk=row.pk).update(
             state=Replica.State.STARTING, pid=proc.pid, port=None, secret=proc.secret, started_at=timezone.now(),
-            ready_at=None, cold_start_s=None,
+            ready_at=None, cold_start_s=None, cold_start_phases={},
         )
         log.info("started %s#%d pid %d on cores %s %s", dep.name, row.index, proc.pid, row.cores, proc.env_assigned)
-        threading.Thread(target=self._await_ready, args=(row.pk, dep.pk, proc), daemon=True,
+        threading.Thread(target=self._await_ready, args=(row.pk, dep.pk, row.index, proc, artifact_fetch_s), daemon=True,
                          name=f"ready-{row.pk}").start()
 
-    def _await_ready(self, rid: int, dep_id: int, proc: ReplicaProcess) -> None:
+    def _await_ready(self, rid: int, dep_id: int, index: int, proc: ReplicaProcess, artifact_fetch_s: float) -> None:
         try:
             url = proc.wait_ready(setting("REPLICA_READY_TIMEOUT_S"))
-            cold_start = proc.warm_up()
+            proc.warm_up()
+            phases = proc.start_phases(artifact_fetch_s)
             host = url.removeprefix("http://").rsplit(":", 1)[0]
             updated = Replica.objects.filter(pk=rid, state=Replica.State.STARTING, pid=proc.pid).update(
-                state=Replica.State.READY, host=host or "127.0.0.1", port=proc.port,
-                ready_at=timezone.now(), cold_start_s=round(cold_start, 3), last_heartbeat=timezone.now(),
+                state=Replica.State.READY, host=host or "127.0.0.1", port=proc.port, ready_at=timezone.now(),
+                cold_start_s=phases["first_ready"], cold_start_phases=phases, last_heartbeat=timezone.now(),
             )
             if updated:
-                log.info("replica %d ready at %s, cold start %.2fs", rid, url, cold_start)
+                record_cold_start(dep_id, index, phases)
+                log.info("replica %d ready at %s, cold start %.2fs %s", rid, url, phases["first_ready"], phases)
                 placement.place(dep_id)
         except Exception as exc:  # noqa: BLE001 - recorded on the row; the main loop restarts it
             log.warning("replica %d failed to start: %s", rid, exc)

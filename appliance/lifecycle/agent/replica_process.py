@@ -70,6 +70,9 @@ class ReplicaProcess:
         self.port: int | None = None  # the server picks a free port and names it in its READY line
         self.url: str | None = None
         self.ready = threading.Event()
+        self.ready_monotonic: float | None = None  # when the READY line came
+        self.first_token_monotonic: float | None = None  # when the warm-up's first token came
+        self.load_phases: dict[str, float] = {}  # the server's own, from /health
         self.tail: deque[str] = deque(maxlen=40)
         env = {**{k: v for k, v in os.environ.items() if k not in CONTROL_PLANE_SECRETS},
                **core_env(spec.device, spec.cores), "PYTHONUNBUFFERED": "1", SECRET_ENV: self.secret}
@@ -99,6 +102,7 @@ class ReplicaProcess:
             if not self.ready.is_set() and line.startswith("READY "):
                 self.url = line.split(" ", 1)[1].strip()
                 self.port = int(self.url.rsplit(":", 1)[1].split("/")[0]) if self.url.startswith("http") else None
+                self.ready_monotonic = time.monotonic()
                 self.ready.set()
         if self._log:
             self._log.close()
@@ -126,7 +130,9 @@ class ReplicaProcess:
         from appliance.runtime.protocol import GenerateRequest, decode_event
 
         headers = bearer(self.secret)
-        if httpx.get(f"{self.url}/health", headers=headers, timeout=timeout).json().get("kind") == "encoder":
+        health = httpx.get(f"{self.url}/health", headers=headers, timeout=timeout).json()
+        self.load_phases = {k: float(v) for k, v in (health.get("load_phases") or {}).items()}
+        if health.get("kind") == "encoder":
             return self._warm_up_encoder(timeout)
         request = GenerateRequest(request_id=f"warmup-{uuid.uuid4().hex[:8]}", prompt="Hello",
                                   sampling={"max_tokens": 1, "temperature": 0.0})
@@ -142,7 +148,8 @@ class ReplicaProcess:
                     if event.type == "error":
                         raise RuntimeError(f"warm-up generate failed: {json.dumps(event.error)}")
                     if event.type == "delta" and event.token_ids:
-                        return time.monotonic() - self.started_monotonic
+                        self.first_token_monotonic = time.monotonic()
+                        return self.first_token_monotonic - self.started_monotonic
                     if event.type == "done":
                         break
         raise RuntimeError("warm-up generate finished without producing a token")
@@ -154,7 +161,18 @@ class ReplicaProcess:
         response = httpx.post(f"{self.url}/embed", json=body, headers=bearer(self.secret), timeout=timeout)
         if response.status_code != 200:
             raise RuntimeError(f"warm-up embed answered HTTP {response.status_code}: {response.content[:300]!r}")
-        return time.monotonic() - self.started_monotonic
+        self.first_token_monotonic = time.monotonic()
+        return self.first_token_monotonic - self.started_monotonic
+
+    def start_phases(self, artifact_fetch_s: float = 0.0) -> dict[str, float]:
+        """Seconds per phase of this start, once warmed up: artifact_fetch (done by the agent before launch),
+        process_start (interpreter start to bind), the server's load phases (import_runtime: torch and the engine;
+        weight_load, or on Neuron compile_cache_hit), warm_up (READY to the first token) and first_ready (all of it: launch to first token)."""
+        ready = self.ready_monotonic - self.started_monotonic
+        phases = {"artifact_fetch": artifact_fetch_s, "process_start": max(0.0, ready - sum(self.load_phases.values())),
+                  **self.load_phases, "warm_up": self.first_token_monotonic - self.ready_monotonic,
+                  "first_ready": artifact_fetch_s + self.first_token_monotonic - self.started_monotonic}
+        return {name: round(seconds, 3) for name, seconds in phases.items()}
 
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""

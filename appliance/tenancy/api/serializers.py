@@ -26,7 +26,8 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "display_name", "is_active", "all_models", "allowed_models", *QUOTAS, "created_at"]
+        fields = ["id", "name", "display_name", "is_active", "all_models", "allowed_models", *QUOTAS,
+                  "max_queue_wait_s", "created_at"]
         read_only_fields = ["created_at"]
 
 
@@ -94,7 +95,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
         model = UsageRecord
         fields = [
             "id", "tenant", "api_key", "model_name", "request_id", "endpoint", "prompt_tokens",
-            "completion_tokens", "latency_ms", "ttft_ms", "status_code", "created_at",
+            "completion_tokens", "latency_ms", "ttft_ms", "queue_ms", "status_code", "created_at",
         ]
 
 
