@@ -70,6 +70,12 @@ def _json_type_error(field: serializers.Field, value: Any) -> str | None:
         return "Not an integer."
     if isinstance(field, serializers.FloatField) and not number:
         return "Not a number."
+    if isinstance(field, serializers.DecimalField):  # the schema says string (COERCE_DECIMAL_TO_STRING) or number
+        as_string = field.coerce_to_string if field.coerce_to_string is not None else True
+        if as_string and not isinstance(value, str):
+            return "Not a decimal string (e.g. \"0.7582\")."
+        if not as_string and not number:
+            return "Not a number."
     return None
 
 

@@ -39,7 +39,7 @@ def live(django_db_setup, django_db_blocker, tiny_llama, tmp_path_factory) -> Li
                                         min_replicas=1, max_replicas=1, desired_replicas=1, cores_per_replica=1)
         node = Node.objects.create(name="bench-node", instance_type="test.cpu", cores=2)
         Replica.objects.create(deployment=dep, node=node, state=Replica.State.READY, host="127.0.0.1",
-                               port=engine.port, pid=engine.process.pid, cores=[0])
+                               port=engine.port, pid=engine.process.pid, cores=[0], secret=engine.secret)
         InstancePrice.objects.create(instance_type="test.cpu", hourly_usd=PRICE_USD)
         return dep.name
 
