@@ -71,7 +71,9 @@ def _json_type_error(field: serializers.Field, value: Any) -> str | None:
     if isinstance(field, serializers.FloatField) and not number:
         return "Not a number."
     if isinstance(field, serializers.DecimalField):  # the schema says string (COERCE_DECIMAL_TO_STRING) or number
-        as_string = field.coerce_to_string if field.coerce_to_string is not None else True
+        from rest_framework.settings import api_settings
+
+        as_string = getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
         if as_string and not isinstance(value, str):
             return "Not a decimal string (e.g. \"0.7582\")."
         if not as_string and not number:

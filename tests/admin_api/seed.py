@@ -8,6 +8,7 @@ from django.utils import timezone
 
 def seed_one_of_everything(staff) -> None:
     from appliance.catalog.models import Artifact, Deployment, Model, ModelVersion, Node, Pool, Replica
+    from appliance.capacity.models import BenchmarkRun, InstancePrice
     from appliance.guardrails.models import GuardrailPolicy
     from appliance.lifecycle.models import CompileJob
     from appliance.telemetry.models import OccupancySample, ProfileJob
@@ -31,3 +32,5 @@ def seed_one_of_everything(staff) -> None:
     OccupancySample.objects.create(node=node, replica=replica, device="cpu", utilization_pct=1.0)
     ProfileJob.objects.create(replica=replica)
     GuardrailPolicy.objects.create(tenant=tenant, deny_terms=["forbidden"])
+    InstancePrice.objects.get_or_create(instance_type="inf2.xlarge", defaults={"hourly_usd": "0.7582"})
+    BenchmarkRun.objects.create(deployment=deployment, concurrency_levels=[1])

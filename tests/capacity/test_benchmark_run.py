@@ -96,6 +96,6 @@ def test_admin_api_refuses_bad_runs_and_applying_without_a_recommendation(live, 
     queued = create_run(live.deployment, concurrency=[1], requests=1)
     refused = staff_api.post(f"/api/capacity/benchmark-runs/{queued.pk}/apply/")
     assert refused.status_code == 400 and "no recommendation" in refused.json()["detail"]
-    price = staff_api.post("/api/capacity/prices/", {"instance_type": "inf2.test", "hourly_usd": "0.50"},
+    price = staff_api.post("/api/capacity/prices/", {"instance_type": "inf2.test", "hourly_usd": 0.5},
                            format="json")
     assert price.status_code == 201

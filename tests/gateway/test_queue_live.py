@@ -23,7 +23,7 @@ LONG = {"max_tokens": 200, "extra_body": {"ignore_eos": True}}
 
 
 def queue_count(world: World, outcome: str) -> float:
-    text = httpx.get(f"{world.appliance.url}/metrics", timeout=30).text
+    text = world.appliance.metrics()
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "appliance_gateway_queue_seconds_count" and s.labels.get("outcome") == outcome)
 

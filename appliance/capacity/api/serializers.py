@@ -6,6 +6,9 @@ from ..models import BenchmarkRun, InstancePrice
 
 
 class InstancePriceSerializer(serializers.ModelSerializer):
+    # a JSON number (a decimal string's schema pattern admits "", which is no price); stored rounded to 4 places
+    hourly_usd = serializers.FloatField(min_value=0, max_value=999999)
+
     class Meta:
         model = InstancePrice
         fields = ["id", "instance_type", "hourly_usd", "note", "updated_at"]
