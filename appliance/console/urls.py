@@ -1,7 +1,7 @@
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from . import advisor_views, compile_views, deployment_views, playground_views, views
+from . import advisor_views, benchmark_views, compile_views, deployment_views, playground_views, views
 
 app_name = "console"
 
@@ -29,4 +29,9 @@ urlpatterns = [
     path("nodes/", deployment_views.node_list, name="nodes"),
     path("playground/", playground_views.playground, name="playground"),
     path("advisor/", advisor_views.advisor_page, name="advisor"),
+    path("benchmarks/", benchmark_views.benchmark_list, name="benchmarks"),
+    path("benchmarks/<int:pk>/", benchmark_views.benchmark_detail, name="benchmark-detail"),
+    path("benchmarks/<int:pk>/results.json", benchmark_views.benchmark_json, name="benchmark-json"),
+    path("benchmarks/<int:pk>/results.csv", benchmark_views.benchmark_csv, name="benchmark-csv"),
+    path("benchmarks/<int:pk>/apply/", benchmark_views.benchmark_apply, name="benchmark-apply"),
 ]
