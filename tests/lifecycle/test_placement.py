@@ -14,6 +14,18 @@ from appliance.lifecycle.routing_state import OUTSTANDING_KEY, redis_client
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def no_routing_state_from_other_tests():
+    """Replica and deployment ids restart after a flush, so counters other packages left in the test Redis under the
+    same ids would make an idle model look busy or recently used."""
+    client = redis_client()
+    for pattern in ("appliance:replica:*", "appliance:deployment:*"):
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    yield
+
+
 @pytest.fixture
 def version(register_version, tiny_llama):
     return register_version("tiny", tiny_llama)

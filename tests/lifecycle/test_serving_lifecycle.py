@@ -11,6 +11,7 @@ import time
 import httpx
 import openai
 import pytest
+from django.conf import settings
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,7 +60,8 @@ def test_per_model_deployment_scales_to_zero_and_serves_after_a_cold_start(
     assert phases["first_ready"] == kept["total_s"] == replica.cold_start_s
     assert sum(v for k, v in phases.items() if k != "first_ready") == pytest.approx(phases["first_ready"], abs=0.01)
     assert phases["weight_load"] > 0 and phases["warm_up"] > 0
-    exported = {s.labels["phase"]: s.value for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    exported = {s.labels["phase"]: s.value for f in text_string_to_metric_families(
+        httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {settings.METRICS_TOKEN}"}).text)
                 for s in f.samples if s.name == "appliance_cold_start_phase_seconds"
                 and s.labels["deployment"] == "coldy"}
     assert exported == pytest.approx(phases)
