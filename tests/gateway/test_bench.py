@@ -32,6 +32,7 @@ def test_quick_gateway_bench_relays_the_same_tokens_on_every_path(tmp_path):
         assert len(comparison["per_round"]["added_median_ttft_ms"]) == 1
     assert report["added_median_ttft_ms"] == report["comparisons"]["engine"]["added_median_ttft_ms"]
     assert report["targets"] == {"added_median_ttft_ms_max": 5.0, "throughput_share_pct_min": 95.0}
-    assert report["cpu_us_per_token"]["gateway"]["gateway"] > 0
-    assert report["cpu_us_per_token"]["gateway-streams"]["gateway-streams"] > 0
+    # the process CPU clock ticks in 10 ms: the quick form's 48-token phases may use less than one tick
+    assert report["cpu_us_per_token"]["gateway"]["gateway"] >= 0
+    assert report["cpu_us_per_token"]["gateway-streams"]["gateway-streams"] >= 0
     assert all(phase["engine_ttft_s"] > 0 for phase in report["phases"])
