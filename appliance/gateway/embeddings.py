@@ -28,6 +28,7 @@ from .engine_client import EngineRejected, EngineUnavailable, engine
 from .errors import APIError, invalid, model_not_found, unavailable
 from .params import load_body
 from .quotas import Decision, Pick, get_quota_backend
+from .relay import release_target
 from .routing import Route, Target, router
 from .usage import Usage, observe, record
 
@@ -186,19 +187,7 @@ class EmbeddingsCall:
                           retry_after_s=5)
 
     async def _release_target(self, at_finish: bool = False) -> None:
-        target, self.target = self.target, None
-        if target is None:
-            return
-        router.undispatched(target)
-        ticket = self.decision.ticket
-        if ticket is not None and ticket.replica_id == target.replica_id:
-            if at_finish:
-                return  # counted at admission: the quota finish releases it in the same round trip
-            ticket.replica_id = None
-        try:
-            await router.release(target)
-        except Exception:
-            log.exception("could not release replica %s", target.replica_id)
+        await release_target(self, at_finish)
 
     async def settle(self, status: int) -> None:
         if self.settled:

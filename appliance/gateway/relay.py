@@ -45,6 +45,24 @@ def _close_opened(opening: asyncio.Task) -> None:
         opening.result().close()
 
 
+async def release_target(call, at_finish: bool = False) -> None:
+    """Give back `call.target` (a Call, or an embeddings call: anything with `target` and `decision`). At the finish,
+    a replica counted at admission is released by the quota finish in the same round trip instead."""
+    target, call.target = call.target, None
+    if target is None:
+        return
+    router.undispatched(target)
+    ticket = call.decision.ticket
+    if ticket is not None and ticket.replica_id == target.replica_id:
+        if at_finish:
+            return
+        ticket.replica_id = None
+    try:
+        await router.release(target)
+    except Exception:
+        log.exception("could not release replica %s", target.replica_id)
+
+
 class ReplicaFailed(Exception):
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
@@ -180,19 +198,7 @@ class Call:
                           retry_after_s=5)
 
     async def _release_target(self, at_finish: bool = False) -> None:
-        target, self.target = self.target, None
-        if target is None:
-            return
-        router.undispatched(target)
-        ticket = self.decision.ticket
-        if ticket is not None and ticket.replica_id == target.replica_id:
-            if at_finish:
-                return  # counted at admission: the quota finish releases it in the same round trip
-            ticket.replica_id = None
-        try:
-            await router.release(target)
-        except Exception:
-            log.exception("could not release replica %s", target.replica_id)
+        await release_target(self, at_finish)
 
     def _apply(self, event: dict) -> bool:
         """Account for one engine event; True for a delta (tokens to relay)."""
