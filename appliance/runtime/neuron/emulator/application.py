@@ -374,7 +374,6 @@ class NeuronBaseForCausalLM:
         # with apply_seq_ids_mask a padded row writes to the pad zone past max_length instead
         write_pos = torch.tensor([int(p[i]) if real[i] or not masked else nc.max_length for i in range(batch)])
         slots = torch.arange(batch) * line_len + write_pos
-        visible_len = line_len
 
         def attend(layer: int, q, k, v):
             kc, vc = self.kv[layer]
@@ -387,7 +386,6 @@ class NeuronBaseForCausalLM:
                 out[i] = attention(q[i][None], keys, values, torch.ones(1, n, dtype=torch.bool), self.model.scale)[0]
             return out
 
-        del visible_len
         hidden = run_layers(self.model, ids.reshape(-1).long(), p, attend)
         logits = self._logits(hidden)
         if order is None:
