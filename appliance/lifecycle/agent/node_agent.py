@@ -44,15 +44,27 @@ def restart_delay_s(restart_count: int) -> float:
     return min(base * 2 ** max(restart_count - 1, 0), cap)
 
 
-def model_dir(dep: Deployment) -> str:
-    """Where a replica loads its model from: the compiled artifact if any, else the registered checkpoint."""
-    if dep.artifact_id:
-        if dep.artifact.uri.startswith("s3://"):
-            from ..artifact_store import get_store
+def model_dir(dep: Deployment, node: Node | None = None) -> str:
+    """Where a replica loads its model from: the compiled artifact, copied from the artifact store into this node's
+    cache (verified, once per node), else the registered checkpoint. Cache entries that `node`'s live replicas use
+    are never evicted."""
+    if not dep.artifact_id:
+        return dep.model_version.source_uri
+    from ..artifact_cache import node_cache
+    from ..artifact_store import get_store, store_of
 
-            return str(get_store().local_path(dep.artifact.digest))
-        return dep.artifact.uri
-    return dep.model_version.source_uri
+    artifact = dep.artifact
+
+    def open_store():
+        store = get_store()
+        if store.exists(artifact.digest):
+            return store
+        return store_of(artifact.uri)[0]  # recorded under another store URL (the setting changed): read it there
+
+    node_name = node.name if node is not None else settings.NODE_NAME
+    live = (Replica.objects.filter(node__name=node_name, deployment__artifact__isnull=False)
+            .exclude(state=Replica.State.STOPPED).values_list("deployment__artifact__digest", flat=True))
+    return str(node_cache().fetch(artifact.digest, open_store, keep=set(live)).path)
 
 
 class NodeAgent:
@@ -126,7 +138,11 @@ class NodeAgent:
     def _launch(self, row: Replica) -> None:
         dep = row.deployment
         fetching = time.monotonic()
-        source = model_dir(dep)
+        try:
+            source = model_dir(dep, self.node)
+        except (OSError, RuntimeError, ValueError) as exc:  # store unreachable, artifact damaged: say so on the row
+            self._fetch_failed(row, exc)
+            return
         artifact_fetch_s = time.monotonic() - fetching
         spec = ReplicaSpec(
             replica_id=row.pk, model_dir=source, device=dep.device, cores=list(row.cores or []),
@@ -166,6 +182,15 @@ class NodeAgent:
                 proc.proc.kill()
         finally:
             connection.close()
+
+    def _fetch_failed(self, row: Replica, exc: Exception) -> None:
+        count = row.restart_count + 1
+        delay = restart_delay_s(count)
+        self.restart_at[row.pk] = time.monotonic() + delay
+        error = f"could not fetch the model's artifact onto node {self.node.name}: {exc}"
+        Replica.objects.filter(pk=row.pk).update(state=Replica.State.FAILED, restart_count=count,
+                                                 last_error=error[:2000], pid=None)
+        log.warning("replica %s#%d: %s; retry in %.1fs", row.deployment.name, row.index, error[:300], delay)
 
     def _crashed(self, row: Replica, proc: ReplicaProcess) -> None:
         code = proc.exit_code()
