@@ -168,3 +168,28 @@ def test_model_dir_serves_a_path_store_artifact_from_the_node_cache(lc_home, set
     settings.ARTIFACT_STORE_URL = str(lc_home / "elsewhere")  # the setting changed since: the row's URI still works
     settings.ARTIFACT_CACHE_DIR = str(lc_home / "other-cache")
     assert Path(model_dir(dep)) == lc_home / "other-cache" / digest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_keeps_heartbeating_while_a_slow_first_fill_holds_up_its_agent(lc_home, settings, monkeypatch):
+    from django.utils import timezone
+
+    from appliance.catalog.models import Artifact, Deployment, Model, ModelVersion, Node
+    from appliance.lifecycle import artifact_store
+    from appliance.lifecycle.agent.node_agent import model_dir
+
+    slow = CountingStore(Path(settings.ARTIFACT_STORE_URL), lc_home / "count", delay=2.5)
+    digest = stored_artifact(slow, lc_home, "zeta")
+    monkeypatch.setattr(artifact_store, "get_store", lambda url=None: slow)
+    settings.NODE_STALE_AFTER_S = 1.5  # beats every 0.5 s
+    node = Node.objects.create(name="lc-node", cores=2, last_heartbeat=timezone.now())
+    version = ModelVersion.objects.create(model=Model.objects.create(name="zeta"), version=1, source_uri="/nowhere")
+    dep = Deployment.objects.create(name="zeta", model_version=version, artifact=Artifact.objects.create(
+        digest=digest, model_version=version, target="cpu", uri=slow.uri(digest)))
+
+    before = Node.objects.get(pk=node.pk).last_heartbeat
+    started = timezone.now()
+    model_dir(dep, node)
+    beat = Node.objects.get(pk=node.pk).last_heartbeat
+    assert fetches(lc_home / "count") == 1
+    assert beat > before and (beat - started).total_seconds() >= 1.5  # it beat during the fill, not only before

@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +66,33 @@ def model_dir(dep: Deployment, node: Node | None = None) -> str:
     node_name = node.name if node is not None else settings.NODE_NAME
     live = (Replica.objects.filter(node__name=node_name, deployment__artifact__isnull=False)
             .exclude(state=Replica.State.STOPPED).values_list("deployment__artifact__digest", flat=True))
-    return str(node_cache().fetch(artifact.digest, open_store, keep=set(live)).path)
+    with _heartbeat_during(node):
+        return str(node_cache().fetch(artifact.digest, open_store, keep=set(live)).path)
+
+
+@contextmanager
+def _heartbeat_during(node: Node | None) -> Iterator[None]:
+    """Keep `node` heartbeating while a long step (a first fill of a large artifact) holds up the agent's tick, so
+    the fleet does not take a busy node for a lost one."""
+    if node is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(min(5.0, setting("NODE_STALE_AFTER_S") / 3)):
+                Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())
+        finally:
+            connection.close()
+
+    beater = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{node.name}")
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join(timeout=5)
 
 
 class NodeAgent:
