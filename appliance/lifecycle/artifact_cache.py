@@ -183,8 +183,12 @@ def node_cache() -> ArtifactCache:
     settings.ARTIFACT_CACHE_MAX_BYTES."""
     from django.conf import settings
 
-    root = getattr(settings, "ARTIFACT_CACHE_DIR", "") or Path(settings.APPLIANCE_HOME) / "artifact-cache"
-    return ArtifactCache(Path(root), int(getattr(settings, "ARTIFACT_CACHE_MAX_BYTES", 0) or 0))
+    root = Path(getattr(settings, "ARTIFACT_CACHE_DIR", "") or Path(settings.APPLIANCE_HOME) / "artifact-cache")
+    store = str(settings.ARTIFACT_STORE_URL).removeprefix("file://")
+    if not store.startswith("s3://") and root.resolve() == Path(store).resolve():
+        raise ValueError(f"ARTIFACT_CACHE_DIR and ARTIFACT_STORE_URL are both {root}: the cache evicts what it holds, "
+                         "so it must be a directory of its own")
+    return ArtifactCache(root, int(getattr(settings, "ARTIFACT_CACHE_MAX_BYTES", 0) or 0))
 
 
 def _dir_bytes(path: Path) -> int:

@@ -233,13 +233,16 @@ def _hold_digest(job: CompileJob, digest: str, progress: JobRecorder) -> None:
             return
         except IntegrityError:
             holder = CompileJob.objects.filter(digest=digest, status=CompileJob.Status.RUNNING).exclude(pk=job.pk)
-            holder = holder.values_list("pk", "worker").first()
+            holder = holder.values_list("pk", "worker", "heartbeat_at").first()
             if holder is not None and holder[0] != waited_for:
                 waited_for = holder[0]
                 progress("waiting", 15, f"job #{holder[0]} on {holder[1] or '?'} is building artifact {digest[:12]}; "
                          "waiting for it instead of compiling the same artifact twice")
             else:
                 progress("waiting", 15)  # heartbeat, and notice a cancel
+            stale = timezone.now() - timedelta(seconds=stale_after_s())
+            if holder is not None and (holder[2] is None or holder[2] < stale):
+                sweep_stale_jobs()  # its worker died: re-queue it now rather than wait for celery beat's sweep
             time.sleep(min(heartbeat_interval_s(), 2.0))
 
 

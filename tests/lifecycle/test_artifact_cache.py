@@ -150,6 +150,14 @@ def test_eviction_removes_least_recently_used_entries_but_never_one_a_live_repli
     assert {p.name for p in cache.root.iterdir() if not p.name.startswith(".")} == {a, b, d}
 
 
+def test_a_cache_dir_that_is_the_store_itself_is_refused(lc_home, settings):
+    from appliance.lifecycle.artifact_cache import node_cache
+
+    settings.ARTIFACT_CACHE_DIR = settings.ARTIFACT_STORE_URL
+    with pytest.raises(ValueError, match="must be a directory of its own"):
+        node_cache()
+
+
 @pytest.mark.django_db
 def test_model_dir_serves_a_path_store_artifact_from_the_node_cache(lc_home, settings):
     from appliance.catalog.models import Artifact, Deployment, Model, ModelVersion
@@ -193,3 +201,29 @@ def test_a_node_keeps_heartbeating_while_a_slow_first_fill_holds_up_its_agent(lc
     beat = Node.objects.get(pk=node.pk).last_heartbeat
     assert fetches(lc_home / "count") == 1
     assert beat > before and (beat - started).total_seconds() >= 1.5  # it beat during the fill, not only before
+
+
+@pytest.mark.celery
+def test_replicas_of_a_compiled_deployment_start_from_the_node_cache(
+        start_worker, start_agent, register_version, tiny_llama, lc_home):
+    from appliance.catalog.models import Replica
+    from appliance.lifecycle.models import CompileJob
+    from appliance.lifecycle.services import deploy
+
+    from .conftest import wait_until
+
+    start_worker()
+    register_version("tiny", tiny_llama)
+    result = deploy("tiny", replicas=2, cores_per_replica=1)
+    job = wait_until(lambda: CompileJob.objects.filter(pk=result.compile_job.pk, status="succeeded").first(), 120,
+                     "the compile")
+    start_agent(cores=2)
+    ready = wait_until(lambda: (rows := list(Replica.objects.filter(deployment=result.deployment, state="ready")))
+                       and len(rows) == 2 and rows, 180, "2 ready replicas")
+
+    entry = lc_home / "artifact-cache" / job.artifact.digest
+    assert sorted(p.name for p in (lc_home / "artifact-cache").iterdir() if not p.name.startswith(".")) == [entry.name]
+    for replica in ready:
+        cmdline = Path(f"/proc/{replica.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--model") + 1].decode() == str(entry)
+        assert replica.cold_start_phases["artifact_fetch"] >= 0

@@ -69,10 +69,17 @@ def test_a_job_reaching_an_artifact_another_job_is_building_waits_instead_of_com
                                        heartbeat_at=timezone.now())
     seen: dict[str, str] = {}
 
+    def beat(seconds: float) -> None:  # what the other node's heartbeat thread would do
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            CompileJob.objects.filter(pk=holder.pk).update(heartbeat_at=timezone.now())
+            time.sleep(0.2)
+
     def release_when_waiting() -> None:
         try:
-            wait_until(lambda: "waiting for it" in CompileJob.objects.get(pk=waiter.pk).log, 60, "the waiter")
-            time.sleep(1.0)
+            wait_until(lambda: beat(0) or "waiting for it" in CompileJob.objects.get(pk=waiter.pk).log, 60,
+                       "the waiter", interval=0.2)
+            beat(1.5)
             seen["stage_before_release"] = CompileJob.objects.get(pk=waiter.pk).stage
             CompileJob.objects.filter(pk=holder.pk).update(status="failed", finished_at=timezone.now())
         finally:
@@ -88,6 +95,28 @@ def test_a_job_reaching_an_artifact_another_job_is_building_waits_instead_of_com
     assert f"job #{holder.pk} on node-b stand-in is building artifact {digest[:12]}" in waiter.log
     assert waiter.log.index("waiting for it") < waiter.log.index("converting weights")
     assert waiter.digest == digest and waiter.artifact.digest == digest and not waiter.cache_hit
+
+
+@pytest.mark.django_db
+def test_a_job_waiting_on_a_builder_whose_worker_died_requeues_it_and_builds_the_artifact_itself(
+        register_version, tiny_llama, lc_home):
+    from appliance.lifecycle.artifact_store import compute_digest
+    from appliance.lifecycle.compile_runner import run_compile_job
+    from appliance.lifecycle.converter import source_checksum, toolchain_version
+
+    first, second = register_version("tiny", tiny_llama), register_version("tiny-again", tiny_llama)
+    waiter = CompileJob.objects.create(model_version=second)
+    digest = compute_digest(source_checksum(tiny_llama, ""), waiter.options(), toolchain_version("cpu"))
+    # A stand-in for a job whose worker was killed mid-build on another node: running, silent for a minute.
+    dead = CompileJob.objects.create(model_version=first, status="running", digest=digest, worker="node-b stand-in",
+                                     attempts=1, heartbeat_at=timezone.now() - timedelta(minutes=1))
+
+    assert run_compile_job(waiter.pk) == "succeeded"
+    waiter.refresh_from_db()
+    dead.refresh_from_db()
+    assert dead.status == "queued" and "stopped heartbeating" in dead.log and "re-queued" in dead.log
+    assert "waiting for it" in waiter.log and "converting weights" in waiter.log
+    assert waiter.artifact.digest == digest
 
 
 @pytest.mark.django_db
