@@ -148,14 +148,14 @@ class ReplicaController:
             device=dep.device, model_uri=model_uri(dep), engine_args=dict(dep.engine_args or {}),
             restarts_before=row.restart_count,
         )
-        self.api.create_namespaced_secret(self.config.namespace, replica_secret(self.config, spec, name, secret))
         try:
+            self.api.create_namespaced_secret(self.config.namespace, replica_secret(self.config, spec, name, secret))
             self.api.create_namespaced_pod(self.config.namespace, replica_pod(self.config, spec, name))
         except ApiException as exc:
             self._delete_secret(name)
             Replica.objects.filter(pk=row.pk).update(
                 state=Replica.State.FAILED, restart_count=row.restart_count + 1,
-                last_error=f"the Kubernetes API refused the pod {name}: {exc.status} {exc.reason}: "
+                last_error=f"the Kubernetes API refused the pod {name} (or its Secret): {exc.status} {exc.reason}: "
                            f"{(exc.body or '')[:1500]}")
             self.restart_at[row.pk] = time.monotonic() + restart_delay_s(row.restart_count + 1)
             log.warning("pod %s refused: %s %s", name, exc.status, exc.reason)
