@@ -4,6 +4,8 @@ cluster runs in these tests; none has run the manifests."""
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -136,3 +138,21 @@ def test_replica_pods_for_every_device_and_model_source_validate(device, resourc
     assert all(len(v) <= 63 for v in pod["metadata"]["labels"].values())  # label values the API server accepts
     assert pod["metadata"]["labels"]["appliance.io/node"] == "Cluster-One"
     assert ("initContainers" in pod["spec"]) == model_uri.startswith("s3://")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (its built-in kustomize) is not installed")
+def test_the_kustomization_renders_offline_into_valid_resources_with_the_image_set():
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    for doc in docs:
+        validate(doc)
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"appliance"}
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
+    images = {c["image"] for pod in pods for c in pod.get("initContainers", []) + pod["containers"]}
+    assert images == {"ACCOUNT.dkr.ecr.REGION.amazonaws.com/appliance:0.1.0", "nginx:1.27"}
+    controller = next(d for d in docs if d["kind"] == "Deployment"
+                      and d["metadata"]["name"] == "appliance-replica-controller")
+    env = {e["name"]: e.get("value") for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["APPLIANCE_K8S_IMAGE"] in images  # the replica pods run the same image as the rest

@@ -56,7 +56,7 @@ class KubernetesConfig:
     api_host: str = ""  # "" = in-cluster configuration (the pod's ServiceAccount), else this API server URL
 
     @classmethod
-    def from_settings(cls) -> "KubernetesConfig":
+    def from_settings(cls) -> KubernetesConfig:
         from django.conf import settings
 
         device = _get("APPLIANCE_K8S_DEVICE", "neuron")

@@ -121,8 +121,8 @@ def replica_pod(config: KubernetesConfig, spec: ReplicaPodInput, name: str) -> c
                                                                                   optional=True))]
     mounts, volumes, init = [], [], []
     if config.models_claim:
-        volumes.append(client.V1Volume(name="models", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
-            claim_name=config.models_claim, read_only=True)))
+        claim = client.V1PersistentVolumeClaimVolumeSource(claim_name=config.models_claim, read_only=True)
+        volumes.append(client.V1Volume(name="models", persistent_volume_claim=claim))
         mounts.append(client.V1VolumeMount(name="models", mount_path=config.models_mount, read_only=True))
     if s3_uri:
         volumes.append(client.V1Volume(name="model-cache", empty_dir=client.V1EmptyDirVolumeSource()))

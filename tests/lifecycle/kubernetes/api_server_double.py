@@ -3,7 +3,8 @@
 It implements only what the replica controller calls: list/create/delete pods and create/delete secrets in a
 namespace (the core/v1 REST paths and JSON shapes the official `kubernetes` client speaks), and validates every pod
 and secret it is given against the Kubernetes schema (kubernetes-validate) and its name as an RFC 1123 subdomain, as a
-real API server refuses a bad one (422). No kubelet runs anything: a test plays the kubelet with mark_ready(), crash() and evict().
+real API server refuses a bad one (422). No kubelet runs anything: a test plays the kubelet with mark_ready(),
+crash(), evict() and unschedulable().
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -26,7 +27,7 @@ ITEM = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<kind>pods|secrets)/(?P
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -72,13 +73,13 @@ class KubernetesApiDouble:
                 code, answer = double.handle(method, url.path, parse_qs(url.query), body)
                 self._send(code, answer)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self._route("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._route("POST")
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 self._route("DELETE")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -88,7 +89,7 @@ class KubernetesApiDouble:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "KubernetesApiDouble":
+    def start(self) -> KubernetesApiDouble:
         self.thread.start()
         return self
 
@@ -135,7 +136,8 @@ class KubernetesApiDouble:
         obj = json.loads(json.dumps(body))
         obj["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(), resourceVersion="1")
         if kind == "secrets":
-            written = {k: base64.b64encode(v.encode()).decode() for k, v in (obj.pop("stringData", None) or {}).items()}
+            plain = obj.pop("stringData", None) or {}
+            written = {k: base64.b64encode(v.encode()).decode() for k, v in plain.items()}
             obj["data"] = {**(obj.get("data") or {}), **written}  # as the API server stores stringData
         else:
             obj["status"] = {"phase": "Pending", "conditions": [

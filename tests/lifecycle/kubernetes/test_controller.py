@@ -142,7 +142,8 @@ def test_an_unschedulable_pod_says_why_on_the_replica(controller, api_double, ve
     dep = deploy(version)
     controller.tick()
     [pod] = api_double.pods(NAMESPACE)
-    api_double.unschedulable(pod["metadata"]["name"], "0/3 nodes are available: 3 Insufficient aws.amazon.com/neuroncore.")
+    api_double.unschedulable(pod["metadata"]["name"],
+                             "0/3 nodes are available: 3 Insufficient aws.amazon.com/neuroncore.")
     controller.tick()
     replica = dep.replicas.get()
     assert replica.state == Replica.State.STARTING
@@ -190,6 +191,7 @@ def test_a_pod_the_api_server_refuses_fails_the_replica_with_the_api_message(con
     controller.tick()
     replica = dep.replicas.get()
     assert replica.state == Replica.State.FAILED and replica.restart_count == 1
-    assert replica.last_error.startswith(f"the Kubernetes API refused the pod Replica_{replica.pk} (or its Secret): 422")
+    refused = f"the Kubernetes API refused the pod Replica_{replica.pk} (or its Secret): 422"
+    assert replica.last_error.startswith(refused)
     assert "metadata.name: Invalid value" in replica.last_error
     assert api_double.pods(NAMESPACE) == [] and api_double.objects["secrets"] == {}  # no Secret left behind

@@ -1,13 +1,13 @@
 """Reading a replica pod's status (official client models, as the API returns them) into what its replica shows."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
 from appliance.lifecycle.kubernetes.pod_status import read_pod
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def pod(status: client.V1PodStatus, restarts_before: str = "0") -> client.V1Pod:
@@ -25,7 +25,8 @@ def condition(kind: str, ok: bool, at: datetime, **extra) -> client.V1PodConditi
 
 def test_a_ready_pod_reports_its_ip_and_cold_start_phases():
     report = read_pod(pod(client.V1PodStatus(phase="Running", pod_ip="10.0.0.9", conditions=[
-        condition("PodScheduled", True, T0 + timedelta(seconds=2)), condition("Ready", True, T0 + timedelta(seconds=50))])))
+        condition("PodScheduled", True, T0 + timedelta(seconds=2)),
+        condition("Ready", True, T0 + timedelta(seconds=50))])))
     assert (report.replica_id, report.ready, report.pod_ip, report.error) == (5, True, "10.0.0.9", "")
     assert report.cold_start_phases == {"pod_scheduling": 2.0, "first_ready": 50.0}
 
