@@ -20,6 +20,10 @@ class Command(BaseCommand):
                             help="python -m module that serves one replica (prints READY <url>)")
 
     def handle(self, *args, **opts):
+        from appliance.lifecycle.kubernetes import entrypoint as kubernetes_backend  # APPLIANCE_REPLICA_BACKEND
+
+        if kubernetes_backend.selected():  # replicas as pods (deploy/kubernetes/), not processes on this machine
+            return kubernetes_backend.run_controller(opts, self.stdout)
         agent = NodeAgent(AgentOptions(
             node_name=opts["node"], device=opts["device"], cores=opts["cores"],
             tick_s=opts["tick"] if opts["tick"] is not None else setting("AGENT_TICK_S"),
