@@ -1,14 +1,16 @@
 """python -m appliance.lifecycle.kubernetes.fetch_artifact s3://BUCKET/PREFIX/DIGEST DEST
 
 A replica pod's init container: download one artifact from the S3 artifact store into DEST (an emptyDir the engine
-container mounts). No Django: credentials come from the pod (IRSA on EKS), AWS_ENDPOINT_URL as the store reads it.
+container mounts), with the node cache's fill: staged beside DEST, every file checked against the manifest's sha256,
+then renamed. No Django: credentials come from the pod (IRSA on EKS), AWS_ENDPOINT_URL as the store reads it.
 """
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 from pathlib import Path
 
+from ..artifact_cache import ArtifactCache
 from ..artifact_store import MANIFEST, S3ArtifactStore
 
 
@@ -26,12 +28,12 @@ def split_uri(uri: str) -> tuple[str, str, str]:
 def fetch(uri: str, dest: Path) -> Path:
     """Download the artifact at `uri` into `dest`; raise if the store holds no complete artifact there."""
     bucket, prefix, digest = split_uri(uri)
-    store = S3ArtifactStore(bucket, prefix, dest.parent)
+    store = S3ArtifactStore(bucket, prefix)
     if not store.exists(digest):
         raise FileNotFoundError(f"no complete artifact at {uri} (its {MANIFEST} is missing)")
-    local = store.local_path(digest)
+    local = ArtifactCache(dest.parent).fetch(digest, store).path
     if local != dest:
-        shutil.move(str(local), str(dest))
+        os.rename(local, dest)
     return dest
 
 

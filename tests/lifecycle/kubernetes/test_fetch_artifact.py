@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.lifecycle.artifact_store import S3ArtifactStore
+from appliance.lifecycle.converter import write_manifest
 from appliance.lifecycle.kubernetes.fetch_artifact import main, split_uri
 
 
@@ -34,12 +35,27 @@ def test_the_artifact_lands_where_the_engine_loads_it(bucket, tmp_path, capsys):
     (source / "sub").mkdir(parents=True)
     (source / "model.safetensors").write_text("weights")
     (source / "sub" / "tokenizer.json").write_text("{}")
-    (source / "manifest.json").write_text("{}")
-    uri = S3ArtifactStore(bucket, "artifacts", tmp_path / "unused").put_dir("d1", source)
+    write_manifest(source, "d1", {}, "test", {})
+    uri = S3ArtifactStore(bucket, "artifacts").put_dir("d1", source)
     dest = tmp_path / "cache" / "d1"
     assert main([uri, str(dest)]) == 0
     assert (dest / "model.safetensors").read_text() == "weights" and (dest / "sub" / "tokenizer.json").is_file()
     assert f"fetched {uri}" in capsys.readouterr().out
+
+
+def test_a_damaged_artifact_fails_the_init_container_and_leaves_nothing_to_load(bucket, tmp_path, capsys):
+    import boto3
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "model.safetensors").write_text("weights")
+    write_manifest(source, "d2", {}, "test", {})
+    uri = S3ArtifactStore(bucket, "artifacts").put_dir("d2", source)
+    boto3.client("s3").put_object(Bucket=bucket, Key="artifacts/d2/model.safetensors", Body=b"WEIGHTS")
+    dest = tmp_path / "cache" / "d2"
+    assert main([uri, str(dest)]) == 1
+    assert "file model.safetensors does not match the manifest's sha256" in capsys.readouterr().err
+    assert not dest.exists()
 
 
 def test_a_missing_artifact_fails_the_init_container_with_the_reason(bucket, tmp_path, capsys):
