@@ -2,6 +2,7 @@
 killed half way never used, least-recently-used eviction that spares live replicas, and model_dir reading from it."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -21,7 +22,7 @@ def stored_artifact(store: LocalArtifactStore, tmp_path: Path, name: str, size: 
     src = tmp_path / f"src-{name}"
     (src / "sub").mkdir(parents=True)
     (src / "model.safetensors").write_bytes(name.encode() * (size // len(name)))
-    (src / "sub" / "tokenizer.json").write_text('{"name": "%s"}' % name)
+    (src / "sub" / "tokenizer.json").write_text(json.dumps({"name": name}))
     write_manifest(src, digest, {}, "test", {})
     store.put_dir(digest, src)
     return digest
@@ -171,7 +172,7 @@ def test_model_dir_serves_a_path_store_artifact_from_the_node_cache(lc_home, set
 
     path = Path(model_dir(dep))
     assert path == lc_home / "artifact-cache" / digest
-    assert (path / "sub" / "tokenizer.json").read_text() == '{"name": "epsilon"}'
+    assert json.loads((path / "sub" / "tokenizer.json").read_text()) == {"name": "epsilon"}
 
     settings.ARTIFACT_STORE_URL = str(lc_home / "elsewhere")  # the setting changed since: the row's URI still works
     settings.ARTIFACT_CACHE_DIR = str(lc_home / "other-cache")
