@@ -200,6 +200,7 @@ def test_two_nodes_serve_one_deployment_and_survive_losing_a_node(fleet: Fleet, 
         assert not outcome.error and outcome.tokens == 8, outcome
 
     print(f"two-node test ({fleet.network.mode}): up in {started_up:.1f}s; {len(load.outcomes)} requests under load, "
-          f"{len(after)} after the kill all answered, {len(failed)} in flight on the dead node ended with a clean "
-          f"error, and {len(cut)} of {len(longs)} long streams (those on the dead node); node lost {lost_after:.1f}s after the kill (NODE_LOST_AFTER_S={NODE_LOST_AFTER_S}), replica "
-          f"ready again on fleet-b {replaced_after:.1f}s after it; total {time.monotonic() - began:.1f}s")
+          f"{len(after)} sent after the kill all answered; cut on the dead node with a clean error: {len(failed)} "
+          f"of the load's, {len(cut)} of {len(longs)} long streams; node lost {lost_after:.1f}s after the kill "
+          f"(NODE_LOST_AFTER_S={NODE_LOST_AFTER_S}), its replica ready again on fleet-b {replaced_after:.1f}s after "
+          f"it; {time.monotonic() - began:.1f}s in all")

@@ -59,7 +59,8 @@ def test_a_silent_node_becomes_lost_and_its_replica_is_placed_again_where_cores_
     old = dep.replicas.get(node=a)
     assert old.state == "stopped" and "node a stopped heartbeating" in old.last_error
     dep.refresh_from_db()  # b has no free core: the replica waits, and says why
-    assert placed(dep) == [("b", "ready")] and dep.status == "waiting" and "1 of 2 replicas placed" in dep.status_message
+    assert placed(dep) == [("b", "ready")]
+    assert dep.status == "waiting" and "1 of 2 replicas placed" in dep.status_message
     Node.objects.filter(pk=b.pk).update(cores=2)
     placement.place_all()
     assert placed(dep) == [("b", "pending"), ("b", "ready")]

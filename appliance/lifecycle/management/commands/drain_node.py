@@ -1,4 +1,4 @@
-"""python manage.py drain_node NAME [--undo] [--wait S] — move a node's replicas elsewhere and place nothing new there."""
+"""python manage.py drain_node NAME [--undo] [--wait S] — move a node's replicas elsewhere, place nothing new there."""
 from __future__ import annotations
 
 import time
