@@ -194,8 +194,10 @@ INSTANCE_HOURLY_PRICES = json.loads(os.environ.get("INSTANCE_HOURLY_PRICES", "{}
 ARTIFACT_STORE_URL = os.environ.get("ARTIFACT_STORE_URL", str(APPLIANCE_HOME / "artifacts"))
 # Where engine replicas write logs and sockets.
 RUN_DIR = Path(os.environ.get("APPLIANCE_RUN_DIR", APPLIANCE_HOME / "run"))
-# This node's name (one node agent per machine).
+# This node's name (one node agent per machine) and the address other nodes reach it at: its replicas listen there
+# (behind their per-launch credential, Replica.secret), and a gateway on any node routes to them (docs/fleet.md).
 NODE_NAME = os.environ.get("NODE_NAME", os.uname().nodename)
+NODE_ADDRESS = os.environ.get("NODE_ADDRESS", "127.0.0.1")
 
 LOGGING = {
     "version": 1,
