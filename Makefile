@@ -17,7 +17,7 @@ PARITY_TESTS ?= tests/runtime tests/demo tests/neuron/test_bucketed_cpu.py --ign
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test faults test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
+.PHONY: demo test netns-tools faults test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,7 +56,12 @@ services:
 browser:
 	bash scripts/ensure-browser.sh
 
-test: venv-dev venv-lmeval services browser
+# The two-node test (tests/fleet) makes network namespaces and veth pairs with `ip` (iproute2), as root; without
+# them it falls back to two loopback addresses and says so.
+netns-tools:
+	command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
+
+test: venv-dev venv-lmeval services browser netns-tools
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-compat
 

@@ -199,8 +199,10 @@ ARTIFACT_CACHE_DIR = os.environ.get("ARTIFACT_CACHE_DIR", "")
 ARTIFACT_CACHE_MAX_BYTES = int(os.environ.get("ARTIFACT_CACHE_MAX_BYTES", str(100 * 2**30)))
 # Where engine replicas write logs and sockets.
 RUN_DIR = Path(os.environ.get("APPLIANCE_RUN_DIR", APPLIANCE_HOME / "run"))
-# This node's name (one node agent per machine).
+# This node's name (one node agent per machine) and the address other nodes reach it at: its replicas listen there
+# (behind their per-launch credential, Replica.secret), and a gateway on any node routes to them (docs/fleet.md).
 NODE_NAME = os.environ.get("NODE_NAME", os.uname().nodename)
+NODE_ADDRESS = os.environ.get("NODE_ADDRESS", "127.0.0.1")
 
 LOGGING = {
     "version": 1,

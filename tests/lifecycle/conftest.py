@@ -32,7 +32,7 @@ def lc_home(tmp_path, settings, monkeypatch):
     settings.RUN_DIR = home / "run"
     settings.NODE_NAME = "lc-node"
     for name, value in {"APPLIANCE_COMPILE_HEARTBEAT_S": "0.5", "APPLIANCE_COMPILE_STALE_AFTER_S": "3",
-                        "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_STALE_AFTER_S": "30"}.items():
+                        "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_LOST_AFTER_S": "30"}.items():
         monkeypatch.setenv(name, value)
     return home
 

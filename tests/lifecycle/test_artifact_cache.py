@@ -190,7 +190,7 @@ def test_a_node_keeps_heartbeating_while_a_slow_first_fill_holds_up_its_agent(lc
     slow = CountingStore(Path(settings.ARTIFACT_STORE_URL), lc_home / "count", delay=2.5)
     digest = stored_artifact(slow, lc_home, "zeta")
     monkeypatch.setattr(artifact_store, "get_store", lambda url=None: slow)
-    settings.NODE_STALE_AFTER_S = 1.5  # beats every 0.5 s
+    settings.NODE_LOST_AFTER_S = 1.5  # beats every 0.5 s
     node = Node.objects.create(name="lc-node", cores=2, last_heartbeat=timezone.now())
     version = ModelVersion.objects.create(model=Model.objects.create(name="zeta"), version=1, source_uri="/nowhere")
     dep = Deployment.objects.create(name="zeta", model_version=version, artifact=Artifact.objects.create(

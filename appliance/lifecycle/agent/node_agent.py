@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from appliance.catalog.models import Deployment, Node, Replica
 
-from .. import placement, routing_state
+from .. import node_state, placement, routing_state
 from ..conf import setting
 from ..services import record_cold_start
 from .replica_process import ReplicaProcess, ReplicaSpec
@@ -39,6 +39,7 @@ class AgentOptions:
     autoscale: bool = True
     place: bool = True
     server_module: str = "appliance.runtime.server"
+    address: str = "127.0.0.1"  # where other nodes reach this node's replicas (NODE_ADDRESS)
 
 
 def restart_delay_s(restart_count: int) -> float:
@@ -81,8 +82,8 @@ def _heartbeat_during(node: Node | None) -> Iterator[None]:
 
     def beat() -> None:
         try:
-            while not stop.wait(min(5.0, setting("NODE_STALE_AFTER_S") / 3)):
-                Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())
+            while not stop.wait(min(5.0, setting("NODE_LOST_AFTER_S") / 3)):
+                node_state.heartbeat(node.pk)
         finally:
             connection.close()
 
@@ -100,7 +101,8 @@ class NodeAgent:
         from ..inventory import register_node
 
         self.options = options
-        self.node: Node = register_node(options.node_name, options.device, cores=options.cores)
+        self.node: Node = register_node(options.node_name, options.device, address=options.address,
+                                        cores=options.cores)
         self.procs: dict[int, ReplicaProcess] = {}
         self.restart_at: dict[int, float] = {}
         self.stopping = threading.Event()
@@ -112,7 +114,8 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         self._adopt_orphans()
-        log.info("node agent on %s: %s %d cores", self.node.name, self.node.device, self.node.cores)
+        log.info("node agent on %s (%s): %s %d cores", self.node.name, self.node.address, self.node.device,
+                 self.node.cores)
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
@@ -127,7 +130,7 @@ class NodeAgent:
 
     def tick(self) -> None:
         close_old_connections()
-        Node.objects.filter(pk=self.node.pk).update(last_heartbeat=timezone.now())
+        node_state.heartbeat(self.node.pk)
         if self.options.autoscale:
             from ..autoscaler import autoscale_all
 
@@ -176,7 +179,7 @@ class NodeAgent:
             replica_id=row.pk, model_dir=source, device=dep.device, cores=list(row.cores or []),
             server_module=self.options.server_module, served_model_name=dep.name,
             engine_args={"scheduling_policy": "priority", **(dep.engine_args or {})},  # live (0) before jobs
-            host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
+            host=self.node.address or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
         )
         proc = ReplicaProcess(spec)
         self.procs[row.pk] = proc
