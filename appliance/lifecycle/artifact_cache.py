@@ -78,8 +78,7 @@ class ArtifactCache:
         if not self.max_bytes:
             return []
         keep = set(keep)
-        entries = [(p.stat().st_mtime, p.name, _dir_bytes(p)) for p in self.root.iterdir()
-                   if p.is_dir() and not p.name.startswith(".")]
+        entries = [entry for p in self.root.iterdir() if not p.name.startswith(".") and (entry := _describe(p))]
         total = sum(size for _, _, size in entries)
         removed: list[str] = []
         for _, digest, size in sorted(entries):
@@ -191,8 +190,12 @@ def node_cache() -> ArtifactCache:
     return ArtifactCache(root, int(getattr(settings, "ARTIFACT_CACHE_MAX_BYTES", 0) or 0))
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def _describe(entry: Path) -> tuple[float, str, int] | None:
+    """(last used, digest, bytes) of a cache entry; None when another process removed it meanwhile."""
+    try:
+        return entry.stat().st_mtime, entry.name, sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+    except FileNotFoundError:
+        return None
 
 
 def _check_digest(digest: str) -> None:
