@@ -68,6 +68,12 @@ def build(verbose: bool = False) -> Path:
     """Compile the extension into build_dir() (ninja skips the work when it is up to date); returns the library."""
     from torch.utils.cpp_extension import load
 
+    try:  # requirements.txt's ninja: its binary sits in the environment's bin/, which need not be on PATH
+        import ninja
+
+        os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    except ImportError:
+        pass
     directory = build_dir()
     directory.mkdir(parents=True, exist_ok=True)
     load(NAME, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),  # copies: load() appends
