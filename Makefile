@@ -41,6 +41,7 @@ $(COMPAT_BIN)/python:
 venv-compat: $(COMPAT_BIN)/python
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt torch==2.13.0
 	$(COMPAT_BIN)/pip install --quiet -c constraints-compat.txt -r requirements-compat.txt
+	$(COMPAT_BIN)/python -m appliance.runtime.cpu_extension build --allow-failure
 
 $(LMEVAL_VENV)/bin/lm_eval:
 	$(PY) -m venv $(LMEVAL_VENV)

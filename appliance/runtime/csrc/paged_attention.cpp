@@ -66,6 +66,31 @@ inline float dot(const float* a, const float* b, int64_t dim) {
   return sum;
 }
 
+// Four dot products of `q` with four rows at once: independent sums that share each load of q.
+inline void dot4(const float* q, const float* const* r, int64_t dim, float* out) {
+  float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t d = 0; d < dim; ++d) {
+    s0 += q[d] * r0[d];
+    s1 += q[d] * r1[d];
+    s2 += q[d] * r2[d];
+    s3 += q[d] * r3[d];
+  }
+  out[0] = s0;
+  out[1] = s1;
+  out[2] = s2;
+  out[3] = s3;
+}
+
+// y += p0*r0 + p1*r1 + p2*r2 + p3*r3: one load and store of y for four value rows.
+inline void axpy4(const float* p, const float* const* r, float* y, int64_t dim) {
+  const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) y[d] += p0 * r0[d] + p1 * r1[d] + p2 * r2[d] + p3 * r3[d];
+}
+
 inline void axpy(float alpha, const float* x, float* y, int64_t dim) {
 #pragma omp simd
   for (int64_t d = 0; d < dim; ++d) y[d] += alpha * x[d];
@@ -80,19 +105,39 @@ struct Shapes {
   int64_t batch, q_heads, kv_heads, group, dim, block_size, table_width, num_blocks;
 };
 
-// Per-thread scratch for one task: the scaled fp32 queries of the group, scores of one block, a converted K/V row.
+// Per-thread scratch: the scaled fp32 queries of the group, scores of one block, one block's K or V rows as fp32
+// (bf16 caches only) and pointers to those rows.
 struct Scratch {
   std::vector<float> q, scores, row;
-  Scratch(const Shapes& s) : q(s.group * s.dim), scores(s.group * s.block_size), row(s.dim) {}
+  std::vector<const float*> rows;
+  Scratch(const Shapes& s)
+      : q(s.group * s.dim), scores(s.group * s.block_size), row(s.block_size * s.dim), rows(s.block_size) {}
 };
+
+// Ask for the next block's K/V rows of this head while this block is computed: blocks sit at random places in the
+// cache, so the hardware prefetchers cannot guess them.
+template <typename scalar_t>
+inline void prefetch_block(const Shapes& s, const scalar_t* k_cache, const scalar_t* v_cache, int32_t block,
+                           int64_t kv_head, int64_t dim) {
+  const int64_t base = (static_cast<int64_t>(block) * s.block_size * s.kv_heads + kv_head) * dim;
+  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+  for (int64_t t = 0; t < s.block_size; ++t) {
+    const char* k = reinterpret_cast<const char*>(k_cache + base + t * s.kv_heads * dim);
+    const char* v = reinterpret_cast<const char*>(v_cache + base + t * s.kv_heads * dim);
+    for (int64_t off = 0; off < row_bytes; off += 64) {
+      __builtin_prefetch(k + off);
+      __builtin_prefetch(v + off);
+    }
+  }
+}
 
 // Attention of one sequence's query group over blocks [first_block, last_block) of its table, for tokens < ctx.
 // Writes the group's unnormalised accumulator acc[group, dim], running max m[group] and sum l[group].
-template <typename scalar_t>
+template <typename scalar_t, int64_t kDim>
 void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
                    const int32_t* table, int64_t ctx, int64_t kv_head, int64_t first_block, int64_t last_block,
                    float scale, Scratch& scratch, float* acc, float* m, float* l) {
-  const int64_t G = s.group, D = s.dim, bs = s.block_size;
+  const int64_t G = s.group, D = kDim ? kDim : s.dim, bs = s.block_size;  // a constant D unrolls the row loops
   const int64_t token_stride = s.kv_heads * D;
   for (int64_t g = 0; g < G; ++g) {
     const scalar_t* qg = q + (kv_head * G + g) * D;
@@ -108,9 +153,14 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
     const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
     const scalar_t* kb = k_cache + base;
     const scalar_t* vb = v_cache + base;
-    for (int64_t t = 0; t < n; ++t) {
-      const float* kr = row_as_float(kb + t * token_stride, scratch.row.data(), D);
-      for (int64_t g = 0; g < G; ++g) scores[g * bs + t] = dot(scratch.q.data() + g * D, kr, D);
+    if (blk + 1 < last_block && (blk + 1) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + 1], kv_head, D);
+    const float** rows = scratch.rows.data();
+    for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(kb + t * token_stride, scratch.row.data() + t * D, D);
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = scratch.q.data() + g * D;
+      int64_t t = 0;
+      for (; t + 4 <= n; t += 4) dot4(qg, rows + t, D, scores + g * bs + t);
+      for (; t < n; ++t) scores[g * bs + t] = dot(qg, rows[t], D);
     }
     for (int64_t g = 0; g < G; ++g) {
       float* sg = scores + g * bs;
@@ -131,14 +181,16 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
       }
       l[g] += sum;
     }
-    for (int64_t t = 0; t < n; ++t) {
-      const float* vr = row_as_float(vb + t * token_stride, scratch.row.data(), D);
-      for (int64_t g = 0; g < G; ++g) axpy(scores[g * bs + t], vr, acc + g * D, D);
+    for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(vb + t * token_stride, scratch.row.data() + t * D, D);
+    for (int64_t g = 0; g < G; ++g) {
+      int64_t t = 0;
+      for (; t + 4 <= n; t += 4) axpy4(scores + g * bs + t, rows + t, acc + g * D, D);
+      for (; t < n; ++t) axpy(scores[g * bs + t], rows[t], acc + g * D, D);
     }
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int64_t kDim>
 void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
             const int32_t* tables, const int32_t* ctx_lens, float scale, int64_t splits, scalar_t* out) {
   const int64_t G = s.group, D = s.dim;
@@ -163,7 +215,7 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
       float* a = splits > 1 ? part_acc.data() + task * G * D : acc.data();
       float* mm = splits > 1 ? part_m.data() + task * G : m.data();
       float* ll = splits > 1 ? part_l.data() + task * G : l.data();
-      attend_blocks(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width, ctx_lens[b], h, first,
+      attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width, ctx_lens[b], h, first,
                     last, scale, scratch, a, mm, ll);
       if (splits == 1) {
         scalar_t* o = out + (b * s.q_heads + h * G) * D;
@@ -197,6 +249,17 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
       }
     }
   });
+}
+
+// The common head sizes get a compile-time D (fully unrolled rows, no loop epilogues); others the general loop.
+template <typename scalar_t>
+void run_decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
+                const int32_t* tables, const int32_t* ctx_lens, float scale, int64_t splits, scalar_t* out) {
+  switch (s.dim) {
+    case 64: return decode<scalar_t, 64>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+    case 128: return decode<scalar_t, 128>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+    default: return decode<scalar_t, 0>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+  }
 }
 
 // Splits per (sequence, KV head): enough tasks for every thread, each split at least `min_blocks` blocks long.
@@ -252,11 +315,11 @@ torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor k_cache, tor
   auto out = torch::empty({s.batch, s.q_heads, s.dim}, q.options());
   const float sc = static_cast<float>(scale);
   if (q.scalar_type() == at::kFloat) {
-    decode<float>(s, qc.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), t, c, sc, splits,
-                  out.data_ptr<float>());
+    run_decode<float>(s, qc.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), t, c, sc,
+                      splits, out.data_ptr<float>());
   } else if (q.scalar_type() == at::kBFloat16) {
-    decode<c10::BFloat16>(s, qc.data_ptr<c10::BFloat16>(), k_cache.data_ptr<c10::BFloat16>(),
-                          v_cache.data_ptr<c10::BFloat16>(), t, c, sc, splits, out.data_ptr<c10::BFloat16>());
+    run_decode<c10::BFloat16>(s, qc.data_ptr<c10::BFloat16>(), k_cache.data_ptr<c10::BFloat16>(),
+                              v_cache.data_ptr<c10::BFloat16>(), t, c, sc, splits, out.data_ptr<c10::BFloat16>());
   } else {
     TORCH_CHECK(false, "paged_decode_attention: float32 and bfloat16 only, got ", q.scalar_type());
   }
