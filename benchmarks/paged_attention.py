@@ -1,6 +1,6 @@
 """Decode attention per step: the PyTorch path (gather + SDPA) against the C++ extension, in one run, interleaved.
 
-    python benchmarks/paged_attention.py [--threads 2] [--dtype float32] [--repeats 5]
+    python -m benchmarks.paged_attention [--threads 2] [--dtype float32] [--repeats 5]
 
 Shapes are one layer of the bench model (Hq 8, Hkv 2, head_dim 64, block 16) unless --heads/--kv-heads/--head-dim
 say otherwise; batch 16/32/64 x context 512/2048, every sequence at the full context, block tables a random
