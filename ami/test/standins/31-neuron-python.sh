@@ -6,9 +6,10 @@
 # CPU wheel, torch 2.13.0+cpu, NOT the torch 2.9 that torch-neuronx brings: the torch pins are left out); and freezes
 # that with the real neuron-constraints.sh into /opt/appliance/constraints-neuron.txt, as the real script does.
 set -euo pipefail
+AMI=${AMI_DIR:-/tmp/ami}  # tests/ami run the checks against a copy
 echo "STAND-IN for 31-neuron-python.sh: the Neuron pip index is not reachable here; checking pins, installing no Neuron package"
-source /tmp/ami/neuron-versions.env
-REAL=/tmp/ami/scripts/31-neuron-python.sh
+source "$AMI"/neuron-versions.env
+REAL="$AMI"/scripts/31-neuron-python.sh
 PY=/opt/appliance/.venv/bin/python
 fail() { echo "STAND-IN 31-neuron-python.sh: $*" >&2; exit 1; }
 grep -q -- '--extra-index-url https://pip.repos.neuron.amazonaws.com -c /tmp/ami/neuron-pypi-constraints.txt' "$REAL" \
@@ -17,18 +18,19 @@ for pair in neuronx-cc:NEURONX_CC_VERSION torch-neuronx:TORCH_NEURONX_VERSION \
             neuronx-distributed:NEURONX_DISTRIBUTED_VERSION \
             neuronx-distributed-inference:NEURONX_DISTRIBUTED_INFERENCE_VERSION; do
   package=${pair%%:*}; var=${pair#*:}; version=${!var:-}
-  [[ $version =~ ^[0-9]+(\.[0-9]+){2,4}$ ]] || fail "$var='$version' in neuron-versions.env is not a version"
+  [[ $version =~ ^[0-9]+(\.[0-9]+){1,6}$ ]] || fail "$var='$version' in neuron-versions.env is not a version"
   grep -q "\"${package}==\${${var}}\"" "$REAL" || fail "the real script does not install ${package}==\${${var}}"
   echo "  pinned: ${package}==${version}"
 done
-grep -qx 'torch==2.9.\*' /tmp/ami/neuron-pypi-constraints.txt || fail "neuron-pypi-constraints.txt does not pin torch 2.9.*"
-grep -qx 'transformers==4.57.\*' /tmp/ami/neuron-pypi-constraints.txt || fail "neuron-pypi-constraints.txt does not pin transformers 4.57.*"
+grep -qx 'torch==2.9.\*' "$AMI"/neuron-pypi-constraints.txt || fail "neuron-pypi-constraints.txt does not pin torch 2.9.*"
+grep -qx 'transformers==4.57.\*' "$AMI"/neuron-pypi-constraints.txt || fail "neuron-pypi-constraints.txt does not pin transformers 4.57.*"
+[ "${STANDIN_CHECK_ONLY:-0}" = 1 ] && { echo "STAND-IN 31-neuron-python.sh: pins checked (check only)"; exit 0; }
 set -x
-grep -v -E '^(torch|torchvision|torch-xla)==' /tmp/ami/neuron-pypi-constraints.txt > /tmp/ami-test-pypi-pins.txt
+grep -v -E '^(torch|torchvision|torch-xla)==' "$AMI"/neuron-pypi-constraints.txt > /tmp/ami-test-pypi-pins.txt
 $PY -m pip install /tmp/ami-test-wheels/torch-*.whl
 $PY -m pip install -c /tmp/ami-test-pypi-pins.txt transformers
 $PY -c "import transformers as t; assert t.__version__.startswith('4.57.'), t.__version__"
-NEURON_SDK_VERSION=$NEURON_SDK_VERSION bash /tmp/ami/scripts/neuron-constraints.sh "$PY" > /opt/appliance/constraints-neuron.txt
+NEURON_SDK_VERSION=$NEURON_SDK_VERSION bash "$AMI"/scripts/neuron-constraints.sh "$PY" > /opt/appliance/constraints-neuron.txt
 set +x
 if grep -i -E '^(neuronx|torch-neuronx|libneuronxla)' /opt/appliance/constraints-neuron.txt; then
   fail "a Neuron package is installed, yet this stand-in installs none"
