@@ -2,6 +2,7 @@
 its PostgreSQL, Redis and nginx ports never meet the host's), and commands run inside it with nsenter."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,10 @@ class Container:
         self.process = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "--boot", "--private-network", "--register=no", "--keep-unit",
              "--console=read-only", "-q"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            # /tmp stays the root's own, on disk, as on an EC2 instance (nspawn mounts a tmpfs there otherwise), so
+            # 40-services.sh finds /tmp/ami where the build put it.
+            env={**os.environ, "SYSTEMD_NSPAWN_TMPFS_TMP": "0"})
         log.close()
         deadline = time.monotonic() + timeout_s
         while not self.leader:
@@ -76,8 +80,9 @@ class Container:
 
 
 def _child_of(pid: int) -> int:
+    """The machine's init: the child of systemd-nspawn that runs systemd (an intermediate child comes and goes)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return next((int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "systemd"), 0)
     except OSError:
         return 0
-    return int(children[0]) if children else 0

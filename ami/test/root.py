@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class Root:
         self.path.mkdir(parents=True)
         subprocess.run(["tar", "-xf", str(tarball), "-C", str(self.path)], check=True)
         shutil.copy("/etc/resolv.conf", self.path / "etc/resolv.conf")
+        # This network reaches PyPI through a TLS proxy whose CA only the host's bundle holds: pip in the root uses
+        # a copy of it (PIP_CERT below). An EC2 instance reaches PyPI directly with its own CA store.
+        shutil.copy(HOST_CA_BUNDLE, self.path / "tmp/ami-test-host-ca.crt")
 
     def mount(self, wheels: Path) -> None:
         """proc, sys, dev; apt's and pip's download caches and the torch wheel folder from the host cache."""
@@ -96,11 +100,11 @@ class Root:
         else:
             policy.unlink(missing_ok=True)
 
-    def chroot(self, *argv: str, netns: str | None = None, env: dict[str, str] | None = None,
+    def chroot(self, *argv: str, netns: list[str] | None = None, env: dict[str, str] | None = None,
                log_file: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
         cmd = ["chroot", str(self.path), "/usr/bin/env", "-i", *_env_args(env or BASE_ENV), *argv]
         if netns:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
+            cmd = [*netns, *cmd]
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         try:
             return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
@@ -109,8 +113,9 @@ class Root:
                 out.close()
 
 
+HOST_CA_BUNDLE = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
-            "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+            "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "PIP_CERT": "/tmp/ami-test-host-ca.crt"}
 
 
 def _env_args(env: dict[str, str]) -> list[str]:

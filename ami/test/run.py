@@ -27,6 +27,7 @@ from pathlib import Path
 import appliance_checks as app
 import static_checks
 from container import Container
+from outbound_netns import OutboundNetns
 from root import Root, base_tarball
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,17 @@ def torch_wheel(folder: Path) -> Path:
 
 
 def provision(root: Root, results: Results, scripts: list[str], logs: Path) -> bool:
-    """Every script but 40-services.sh, in the template's order, in a chroot with the host's network."""
+    """Every script but 40-services.sh, in the template's order, in a chroot in a network namespace of its own with
+    outbound access only (the host's 127.0.0.1 services unseen)."""
+    network = OutboundNetns()
+    network.start()
+    try:
+        return provision_in(root, results, scripts, logs, network.prefix())
+    finally:
+        network.stop()
+
+
+def provision_in(root: Root, results: Results, scripts: list[str], logs: Path, netns: list[str]) -> bool:
     for script in scripts:
         name = Path(script).name
         if name == "40-services.sh":
@@ -93,7 +104,7 @@ def provision(root: Root, results: Results, scripts: list[str], logs: Path) -> b
         standin = STANDINS / name
         path = f"/tmp/ami-test-standins/{name}" if standin.is_file() else f"/tmp/ami/{script}"
         started = time.monotonic()
-        result = root.chroot("bash", path, log_file=logs / f"{name}.log", timeout=1200)
+        result = root.chroot("bash", path, netns=netns, log_file=logs / f"{name}.log", timeout=1200)
         label = f"provision {name}" + (" (STAND-IN: ami/test/standins/" + name + ")" if standin.is_file() else "")
         if not results.record(label, result.returncode == 0,
                               f"{time.monotonic() - started:.0f}s, exit {result.returncode}, log {logs / (name + '.log')}"):
@@ -115,18 +126,20 @@ def serving_checks(machine: Container, results: Results, seed: app.Seed, when: s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the provisioned root under AMI_TEST_WORKDIR")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip provisioning and boot the root a --keep run left (to debug the boot checks)")
     args = parser.parse_args()
     results = Results()
     if os.geteuid() != 0:
         results.record("make ami-test needs root (mmdebstrap, chroot, systemd-nspawn)", False)
     else:
-        run(results, keep=args.keep)
+        run(results, keep=args.keep, reuse=args.reuse)
     print(f"total {time.monotonic() - results.started:.0f}s")
     print(f"{results.passed} passed, {results.failed} failed")
     return 0 if results.failed == 0 and results.passed else 1
 
 
-def run(results: Results, keep: bool) -> None:
+def run(results: Results, keep: bool, reuse: bool) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     logs = WORK / "logs"
     shutil.rmtree(logs, ignore_errors=True)
@@ -137,7 +150,7 @@ def run(results: Results, keep: bool) -> None:
     root = Root(WORK / "root", CACHE)
     machine = Container(root.path, logs / "console.log")
     try:
-        boot_and_check(root, machine, results, logs, tarball_path)
+        boot_and_check(root, machine, results, logs, tarball_path, reuse)
     except Exception as exc:
         results.record("the run", False, f"{type(exc).__name__}: {exc}")
     finally:
@@ -150,7 +163,16 @@ def run(results: Results, keep: bool) -> None:
         log(f"logs: {logs}")
 
 
-def boot_and_check(root: Root, machine: Container, results: Results, logs: Path, tarball_path: Path) -> None:
+def boot_and_check(root: Root, machine: Container, results: Results, logs: Path, tarball_path: Path,
+                   reuse: bool) -> None:
+    if not (reuse and (root.path / "opt/appliance/.venv/bin/python").exists()):
+        if not provision_fresh_root(root, results, logs, tarball_path):
+            return
+    after_provisioning(root, machine, results, logs)
+
+
+def provision_fresh_root(root: Root, results: Results, logs: Path, tarball_path: Path) -> bool:
+    """The base root unpacked afresh, and every script but 40-services.sh run in it."""
     started = time.monotonic()
     base = base_tarball(CACHE, log)
     root.unpack(base)
@@ -165,9 +187,14 @@ def boot_and_check(root: Root, machine: Container, results: Results, logs: Path,
     provisioned = provision(root, results, static_checks.packer_scripts(AMI / "appliance.pkr.hcl"), logs)
     root.deny_daemon_starts(False)
     root.unmount()
-    if not provisioned:
-        return
+    return provisioned
+
+
+def after_provisioning(root: Root, machine: Container, results: Results, logs: Path) -> None:
+    """40-services.sh on the booted build instance, the unit and site checks, then the AMI's boots."""
     log(f"boot 1 (the build instance): {machine.boot()}")
+    # Booting emptied /tmp (tmpfiles.d's "D /tmp"): put the files back where Packer's file provisioner uploads them.
+    shutil.copytree(AMI, root.path / "tmp/ami", ignore=shutil.ignore_patterns("build", "test"), dirs_exist_ok=True)
     started = time.monotonic()
     services = machine.run("bash", "/tmp/ami/scripts/40-services.sh", check=False, timeout=300)
     (logs / "40-services.sh.log").write_text(services.stdout + services.stderr)
