@@ -48,6 +48,14 @@ def wait_active(machine: Container, timeout_s: float = 180) -> dict[str, str]:
         time.sleep(1)
 
 
+def main_pids(machine: Container) -> dict[str, str]:
+    """The main process of every long-running service (PostgreSQL's is its cluster unit, postgresql@VERSION-main)."""
+    clusters = machine.run("systemctl", "list-units", "postgresql@*", "--plain", "--no-legend").stdout.split()[:1]
+    units = [*clusters, *(s for s in SERVICES if s not in {"postgresql", "appliance-firstboot"})]
+    pids = machine.run("systemctl", "show", "-p", "MainPID", "--value", *units).stdout.split()
+    return dict(zip(units, pids))
+
+
 def wait_http(machine: Container, path: str, timeout_s: float = 120) -> int:
     deadline = time.monotonic() + timeout_s
     while True:

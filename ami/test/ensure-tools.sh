@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's packages make ami-test runs with: mmdebstrap (the fresh root), packer (packer validate), systemd-container
-# (systemd-nspawn boots the root), slirp4netns (the provisioning's network namespace reaches the mirrors). nginx -t and systemd-analyze verify run inside the provisioned root, with its nginx.
+# (systemd-nspawn boots the root), slirp4netns (the provisioning's network namespace reaches the mirrors).
+# nginx -t and systemd-analyze verify run inside the provisioned root, with its own Debian nginx and systemd.
 set -euo pipefail
 missing=()
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)

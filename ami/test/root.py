@@ -92,13 +92,18 @@ class Root:
             raise RuntimeError(f"{self.path} still has mounts; not removing it")
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def deny_daemon_starts(self, deny: bool) -> None:
+    def build_mode(self, on: bool) -> None:
+        """While the scripts run in the chroot: apt starts no daemon (policy-rc.d) and dpkg skips fsync
+        (force-unsafe-io, as mmdebstrap itself does); both are gone from the root before it boots."""
         policy = self.path / "usr/sbin/policy-rc.d"
-        if deny:
+        unsafe_io = self.path / "etc/dpkg/dpkg.cfg.d/ami-test-unsafe-io"
+        if on:
             policy.write_text(POLICY_RC_D)
             policy.chmod(0o755)
+            unsafe_io.write_text("# make ami-test: no fsync while provisioning (removed afterwards)\nforce-unsafe-io\n")
         else:
             policy.unlink(missing_ok=True)
+            unsafe_io.unlink(missing_ok=True)
 
     def chroot(self, *argv: str, netns: list[str] | None = None, env: dict[str, str] | None = None,
                log_file: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:

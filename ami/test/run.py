@@ -156,7 +156,7 @@ def run(results: Results, keep: bool, reuse: bool) -> None:
     finally:
         machine.poweroff()
         if root.path.exists():
-            root.deny_daemon_starts(False)
+            root.build_mode(False)
         root.unmount()
         if not keep:
             root.remove()
@@ -183,9 +183,9 @@ def provision_fresh_root(root: Root, results: Results, logs: Path, tarball_path:
     wheels = CACHE / "wheels"
     torch_wheel(wheels)
     root.mount(wheels)
-    root.deny_daemon_starts(True)
+    root.build_mode(True)
     provisioned = provision(root, results, static_checks.packer_scripts(AMI / "appliance.pkr.hcl"), logs)
-    root.deny_daemon_starts(False)
+    root.build_mode(False)
     root.unmount()
     return provisioned
 
@@ -214,8 +214,12 @@ def after_provisioning(root: Root, machine: Container, results: Results, logs: P
     seed = app.seed(machine)
     serving_checks(machine, results, seed, "first boot")
     started = time.monotonic()
+    before = app.main_pids(machine)
     machine.run("systemctl", "restart", "postgresql", "redis-server", "nginx", "appliance.target", timeout=300)
-    log(f"services restarted in {time.monotonic() - started:.0f}s")
+    after = app.main_pids(machine)
+    results.record("systemctl restart restarted every service (new main PIDs)",
+                   len(before) == 7 and all(before[u] != after.get(u) and after.get(u) != "0" for u in before),
+                   f"{time.monotonic() - started:.0f}s; " + ", ".join(f"{u} {before[u]}->{after.get(u)}" for u in before))
     serving_checks(machine, results, seed, "after systemctl restart")
     machine.poweroff()
     log(f"boot 3 (a reboot; first boot runs again): {machine.boot()}")
