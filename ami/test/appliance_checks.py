@@ -68,7 +68,7 @@ def wait_http(machine: Container, path: str, timeout_s: float = 120) -> int:
 def seed(machine: Container) -> Seed:
     """A tenant with an API key, a registered model (a small random-weight Llama made in the machine) and its
     deployment; the console admin's password from the file first boot wrote."""
-    key = manage(machine, "create_tenant", TENANT).strip().splitlines()[-1]
+    key = manage(machine, "create_tenant", f"{TENANT}-{int(time.time())}").strip().splitlines()[-1]
     machine.run("runuser", "-u", "appliance", "--", "/opt/appliance/.venv/bin/python", "-c",
                 "import sys; sys.path.insert(0, '/opt/appliance'); from appliance.runtime.tiny_models import "
                 "make_checkpoint; make_checkpoint('/var/lib/appliance/ami-test-model', 'llama')")
@@ -79,6 +79,17 @@ def seed(machine: Container) -> Seed:
     if password is None:
         raise RuntimeError(f"/root/appliance-admin.txt holds no password: {admin!r}")
     return Seed(api_key=key, admin_password=password.group(1))
+
+
+def node_recorded(machine: Container) -> tuple[bool, str]:
+    """First boot's register_node recorded this node as a Neuron node, and why it found no NeuronCores here."""
+    out = manage(machine, "shell", "-c",
+                 "import json; from appliance.catalog.models import Node; "
+                 "print(json.dumps([{'name': n.name, 'device': n.device, 'cores': n.cores, "
+                 "'detection': n.inventory.get('detection')} for n in Node.objects.all()]))")
+    nodes = json.loads(out.strip().splitlines()[-1])
+    ok = len(nodes) == 1 and nodes[0]["device"] == "neuron" and bool(nodes[0]["detection"])
+    return ok, json.dumps(nodes)[:600]
 
 
 def models_listed(machine: Container, seed: Seed) -> tuple[bool, str]:

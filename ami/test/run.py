@@ -202,6 +202,8 @@ def after_provisioning(root: Root, machine: Container, results: Results, logs: P
                           f"{time.monotonic() - started:.0f}s, exit {services.returncode}"):
         return
     results.check(f"systemd-analyze verify ({', '.join(UNITS)})", lambda: static_checks.systemd_verify(machine, UNITS))
+    results.check("systemd-analyze verify fails on a unit whose ExecStart is missing (control)",
+                  lambda: static_checks.systemd_verify_control(machine))
     results.check("nginx -t of ami/nginx/appliance.conf (Debian's nginx, temporary prefix)",
                   lambda: static_checks.nginx_test(machine))
     machine.poweroff()
@@ -211,6 +213,7 @@ def after_provisioning(root: Root, machine: Container, results: Results, logs: P
     results.record("first boot: firstboot and appliance.target started from the units",
                    all(v == "active" for v in states.values()),
                    f"{time.monotonic() - started:.0f}s; " + ", ".join(f"{k}={v}" for k, v in states.items()))
+    results.check("first boot: register_node recorded the node and what it lacks here", lambda: app.node_recorded(machine))
     seed = app.seed(machine)
     serving_checks(machine, results, seed, "first boot")
     started = time.monotonic()
