@@ -115,7 +115,8 @@ def login_page(machine: Container) -> tuple[bool, str]:
     css = re.search(r'href="(/static/[^"]+\.css)"', body)
     css_code = http(machine, css.group(1))[0] if css else 0
     ok = code == 200 and 'name="password"' in body and css_code == 200
-    return ok, f"/login/ HTTP {code}, stylesheet {css.group(1) if css else 'missing'} HTTP {css_code} (nginx's /static/)"
+    stylesheet = css.group(1) if css else "missing"
+    return ok, f"/login/ HTTP {code}, stylesheet {stylesheet} HTTP {css_code} (nginx's /static/)"
 
 
 def admin_logs_in(machine: Container, seed: Seed) -> tuple[bool, str]:

@@ -1,10 +1,11 @@
 """make ami-test: the AMI, proven to install (as far as a machine without AWS and Neuron can prove it).
 
-  python3 ami/test/run.py [--keep]
+  python3 ami/test/run.py [--keep] [--reuse]
 
 1. `packer validate` of ami/appliance.pkr.hcl (Debian's packer).
 2. A fresh Debian 12 root from mmdebstrap (cached under ~/.cache/appliance-ami-test by its package list); the
-   template's provisioning scripts run in it for real (chroot), except the two that need the Neuron package
+   template's provisioning scripts run in it for real (chroot, in a network namespace whose only way out is
+   slirp4netns, so the host's own services stay unseen), except the two that need the Neuron package
    repositories, which ami/test/standins/ replaces by labelled stand-ins that check the pins and install no Neuron
    package; 40-services.sh runs inside the root booted with systemd-nspawn (it needs PostgreSQL running).
 3. `systemd-analyze verify` of every appliance unit and `nginx -t` of the site, inside the provisioned root.
@@ -12,7 +13,8 @@
    appliance.target start from the units; /v1/models answers through nginx with a tenant's key, the console's login
    page loads, the first-boot admin logs in; then the services restart and a second boot, and the data is still there.
 
-Needs root, mmdebstrap, packer, systemd-container (make ami-test installs them). The last line is "N passed, N failed".
+Needs root, mmdebstrap, packer, systemd-container, slirp4netns (make ami-test installs them).
+The last line is "N passed, N failed".
 """
 from __future__ import annotations
 
@@ -106,8 +108,8 @@ def provision_in(root: Root, results: Results, scripts: list[str], logs: Path, n
         started = time.monotonic()
         result = root.chroot("bash", path, netns=netns, log_file=logs / f"{name}.log", timeout=1200)
         label = f"provision {name}" + (" (STAND-IN: ami/test/standins/" + name + ")" if standin.is_file() else "")
-        if not results.record(label, result.returncode == 0,
-                              f"{time.monotonic() - started:.0f}s, exit {result.returncode}, log {logs / (name + '.log')}"):
+        detail = f"{time.monotonic() - started:.0f}s, exit {result.returncode}, log {logs / (name + '.log')}"
+        if not results.record(label, result.returncode == 0, detail):
             return False
     return True
 
@@ -213,7 +215,8 @@ def after_provisioning(root: Root, machine: Container, results: Results, logs: P
     results.record("first boot: firstboot and appliance.target started from the units",
                    all(v == "active" for v in states.values()),
                    f"{time.monotonic() - started:.0f}s; " + ", ".join(f"{k}={v}" for k, v in states.items()))
-    results.check("first boot: register_node recorded the node and what it lacks here", lambda: app.node_recorded(machine))
+    results.check("first boot: register_node recorded the node and what it lacks here",
+                  lambda: app.node_recorded(machine))
     seed = app.seed(machine)
     serving_checks(machine, results, seed, "first boot")
     started = time.monotonic()
@@ -222,7 +225,8 @@ def after_provisioning(root: Root, machine: Container, results: Results, logs: P
     after = app.main_pids(machine)
     results.record("systemctl restart restarted every service (new main PIDs)",
                    len(before) == 7 and all(before[u] != after.get(u) and after.get(u) != "0" for u in before),
-                   f"{time.monotonic() - started:.0f}s; " + ", ".join(f"{u} {before[u]}->{after.get(u)}" for u in before))
+                   f"{time.monotonic() - started:.0f}s; "
+                   + ", ".join(f"{u} {before[u]}->{after.get(u)}" for u in before))
     serving_checks(machine, results, seed, "after systemctl restart")
     machine.poweroff()
     log(f"boot 3 (a reboot; first boot runs again): {machine.boot()}")

@@ -49,10 +49,12 @@ def systemd_verify(machine: Container, units: list[str]) -> tuple[bool, str]:
 
 
 def systemd_verify_control(machine: Container) -> tuple[bool, str]:
-    """The same verify of appliance-web.service with its ExecStart binary renamed must fail, or the check proves nothing."""
+    """The same verify of appliance-web.service with its ExecStart binary renamed must fail, or the check proves
+    nothing."""
     unit = machine.run("cat", "/etc/systemd/system/appliance-web.service").stdout
     broken = unit.replace("/opt/appliance/.venv/bin/uvicorn", "/opt/appliance/.venv/bin/uvicorn-missing")
-    machine.run("sh", "-c", f"mkdir -p /tmp/ami-verify && cat > /tmp/ami-verify/appliance-web.service <<'EOF'\n{broken}EOF")
+    machine.run("mkdir", "-p", "/tmp/ami-verify")
+    machine.run("sh", "-c", f"cat > /tmp/ami-verify/appliance-web.service <<'EOF'\n{broken}EOF")
     result = machine.run("systemd-analyze", "verify", "/tmp/ami-verify/appliance-web.service", check=False)
     output = (result.stdout + result.stderr).strip()
     return result.returncode != 0 and "uvicorn-missing" in output, output

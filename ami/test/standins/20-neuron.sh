@@ -9,11 +9,13 @@ echo "STAND-IN for 20-neuron.sh: the Neuron apt repository is not reachable here
 source "$AMI"/neuron-versions.env
 REAL="$AMI"/scripts/20-neuron.sh
 fail() { echo "STAND-IN 20-neuron.sh: $*" >&2; exit 1; }
-grep -q 'https://apt.repos.neuron.amazonaws.com ' "$REAL" || fail "the real script does not use the Neuron apt repository"
+grep -q 'https://apt.repos.neuron.amazonaws.com ' "$REAL" \
+  || fail "the real script does not use the Neuron apt repository"
 for pair in aws-neuronx-dkms:NEURON_DKMS_VERSION aws-neuronx-runtime-lib:NEURON_RUNTIME_LIB_VERSION \
             aws-neuronx-collectives:NEURON_COLLECTIVES_VERSION aws-neuronx-tools:NEURON_TOOLS_VERSION; do
   package=${pair%%:*}; var=${pair#*:}; version=${!var:-}
-  [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "$var='$version' in neuron-versions.env is not a Neuron apt version"
+  [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] \
+    || fail "$var='$version' in neuron-versions.env is not a Neuron apt version"
   grep -q "\"${package}=\${${var}}\*\"" "$REAL" || fail "the real script does not install ${package}=\${${var}}*"
   grep -q "apt-mark hold.*${package}" "$REAL" || fail "the real script does not hold ${package}"
   echo "  pinned: ${package}=${version}*"

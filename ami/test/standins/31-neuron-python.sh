@@ -7,7 +7,8 @@
 # that with the real neuron-constraints.sh into /opt/appliance/constraints-neuron.txt, as the real script does.
 set -euo pipefail
 AMI=${AMI_DIR:-/tmp/ami}  # tests/ami run the checks against a copy
-echo "STAND-IN for 31-neuron-python.sh: the Neuron pip index is not reachable here; checking pins, installing no Neuron package"
+echo "STAND-IN for 31-neuron-python.sh: the Neuron pip index is not reachable here;" \
+  "checking pins, installing no Neuron package"
 source "$AMI"/neuron-versions.env
 REAL="$AMI"/scripts/31-neuron-python.sh
 PY=/opt/appliance/.venv/bin/python
