@@ -17,7 +17,7 @@ PARITY_TESTS ?= tests/runtime tests/demo tests/neuron/test_bucketed_cpu.py --ign
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test netns-tools faults test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle
+.PHONY: demo test netns-tools faults test-compat venv venv-dev venv-compat venv-lmeval services browser bench clean ami-bundle ami-test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -89,3 +89,10 @@ clean:
 ami-bundle:
 	mkdir -p ami/build
 	git archive --format=tar.gz -o ami/build/appliance.tar.gz HEAD
+
+# The AMI, proven to install (ami/README.md, "make ami-test"): packer validate, the provisioning scripts run for real in
+# a fresh Debian 12 root (Neuron repository steps stood in), the root booted with systemd-nspawn, the appliance serving
+# through nginx and surviving a restart. Needs root; caches the root and downloads in ~/.cache/appliance-ami-test.
+ami-test:
+	bash ami/test/ensure-tools.sh
+	python3 ami/test/run.py
