@@ -10,6 +10,22 @@ from typing import Any
 DEFAULT_CPU_KV_FRACTION = 0.2
 DEFAULT_GPU_KV_FRACTION = 0.5
 MAX_DEFAULT_KV_BYTES = 8 << 30
+# Tokens a step that decodes may do (decodes first, prefill chunks fill the rest): on this project's 2-core CPU
+# bench a 512-token step costs about 3x a 32-stream decode step (docs/engine.md, "Decodes never wait").
+DEFAULT_STEP_TOKEN_BUDGET = 512
+
+
+def default_step_token_budget(max_num_batched_tokens: int, max_num_seqs: int,
+                              context_buckets: tuple[int, ...] = ()) -> int:
+    """The step budget when none is given: DEFAULT_STEP_TOKEN_BUDGET (or 2x max_num_seqs when that is larger, so
+    prefills progress while every sequence decodes), never above the hard cap. With compiled context buckets
+    (Neuron, bucketed CPU): rounded down to a bucket, so a step's prefill chunk pads to that bucket and no larger
+    one (the smallest bucket when none is that small)."""
+    budget = min(max_num_batched_tokens, max(DEFAULT_STEP_TOKEN_BUDGET, 2 * max_num_seqs))
+    if context_buckets:
+        fitting = [b for b in context_buckets if b <= budget]
+        budget = min(fitting[-1] if fitting else context_buckets[0], max_num_batched_tokens)
+    return budget
 
 
 def _total_ram_bytes() -> int:
@@ -42,6 +58,10 @@ class EngineConfig:
     other busy processes, 1 is often much faster than all cores (OpenMP threads wait on each other).
     num_kv_blocks: None sizes the paged KV cache from kv_cache_memory_bytes (itself defaulting to
     $APPLIANCE_KV_CACHE_BYTES or a fraction of memory). max_model_len: None means max_position_embeddings.
+    max_num_batched_tokens is the hard cap on a step's tokens (what executors size their shapes for);
+    step_token_budget is how many tokens a step that decodes may do: running decodes first, prefill chunks fill the
+    rest, so a decode never waits behind a long prompt (None: default_step_token_budget; with chunked prefill off it
+    is the hard cap, since a whole prompt must fit one step).
     """
 
     model: str
@@ -55,6 +75,7 @@ class EngineConfig:
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
+    step_token_budget: int | None = None
     scheduling_policy: str = "fcfs"
     seed: int = 0
     num_threads: int | None = None
@@ -90,6 +111,25 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be >= 1")
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ValueError("max_num_batched_tokens must be >= max_model_len when chunked prefill is off")
+        self._resolve_step_token_budget()
+
+    def _resolve_step_token_budget(self) -> None:
+        cap = int(self.max_num_batched_tokens)
+        if self.step_token_budget is None:
+            buckets = self.bucketing.context_lengths if self.bucketing is not None else ()
+            self.step_token_budget = (default_step_token_budget(cap, int(self.max_num_seqs), buckets)
+                                      if self.enable_chunked_prefill else cap)
+            return
+        budget = self.step_token_budget
+        if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= cap:
+            raise ValueError(f"step_token_budget must be an integer between 1 and max_num_batched_tokens ({cap}), "
+                             f"got {budget!r}")
+        if not self.enable_chunked_prefill and budget != cap:
+            raise ValueError("step_token_budget must equal max_num_batched_tokens when chunked prefill is off "
+                             "(a whole prompt must fit one step)")
+        if budget < min(int(self.max_num_seqs), cap):
+            raise ValueError(f"step_token_budget ({budget}) must be at least max_num_seqs ({self.max_num_seqs}): "
+                             "every running sequence decodes one token per step and prefills need the rest")
 
     @property
     def torch_dtype_name(self) -> str:

@@ -91,6 +91,7 @@ class EngineCore:
             config.max_num_batched_tokens,
             config.enable_chunked_prefill,
             config.scheduling_policy,
+            config.step_token_budget,
         )
         self.sampler = Sampler(config.device, config.seed)
         self.guided = GuidedDecoding(self.tokenizer, self.vocab_size)  # grammars; the backend loads on first use

@@ -1,9 +1,12 @@
 """Which sequences run in the next step, and how many of their tokens: plain Python over plain data, no torch.
 
-Each step has a token budget (``max_num_batched_tokens``) and a sequence cap (``max_num_seqs``). Running sequences
-are served first (decodes, then the next chunk of prompts still in prefill), then waiting ones are admitted while
-budget, sequences and KV blocks last, so prefill and decode mix in one step. A prompt longer than the remaining
-budget is prefilled in chunks (when chunked prefill is on). When a running sequence needs a block and none is free,
+Each step has a hard token cap (``max_num_batched_tokens``, what the executor's shapes are sized for) and a sequence
+cap (``max_num_seqs``). Stall-free batching (Sarathi-Serve; vLLM's chunked prefill with decode priority): every
+running decode is scheduled first, then prefill chunks (running prompts first, then admissions while sequences and
+KV blocks last) fill the rest of the step's token budget (``step_token_budget``), so a decode never waits behind a
+long prompt: a step that decodes does at most ``step_token_budget`` tokens of work. A step with nothing to decode
+prefills up to the hard cap (no one is waiting for a token). A prompt longer than what is left is prefilled in
+chunks (when chunked prefill is on). When a running sequence needs a block and none is free,
 the lowest-ranked running sequence is preempted: its blocks are freed and it goes back to the waiting queue to be
 recomputed (its prompt and completion so far, often largely from the prefix cache).
 
@@ -40,12 +43,21 @@ class Scheduler:
         max_num_batched_tokens: int = 2048,
         enable_chunked_prefill: bool = True,
         policy: str = "fcfs",
+        step_token_budget: int | None = None,
     ) -> None:
         if policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {policy!r}")
+        budget = max_num_batched_tokens if step_token_budget is None else step_token_budget
+        if not 1 <= budget <= max_num_batched_tokens:
+            raise ValueError(f"step_token_budget must be between 1 and max_num_batched_tokens "
+                             f"({max_num_batched_tokens}), got {budget}")
+        if not enable_chunked_prefill and budget != max_num_batched_tokens:
+            raise ValueError("step_token_budget must equal max_num_batched_tokens when chunked prefill is off "
+                             "(a whole prompt must fit one step)")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.step_token_budget = budget
         self.enable_chunked_prefill = enable_chunked_prefill
         self.policy = policy
         self.waiting: list[Sequence] = []
@@ -63,14 +75,26 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> SchedulerOutput:
-        bm = self.block_manager
-        budget = self.max_num_batched_tokens
         chosen: dict[Sequence, int] = {}
         out = SchedulerOutput()
-
         decodes = [s for s in self.running if not s.in_prefill]
         prefills = [s for s in self.running if s.in_prefill]
-        for seq in decodes + prefills:
+        budget = self._schedule_running(decodes, self.max_num_batched_tokens, chosen, out)
+        if chosen:  # someone waits for a token: prefill chunks get only the rest of the step's budget
+            budget = min(budget, max(self.step_token_budget - sum(chosen.values()), 0))
+        budget = self._schedule_running(prefills, budget, chosen, out)
+        if not out.preempted:  # under memory pressure, admit no one
+            self._admit(budget, chosen, out)
+        out.scheduled = list(chosen.items())
+        out.num_batched_tokens = sum(chosen.values())
+        return out
+
+    def _schedule_running(self, seqs: list[Sequence], budget: int, chosen: dict[Sequence, int],
+                          out: SchedulerOutput) -> int:
+        """Give each running sequence its next tokens (all of them, or a chunk of what budget is left), preempting
+        the lowest-ranked running sequence when blocks run out; returns the budget left."""
+        bm = self.block_manager
+        for seq in seqs:
             if budget == 0:
                 break
             if seq.status != SequenceStatus.RUNNING:
@@ -86,9 +110,12 @@ class Scheduler:
                 bm.may_append(seq, n)
                 chosen[seq] = n
                 budget -= n
+        return budget
 
-        under_memory_pressure = bool(out.preempted)
-        while self.waiting and budget > 0 and not under_memory_pressure:
+    def _admit(self, budget: int, chosen: dict[Sequence, int], out: SchedulerOutput) -> None:
+        """Admit waiting sequences in rank order while budget, the sequence cap and KV blocks last."""
+        bm = self.block_manager
+        while self.waiting and budget > 0:
             seq = self.waiting[0]
             hits = bm.match_prefix(seq)
             n = len(seq) - len(hits) * bm.block_size
@@ -109,10 +136,6 @@ class Scheduler:
                 self._preempt(victim, out)
             else:
                 break
-
-        out.scheduled = list(chosen.items())
-        out.num_batched_tokens = self.max_num_batched_tokens - budget
-        return out
 
     def postprocess(self, out: SchedulerOutput) -> None:
         """Record that the scheduled tokens were computed; newly full blocks become prefix-cache entries."""

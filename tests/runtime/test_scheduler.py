@@ -136,3 +136,89 @@ def test_fcfs_policy_never_preempts_for_a_newcomer():
     s.add(Sequence("second", [2] * 6, priority=0))
     out = _run_step(s)
     assert out.preempted == [] and out.scheduled == [(first, 1)]
+
+
+# ---- stall-free batching: decodes first, prefill chunks fill the rest of the step's budget ----------------------
+
+
+def _budgeted(step_budget: int, cap: int = 64, blocks: int = 400, seqs: int = 8, policy: str = "fcfs") -> Scheduler:
+    return Scheduler(BlockManager(blocks, 4, True), seqs, cap, True, policy, step_token_budget=step_budget)
+
+
+def test_a_decode_runs_every_step_while_a_long_prompt_prefills_across_several():
+    s = _budgeted(step_budget=16, cap=64)
+    a = Sequence("a", [1] * 5)
+    s.add(a)
+    _run_step(s)  # a prefilled: it decodes from now on
+    long = Sequence("long", list(range(100)))
+    s.add(long)
+    chunks = []
+    while long.in_prefill:
+        out = _run_step(s)
+        assert out.scheduled[0] == (a, 1), "the running decode is scheduled first, every step"
+        assert out.num_batched_tokens <= 16
+        chunks.append(dict(out.scheduled)[long])
+    assert chunks == [15] * 6 + [10]
+    assert len(a) == 5 + 1 + len(chunks)  # one token for a in every step the long prompt took
+
+
+def test_a_step_with_nothing_to_decode_prefills_up_to_the_hard_cap():
+    s = _budgeted(step_budget=16, cap=64)
+    long = Sequence("long", list(range(100)))
+    s.add(long)
+    assert _run_step(s).scheduled == [(long, 64)]
+    out = _run_step(s)
+    assert out.scheduled == [(long, 36)]
+
+
+def test_decodes_share_the_budget_so_prefill_chunks_shrink_as_more_sequences_decode():
+    s = _budgeted(step_budget=16, cap=64)
+    decoding = [Sequence(f"d{i}", [i + 1] * 3) for i in range(6)]
+    for d in decoding:
+        s.add(d)
+    _run_step(s)
+    s.add(Sequence("long", list(range(40))))
+    out = _run_step(s)
+    assert [n for _, n in out.scheduled] == [1] * 6 + [10]
+
+
+def test_admissions_fill_only_what_the_decodes_leave():
+    s = _budgeted(step_budget=16, cap=64)
+    a = Sequence("a", [1] * 3)
+    s.add(a)
+    _run_step(s)
+    b, c = Sequence("b", [2] * 8), Sequence("c", [3] * 8)
+    s.add(b)
+    s.add(c)
+    out = _run_step(s)
+    assert out.scheduled == [(a, 1), (b, 8), (c, 7)]
+
+
+def test_a_budget_equal_to_the_cap_is_the_old_behaviour():
+    s = _budgeted(step_budget=64, cap=64)
+    a = Sequence("a", [1] * 3)
+    s.add(a)
+    _run_step(s)
+    s.add(Sequence("long", list(range(100))))
+    assert [n for _, n in _run_step(s).scheduled] == [1, 63]
+
+
+def test_a_preempted_decode_gives_its_token_back_to_the_prefill_chunk():
+    s = _budgeted(step_budget=8, cap=64, seqs=1, policy="priority")
+    low = Sequence("low", [1] * 4, priority=5)
+    s.add(low)
+    _run_step(s)  # low decodes and holds the only sequence slot
+    urgent = Sequence("urgent", [2] * 20, priority=0)
+    s.add(urgent)
+    out = _run_step(s)
+    assert out.preempted == [low]
+    assert out.scheduled == [(urgent, 8)]
+
+
+def test_step_budget_outside_one_to_the_cap_is_rejected():
+    with pytest.raises(ValueError, match="step_token_budget"):
+        _budgeted(step_budget=65, cap=64)
+    with pytest.raises(ValueError, match="step_token_budget"):
+        _budgeted(step_budget=0, cap=64)
+    with pytest.raises(ValueError, match="chunked prefill is off"):
+        Scheduler(BlockManager(10, 4, True), 8, 64, False, "fcfs", step_token_budget=16)

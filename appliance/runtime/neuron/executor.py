@@ -178,7 +178,7 @@ def neuron_engine(
     artifact_dir: str | Path, environ: dict[str, str] | None = None, api: Any = None, **engine_kwargs: Any
 ):
     """An EngineCore serving a compiled Neuron artifact: the checkpoint's tokenizer, this executor, host sampling."""
-    from appliance.runtime.config import EngineConfig
+    from appliance.runtime.config import EngineConfig, default_step_token_budget
     from appliance.runtime.engine import EngineCore
 
     executor = NeuronExecutor(artifact_dir, environ=environ, api=api)
@@ -188,6 +188,11 @@ def neuron_engine(
                 "max_model_len": max_len}
     if not o.block_layout:
         defaults.update(enable_prefix_caching=False, enable_chunked_prefill=False, max_num_batched_tokens=max_len)
-    config = EngineConfig(model=executor.manifest["model_dir"], device="cpu", **{**defaults, **engine_kwargs})
+    kwargs = {**defaults, **engine_kwargs}
+    if o.block_layout and "step_token_budget" not in kwargs:  # chunks that pad to a compiled context bucket
+        cap = int(kwargs.get("max_num_batched_tokens", EngineConfig.max_num_batched_tokens))
+        kwargs["step_token_budget"] = default_step_token_budget(cap, int(kwargs["max_num_seqs"]),
+                                                                o.buckets.context_lengths)
+    config = EngineConfig(model=executor.manifest["model_dir"], device="cpu", **kwargs)
     executor.check_engine_config(config)
     return EngineCore(config, executor=executor)
