@@ -2,6 +2,8 @@
 batching, on one seeded mixed workload, in one run.
 
     python -m appliance.runtime.bench [--out bench-results/engine.json] [--quick] [--device cpu|cuda]
+    python -m appliance.runtime.bench --stall ...        ITL while long prompts arrive (bench_stall.py)
+    python -m appliance.runtime.bench --peer vllm ...    the engine against vLLM for CPU (bench_peer.py)
 
 The full run uses the ~55M-parameter Llama of the engine issue (random weights, built once and cached) and 64
 requests (prompts 16-512 tokens, outputs 16-256 tokens, all arriving at once, EOS ignored so every system produces
@@ -204,6 +206,15 @@ def _engine_args(pairs: list[str], quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--stall" in argv:
+        from appliance.runtime import bench_stall
+
+        return bench_stall.main([a for a in argv if a != "--stall"])
+    if any(a == "--peer" or a.startswith("--peer=") for a in argv):
+        from appliance.runtime import bench_peer
+
+        return bench_peer.main(argv)
     args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("--device cuda: no CUDA device on this machine; nothing was measured", file=sys.stderr)
