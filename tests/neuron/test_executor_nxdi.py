@@ -144,3 +144,27 @@ def test_loading_needs_every_file_of_the_layout(block_artifact):
     (block_artifact / "weights" / "tp1_sharded_checkpoint.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="tp1_sharded_checkpoint"):
         NeuronExecutor(block_artifact, environ=CORES)
+
+
+def test_block_layout_budget_is_a_context_bucket_and_a_decode_runs_every_step_of_a_long_prefill(block_artifact,
+                                                                                                 long_llama):
+    engine = neuron_engine(block_artifact, environ=CORES)
+    budget = engine.config.step_token_budget
+    assert budget in engine.executor.buckets.context_lengths and budget <= 512
+    short, long = prompts(1, 20, seed=6)[0], prompts(1, 1400, seed=7)[0]
+    engine.add_request("short", short, GREEDY)
+    engine.step()
+    engine.add_request("long", long, GREEDY)
+    outs: dict[str, list[int]] = {}
+    prefill_steps = 0
+    while engine.has_unfinished_requests():
+        step_outputs = engine.step()
+        calls = engine.executor.last_calls
+        if any(c["kind"] == "prefill" for c in calls) and "short" not in outs:
+            prefill_steps += 1
+            assert any(c["kind"] == "decode" for c in calls), "the running decode waited behind a prefill chunk"
+        for out in step_outputs:
+            if out.finished:
+                outs[out.request_id] = list(out.token_ids)
+    assert prefill_steps >= 3  # 1,400 tokens in chunks of at most the budget
+    assert [outs["short"], outs["long"]] == hf_greedy(long_llama, [short, long], 8)
