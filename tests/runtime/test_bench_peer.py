@@ -68,5 +68,6 @@ def test_selftest_peer_runs_the_whole_harness_and_is_labelled_as_a_test_double(t
     assert report["peer"] == "selftest" and report["peer_label"] == SELFTEST_LABEL
     (round1,) = report["rounds"]
     assert round1["greedy_tokens"]["identical"] is True  # the same engine, greedy: the same tokens
-    assert round1["engine"]["output_tokens"] == report["workload"]["output_tokens"] == round1["selftest"]["output_tokens"]
+    expected = report["workload"]["output_tokens"]
+    assert round1["engine"]["output_tokens"] == expected == round1["selftest"]["output_tokens"]
     assert round1["ratio_engine_to_peer"] > 0
