@@ -10,9 +10,10 @@ from typing import Any
 DEFAULT_CPU_KV_FRACTION = 0.2
 DEFAULT_GPU_KV_FRACTION = 0.5
 MAX_DEFAULT_KV_BYTES = 8 << 30
-# Tokens a step that decodes may do (decodes first, prefill chunks fill the rest): on this project's 2-core CPU
-# bench a 512-token step costs about 3x a 32-stream decode step (docs/engine.md, "Decodes never wait").
-DEFAULT_STEP_TOKEN_BUDGET = 512
+# Tokens a step that decodes may do (decodes first, prefill chunks fill the rest). Measured on the 2-core CPU with
+# 32 streams decoding at ~2k context (docs/engine.md, "Decodes never wait behind a long prefill"): a step with a
+# 256-token chunk costs ~3x a decode-only step (ITL p99/p50 2.2), a 512-token one ~5x (3.8), throughput unchanged.
+DEFAULT_STEP_TOKEN_BUDGET = 256
 
 
 def default_step_token_budget(max_num_batched_tokens: int, max_num_seqs: int,

@@ -14,14 +14,15 @@ def model_dir(tmp_path):
     return str(tmp_path)
 
 
-def test_cpu_default_budget_is_512_under_the_2048_hard_cap(model_dir):
+def test_cpu_default_budget_is_256_under_the_2048_hard_cap(model_dir):
     cfg = EngineConfig(model_dir)
     assert cfg.max_num_batched_tokens == 2048
-    assert cfg.step_token_budget == DEFAULT_STEP_TOKEN_BUDGET == 512
+    assert cfg.step_token_budget == DEFAULT_STEP_TOKEN_BUDGET == 256
 
 
 def test_default_budget_never_exceeds_the_hard_cap(model_dir):
     assert EngineConfig(model_dir, max_num_batched_tokens=128).step_token_budget == 128
+    assert EngineConfig(model_dir, max_num_seqs=4, max_num_batched_tokens=8).step_token_budget == 8
 
 
 def test_default_budget_leaves_room_for_prefills_when_many_sequences_decode(model_dir):
@@ -29,9 +30,9 @@ def test_default_budget_leaves_room_for_prefills_when_many_sequences_decode(mode
 
 
 def test_bucketed_default_budget_is_a_compiled_context_bucket():
-    assert default_step_token_budget(2048, 8, (128, 384, 1024, 2048)) == 384
-    assert default_step_token_budget(2048, 8, (1024, 2048)) == 1024  # none that small: the smallest bucket
-    assert default_step_token_budget(256, 8, (1024, 2048)) == 256
+    assert default_step_token_budget(2048, 8, (128, 192, 1024, 2048)) == 192
+    assert default_step_token_budget(2048, 8, (512, 1024, 2048)) == 512  # none that small: the smallest bucket
+    assert default_step_token_budget(256, 8, (1024, 2048)) == 256  # never above the hard cap
 
 
 def test_bucketed_config_picks_its_budget_from_the_context_buckets(model_dir):
