@@ -12,7 +12,7 @@ DEFAULT_GPU_KV_FRACTION = 0.5
 MAX_DEFAULT_KV_BYTES = 8 << 30
 # Tokens a step that decodes may do (decodes first, prefill chunks fill the rest). Measured on the 2-core CPU with
 # 32 streams decoding at ~2k context (docs/engine.md, "Decodes never wait behind a long prefill"): a step with a
-# 256-token chunk costs ~3x a decode-only step (ITL p99/p50 2.2), a 512-token one ~5x (3.8), throughput unchanged.
+# 256-token chunk costs 1.6-3x a decode-only step (ITL p99/p50 2.2-2.95), a 512-token one ~5x (3.8); throughput held.
 DEFAULT_STEP_TOKEN_BUDGET = 256
 
 
