@@ -81,13 +81,19 @@ class DenseLinear:
 
 
 class PackedLinear:
-    """A linear layer whose weight lives in oneDNN's blocked layout, packed once here."""
+    """A linear layer whose weight lives in oneDNN's blocked layout, packed once here.
+
+    In float32 SiLU, the product and the sum are fused into the GEMM's output. In 16-bit dtypes they run as separate
+    operations after it, as in Hugging Face's modules: each rounds its result to the dtype, and a fused epilogue,
+    which rounds once, would drift from transformers' greedy tokens (the packed GEMM alone gives F.linear's bits).
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         if weight.dim() != 2:
             raise ValueError(f"PackedLinear: weight must be [out, in], got {list(weight.shape)}")
         self.out_features, self.in_features = weight.shape
         self.dtype = weight.dtype
+        self.fused = weight.dtype == torch.float32
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
         self.bias = bias
         self._dense: torch.Tensor | None = None
@@ -96,12 +102,18 @@ class PackedLinear:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return F.silu(self(x))
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "swish", [], "")
 
     def mul(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return self(x) * other
         return torch.ops.mkldnn._linear_pointwise.binary(x.contiguous(), other, self.packed, self.bias, "mul")
 
     def add(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return other + self(x)
         return torch.ops.mkldnn._linear_pointwise.binary(x.contiguous(), other, self.packed, self.bias, "add")
 
     @property
