@@ -84,3 +84,13 @@ def test_a_packed_model_hands_installed_kernels_its_plain_weights(checkpoint_fac
     assert torch.equal(seen[0][2], weights["model.layers.0.mlp.down_proj.weight"])
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("hidden", [64, 512, 896])
+def test_float32_fused_rms_norm_gives_the_references_bits(hidden):
+    from appliance.runtime.model.llama import rms_norm_fp32
+
+    g = torch.Generator().manual_seed(hidden)
+    for rows in (1, 16, 300):
+        x, w = torch.randn(rows, hidden, generator=g) * 3, torch.rand(hidden, generator=g) + 0.5
+        assert torch.equal(rms_norm_fp32(x, w, 1e-6), kernels.REFERENCES["rms_norm"](x, w, 1e-6))

@@ -3,9 +3,11 @@
 Weights come from a Hugging Face state dict; q/k/v projections are fused into one matrix. The linear layers are
 ``model/linear.py``'s: with ``pack_weights`` (the CPU executor) their weights are packed once for oneDNN, and the
 MLP runs as three GEMMs with SiLU, the gate·up product and the residual sum fused into their outputs, as does the
-output projection's residual sum. The other hot operations go through ``appliance.runtime.kernels``; when an
-implementation other than the PyTorch reference is installed there for ``swiglu_mlp`` (the NKI kernels on the
-simulator or on Neuron), the MLP calls it with the plain weights instead.
+output projection's residual sum. The other hot operations go through ``appliance.runtime.kernels``. While the
+PyTorch references are installed there, the model runs faster forms that give their results (rotary over q and k
+in one pass, bit-identical; torch's fused RMSNorm in float32, bit-identical; the fused MLP above); when another
+implementation is installed (the NKI kernels on the simulator or on Neuron), the model calls it, with the plain
+weights.
 """
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ def rotate_qk(qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
     out = qk * cos[:, None]
     out += swapped.mul_(sin_signed[:, None])
     return out
+
+
+def rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """torch's fused RMSNorm: in float32 the reference's bits (the same float32 reduction and scaling) in one
+    operation instead of six; in 16-bit dtypes it rounds differently, so it serves float32 only."""
+    return torch.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 class LlamaLayer:
@@ -105,9 +113,10 @@ class LlamaForCausalLM:
         fused_rotary = kernels.rotary_embedding is kernels.REFERENCES["rotary_embedding"]
         sin = (self.sin_signed if fused_rotary else self.sin)[positions]
         fused_mlp = kernels.swiglu_mlp is kernels.REFERENCES["swiglu_mlp"]
+        norm = self._rms_norm()
         clock.mark("embedding")
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches):
-            x = kernels.rms_norm(h, layer.input_norm, a.rms_norm_eps)
+            x = norm(h, layer.input_norm, a.rms_norm_eps)
             clock.mark("rms_norm")
             qkv = layer.qkv(x)
             clock.mark("qkv_proj")
@@ -124,7 +133,7 @@ class LlamaForCausalLM:
             clock.mark("attention")
             h = layer.o.add(o.view(t, self.q_size), h)
             clock.mark("o_proj+residual")
-            x = kernels.rms_norm(h, layer.post_norm, a.rms_norm_eps)
+            x = norm(h, layer.post_norm, a.rms_norm_eps)
             clock.mark("rms_norm")
             if fused_mlp:
                 y = layer.up.mul(x, layer.gate.silu(x))
@@ -136,9 +145,13 @@ class LlamaForCausalLM:
                 clock.mark("mlp (installed kernel)")
         return h
 
+    def _rms_norm(self):  # noqa: ANN202
+        fast = self.dtype == torch.float32 and kernels.rms_norm is kernels.REFERENCES["rms_norm"]
+        return rms_norm_fp32 if fast else kernels.rms_norm
+
     def compute_logits(self, hidden: torch.Tensor, clock: NullClock = NULL_CLOCK) -> torch.Tensor:
         """Hidden states [N,H] of the tokens that need logits -> float32 logits [N,V]."""
-        x = kernels.rms_norm(hidden, self.norm, self.args.rms_norm_eps)
+        x = self._rms_norm()(hidden, self.norm, self.args.rms_norm_eps)
         clock.mark("rms_norm")
         logits = self.lm_head(x).float()
         clock.mark("lm_head")
