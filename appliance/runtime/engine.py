@@ -186,7 +186,6 @@ class EngineCore:
         """Run one scheduling step; returns an output for every request that made progress or finished."""
         t0 = time.perf_counter()
         clock = self.clock
-        clock.start()
         sched = self.scheduler.schedule()
         clock.mark("scheduler")
         if sched.is_empty:

@@ -31,7 +31,7 @@ from appliance.runtime.stage_clock import NULL_CLOCK, StageClock
 
 ORDER = ["scheduler", "step batch (engine)", "prepare (executor)", "embedding", "rms_norm", "qkv_proj", "rotary",
          "attention", "o_proj+residual", "gate_up+silu_mul", "down_proj+residual", "mlp (installed kernel)",
-         "lm_head", "prompt logprobs", "sampling", "detokenize+outputs"]
+         "lm_head", "prompt logprobs", "sampling", "detokenize+outputs", "return from step"]
 LINEARS = ("qkv_proj", "o_proj+residual", "gate_up+silu_mul", "down_proj+residual", "lm_head")
 
 
@@ -99,7 +99,9 @@ def run_scenario(core: Any, scenario: Scenario, steps: int, rng: random.Random, 
                 core.add_request(f"p{timed}-{j}", [rng.randrange(4, vocab) for _ in range(n)], _greedy(1))
         core.clock = core.executor.clock = clock
         start = clock.timer()
+        clock.start()
         core.step()
+        clock.mark("return from step")
         wall += clock.timer() - start
         core.clock = core.executor.clock = NULL_CLOCK
         timed += 1
@@ -113,16 +115,21 @@ def run_scenario(core: Any, scenario: Scenario, steps: int, rng: random.Random, 
 
 
 def sampler_costs(vocab: int, batch: int, repeats: int = 5) -> dict[str, float]:
-    """Seconds per call of the sampler on [batch, vocab] logits: greedy, greedy with logprobs=5, temperature+top-p."""
+    """Seconds per call of the sampler on [batch, vocab] logits: greedy, greedy with logprobs=5, temperature alone,
+    and top-p on peaked logits (the nucleus fits the sampler's candidates) and on flat ones (a full sort)."""
     from appliance.runtime.sampler import SampleState, Sampler
     from appliance.runtime.sampling_params import SamplingParams
 
     sampler = Sampler()
-    logits = torch.randn(batch, vocab)
-    kinds = {"greedy": SamplingParams(temperature=0.0), "greedy + logprobs 5": SamplingParams(temperature=0.0, logprobs=5),
-             "temperature 0.8 + top_p 0.9": SamplingParams(temperature=0.8, top_p=0.9)}
+    g = torch.Generator().manual_seed(0)
+    peaked, flat = torch.randn(batch, vocab, generator=g) * 4, torch.randn(batch, vocab, generator=g)
+    kinds = {"greedy": (SamplingParams(temperature=0.0), peaked),
+             "greedy + logprobs 5": (SamplingParams(temperature=0.0, logprobs=5), peaked),
+             "temperature 0.8": (SamplingParams(temperature=0.8), peaked),
+             "top_p 0.9, peaked logits": (SamplingParams(temperature=0.8, top_p=0.9), peaked),
+             "top_p 0.9, flat logits": (SamplingParams(temperature=0.8, top_p=0.9), flat)}
     out = {}
-    for name, params in kinds.items():
+    for name, (params, logits) in kinds.items():
         states = [SampleState(params, [1, 2, 3], 3) for _ in range(batch)]
         sampler(logits, states)
         best = float("inf")
@@ -152,8 +159,8 @@ def format_table(results: list[ScenarioResult], args: Any) -> str:
         f"{(r.step_s - sum(r.stages.values())) * 1e3:7.2f} {(r.step_s - sum(r.stages.values())) / r.step_s:5.1%}"
         for r in results) + " |")
     lines.append("| **step (ms)** | " + " | ".join(f"{r.step_s * 1e3:7.2f}" for r in results) + " |")
-    outside = [s for s in ("scheduler", "step batch (engine)", "prepare (executor)", "prompt logprobs", "sampling",
-                           "detokenize+outputs")]
+    outside = ["scheduler", "step batch (engine)", "prepare (executor)", "prompt logprobs", "sampling",
+               "detokenize+outputs", "return from step"]
     lines.append("| outside the forward | " + " | ".join(
         f"{sum(r.stages.get(s, 0.0) for s in outside) / r.step_s:.1%}" for r in results) + " |")
     lines.append("| linears GFLOP/s | " + " | ".join(

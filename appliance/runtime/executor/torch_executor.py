@@ -78,7 +78,6 @@ class TorchExecutor(Executor):
             self.last_forward_s = 0.0
             return torch.empty(0, self.vocab_size, device=self.device)
         clock = self.clock
-        clock.start()
         input_ids, positions, meta, last_token = self.prepare(batch)
         rows = torch.tensor([r for i in range(len(batch)) for r in _rows(batch, i, last_token[i])], device=self.device)
         clock.mark("prepare (executor)")
