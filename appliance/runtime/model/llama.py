@@ -123,7 +123,7 @@ class LlamaForCausalLM:
             v = qkv[:, self.q_size + self.kv_size :].view(t, a.num_kv_heads, a.head_dim)
             if fused_rotary:
                 qk = rotate_qk(qkv[:, : self.q_size + self.kv_size].view(t, -1, a.head_dim), cos, sin)
-                q, k = qk[:, : a.num_heads], qk[:, a.num_heads :]
+                q, k = qk[:, : a.num_heads].contiguous(), qk[:, a.num_heads :]  # q as the attention kernels had it
             else:
                 q = qkv[:, : self.q_size].view(t, a.num_heads, a.head_dim)
                 k = qkv[:, self.q_size : self.q_size + self.kv_size].view(t, a.num_kv_heads, a.head_dim)
