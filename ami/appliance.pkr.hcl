@@ -54,6 +54,8 @@ source "amazon-ebs" "appliance" {
     device_name           = "/dev/sda1"
     volume_size           = var.volume_size_gb
     volume_type           = "gp3"
+    throughput            = 125 # gp3's baseline, stated: Debian's packer 1.6.6 (make ami-test) requires it for gp3
+    iops                  = 3000
     delete_on_termination = true
   }
 
@@ -83,6 +85,8 @@ build {
       "scripts/10-base.sh",
       "scripts/20-neuron.sh",
       "scripts/30-appliance.sh",
+      "scripts/31-neuron-python.sh",
+      "scripts/32-appliance-requirements.sh",
       "scripts/40-services.sh",
     ]
   }

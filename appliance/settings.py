@@ -190,12 +190,19 @@ LOGIN_REDIRECT_URL = "console:dashboard"
 # JSON object: {"inf2.xlarge": 0.76, "default": 0.1}.
 INSTANCE_HOURLY_PRICES = json.loads(os.environ.get("INSTANCE_HOURLY_PRICES", "{}"))
 
-# Where model artifacts (compiled or converted) are stored, content-addressed.
+# Where model artifacts (compiled or converted) are stored, content-addressed: a directory (shared by every node of
+# a fleet, e.g. NFS/EFS) or s3://bucket/prefix.
 ARTIFACT_STORE_URL = os.environ.get("ARTIFACT_STORE_URL", str(APPLIANCE_HOME / "artifacts"))
+# This node's cache of the artifacts its replicas load (empty: APPLIANCE_HOME/artifact-cache), and its size cap in
+# bytes (least recently used entries no live replica uses are evicted beyond it; 0: no cap).
+ARTIFACT_CACHE_DIR = os.environ.get("ARTIFACT_CACHE_DIR", "")
+ARTIFACT_CACHE_MAX_BYTES = int(os.environ.get("ARTIFACT_CACHE_MAX_BYTES", str(100 * 2**30)))
 # Where engine replicas write logs and sockets.
 RUN_DIR = Path(os.environ.get("APPLIANCE_RUN_DIR", APPLIANCE_HOME / "run"))
-# This node's name (one node agent per machine).
+# This node's name (one node agent per machine) and the address other nodes reach it at: its replicas listen there
+# (behind their per-launch credential, Replica.secret), and a gateway on any node routes to them (docs/fleet.md).
 NODE_NAME = os.environ.get("NODE_NAME", os.uname().nodename)
+NODE_ADDRESS = os.environ.get("NODE_ADDRESS", "127.0.0.1")
 
 LOGGING = {
     "version": 1,

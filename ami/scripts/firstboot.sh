@@ -36,11 +36,13 @@ chgrp appliance "$SECRETS"; chmod 0640 "$SECRETS"
 # The /metrics scrape token alone, for Prometheus' `authorization: { credentials_file: ... }` (docs/metrics.md).
 sed -n 's/^APPLIANCE_METRICS_TOKEN=//p' "$SECRETS" > /etc/appliance/metrics-token
 chgrp appliance /etc/appliance/metrics-token; chmod 0640 /etc/appliance/metrics-token
+umask 022  # what follows (static files nginx serves, as www-data) is not secret
 set -a; source "$ENV"; source "$SECRETS"; set +a
 ensure_neuron_driver
 cd /opt/appliance
 sudo -E -u appliance $PY manage.py migrate --noinput
 sudo -E -u appliance $PY manage.py collectstatic --noinput
+chmod -R a+rX /var/lib/appliance/static  # also heals folders an earlier boot made under umask 077
 # Instance type (IMDSv2), driver state, neuron-ls chips/cores -> this node's row (problems recorded, not fatal).
 sudo -E -u appliance env PATH="$TOOLS_PATH" $PY manage.py register_node --device neuron || \
   echo "firstboot: register_node failed; the node agent registers the node when it starts" >&2

@@ -67,7 +67,17 @@ class Artifact(models.Model):
 
 
 class Node(models.Model):
-    """One machine running a node agent, with its accelerator inventory."""
+    """One machine running a node agent, with its accelerator inventory.
+
+    `state`: ready (placement may use it), draining (its replicas move elsewhere, nothing new is placed there) or lost
+    (its agent stopped heartbeating for NODE_LOST_AFTER_S; its replicas were placed again elsewhere). A lost node
+    whose agent heartbeats again is ready again; a draining one stays draining until undrained.
+    """
+
+    class State(models.TextChoices):
+        READY = "ready", "Ready"
+        DRAINING = "draining", "Draining"
+        LOST = "lost", "Lost"
 
     name = models.CharField(max_length=255, unique=True)
     device = models.CharField(max_length=10, choices=Device.choices, default=Device.CPU)
@@ -76,7 +86,10 @@ class Node(models.Model):
     cores = models.PositiveIntegerField(default=1, help_text="NeuronCores, GPUs, or CPU engine slots")
     memory_per_core_bytes = models.BigIntegerField(default=0)
     inventory = models.JSONField(default=dict, blank=True, help_text="Raw inventory, e.g. neuron-ls --json-output")
-    address = models.CharField(max_length=255, default="127.0.0.1")
+    address = models.CharField(max_length=255, default="127.0.0.1",
+                               help_text="Where other nodes reach this node's replicas (NODE_ADDRESS)")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.READY)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -131,7 +131,7 @@ def deployment_series(request: HttpRequest, name: str) -> JsonResponse:
 @staff_required
 def node_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    stale = timedelta(seconds=setting("NODE_STALE_AFTER_S"))
+    stale = timedelta(seconds=setting("NODE_LOST_AFTER_S"))
     rows = []
     for node in Node.objects.order_by("name"):
         used = placement.used_cores(node) & set(range(node.cores))

@@ -23,7 +23,7 @@ from .errors import APIError, unavailable
 from .params import ParsedRequest
 from .prompt_list import PromptList, member_id
 from .quotas import Decision, get_quota_backend
-from .responses import LastPart, ResponseBuilder, sse
+from .responses import LastPart, ResponseBuilder
 from .routing import Route, Target, router
 from .usage import Usage, record
 
@@ -280,7 +280,7 @@ class Call:
                 await self._abort()
                 message = str(exc) if isinstance(exc, ReplicaFailed) else f"The model replica failed: {exc}"
                 await self.settle(status)
-                yield LastPart(sse(APIError(status, message).body()))
+                yield LastPart(self.builder.stream_error(APIError(status, message).body()))
                 return
             status = 200
             await self.settle(status)  # the quota is released before the client sees the end of the stream

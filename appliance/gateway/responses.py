@@ -181,6 +181,10 @@ class ResponseBuilder:
         tail = self.usage_chunk(prompt_tokens, completion_tokens) if self.req.include_usage else b""
         return tail + SSE_DONE
 
+    def stream_error(self, error_body: dict) -> bytes:
+        """A stream cut short (its replica failed): the OpenAI error event, then ``[DONE]`` as for any stream's end."""
+        return sse(error_body) + SSE_DONE
+
     def whole(self, prompt_tokens: int, completion_tokens: int) -> dict:
         choices = []
         for c in self.choices:

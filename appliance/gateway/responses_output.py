@@ -209,6 +209,10 @@ class ResponsesBuilder:
                 out += self._next("response.function_call_arguments.delta", {**self._where(), "delta": piece})
         return out
 
+    def stream_error(self, error_body: dict) -> bytes:
+        """A stream cut short (its replica failed): the error event; the Responses API sends no ``[DONE]``."""
+        return b"data: " + json.dumps(error_body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
     def stream_tail(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         final = self.response(prompt_tokens, completion_tokens)
         return (self.pending + self._next("response.completed", {"response": final})).encode()

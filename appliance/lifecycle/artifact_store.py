@@ -1,15 +1,18 @@
-"""Content-addressed artifact store: a local directory (default) or S3 (``s3://bucket/prefix``, needs boto3).
+"""Content-addressed artifact store: a directory (default; shared between nodes over NFS/EFS in a fleet) or S3
+(``s3://bucket/prefix``, needs boto3).
 
 An artifact is a directory of files stored under its digest. Writes are atomic: a half-written artifact is never
 visible under its digest, so a worker killed mid-upload leaves nothing a later job could mistake for a result.
+Replicas never read the store directly: each node copies an artifact into its own cache first
+(appliance.lifecycle.artifact_cache), which verifies the manifest's checksums.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +44,8 @@ class ArtifactStore(Protocol):
         """Store the directory `src` under `digest` (atomically) and return the artifact's URI."""
         ...
 
-    def local_path(self, digest: str) -> Path:
-        """A local directory holding the artifact (downloaded first if the store is remote)."""
+    def fetch_into(self, digest: str, dest: Path) -> None:
+        """Copy the artifact's files into the existing empty directory `dest` (unverified: the cache verifies)."""
         ...
 
     def uri(self, digest: str) -> str: ...
@@ -58,6 +61,23 @@ def copy_dir(src: Path, dst: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def link_or_copy_dir(src: Path, dst: Path) -> None:
+    """Fill the existing directory `dst` with `src`'s files: hard links where both are on one filesystem (an
+    artifact is immutable, so a link costs no space), copies elsewhere (a store on NFS, a cache on local disk)."""
+    for path in sorted(Path(src).rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                raise
             shutil.copy2(path, target)
 
 
@@ -89,8 +109,10 @@ class LocalArtifactStore:
                 raise
         return str(final)
 
-    def local_path(self, digest: str) -> Path:
-        return self.root / digest
+    def fetch_into(self, digest: str, dest: Path) -> None:
+        if not self.exists(digest):
+            raise FileNotFoundError(errno.ENOENT, f"artifact {digest[:12]} is not in the store", str(self.root / digest))
+        link_or_copy_dir(self.root / digest, Path(dest))
 
 
 @dataclass
@@ -99,7 +121,6 @@ class S3ArtifactStore:
 
     bucket: str
     prefix: str
-    cache_dir: Path
 
     def _client(self):
         try:
@@ -133,28 +154,16 @@ class S3ArtifactStore:
             client.upload_file(str(path), self.bucket, self._key(digest, path.relative_to(src).as_posix()))
         return self.uri(digest)
 
-    def local_path(self, digest: str) -> Path:
-        dest = Path(self.cache_dir) / digest
-        if (dest / MANIFEST).is_file():
-            return dest
+    def fetch_into(self, digest: str, dest: Path) -> None:
+        if not self.exists(digest):
+            raise FileNotFoundError(errno.ENOENT, f"artifact {digest[:12]} is not in the store", self.uri(digest))
         client = self._client()
-        staging = Path(tempfile.mkdtemp(prefix=f".dl-{digest[:12]}-", dir=self._ensure_cache()))
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(digest) + "/"):
             for obj in page.get("Contents", []):
-                rel = obj["Key"][len(self._key(digest)) + 1 :]
-                target = staging / rel
+                target = Path(dest) / obj["Key"][len(self._key(digest)) + 1 :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(self.bucket, obj["Key"], str(target))
-        try:
-            os.rename(staging, dest)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-        return dest
-
-    def _ensure_cache(self) -> Path:
-        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-        return Path(self.cache_dir)
 
 
 def get_store(url: str | None = None) -> ArtifactStore:
@@ -164,7 +173,15 @@ def get_store(url: str | None = None) -> ArtifactStore:
     url = url or settings.ARTIFACT_STORE_URL
     if url.startswith("s3://"):
         bucket, _, prefix = url[len("s3://") :].partition("/")
-        return S3ArtifactStore(bucket, prefix.strip("/"), Path(settings.APPLIANCE_HOME) / "artifact-cache")
+        return S3ArtifactStore(bucket, prefix.strip("/"))
     if url.startswith("file://"):
         url = url[len("file://") :]
     return LocalArtifactStore(Path(url))
+
+
+def store_of(artifact_uri: str) -> tuple[ArtifactStore, str]:
+    """The store holding the artifact at `artifact_uri` (as recorded on its Artifact row), and its digest."""
+    parent, _, digest = artifact_uri.rstrip("/").rpartition("/")
+    if not digest or not parent:
+        raise ValueError(f"artifact URI {artifact_uri!r} does not end in a digest")
+    return get_store(parent), digest

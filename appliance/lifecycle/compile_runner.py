@@ -10,13 +10,14 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from appliance.catalog.models import Artifact
@@ -75,6 +76,7 @@ def claim(job_id: int, task_id: str, worker: str) -> Claim:
         job.started_at = job.started_at or timezone.now()
         job.heartbeat_at = timezone.now()
         job.error = ""
+        job.digest = ""  # taken again once hashed (one running job per digest)
         job.append_log(f"attempt {job.attempts} started on {worker or 'this process'}")
         job.save()
         return Claim(job, "claimed")
@@ -181,9 +183,8 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
     progress("hashing", 5, f"hashing {src}")
     toolchain = _toolchain(job.target)
     digest = compute_digest(source_checksum(src, version.checksum), options, toolchain)
-    job.digest = digest
-    job.save(update_fields=["digest"])
     progress("hashing", 15, f"content address {digest}")
+    _hold_digest(job, digest, progress)
 
     store = get_store()
     cached = Artifact.objects.filter(digest=digest).first()
@@ -215,6 +216,34 @@ def _execute(job: CompileJob, progress: JobRecorder) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _register(job, digest, uri, toolchain, options, size)
+
+
+def _hold_digest(job: CompileJob, digest: str, progress: JobRecorder) -> None:
+    """Record `digest` on this running job. The database admits one running job per digest, so when another job
+    (another node, or another version with the same weights and options) is building this artifact, wait for it to
+    finish (or for the sweep to re-queue it if its worker died); the caller then finds its artifact."""
+    waited_for = None
+    while True:
+        try:
+            with transaction.atomic():
+                CompileJob.objects.filter(pk=job.pk).update(digest=digest)
+            job.digest = digest
+            if waited_for is not None:
+                progress("hashing", 15, f"job #{waited_for} no longer holds artifact {digest[:12]}; going on")
+            return
+        except IntegrityError:
+            holder = CompileJob.objects.filter(digest=digest, status=CompileJob.Status.RUNNING).exclude(pk=job.pk)
+            holder = holder.values_list("pk", "worker", "heartbeat_at").first()
+            if holder is not None and holder[0] != waited_for:
+                waited_for = holder[0]
+                progress("waiting", 15, f"job #{holder[0]} on {holder[1] or '?'} is building artifact {digest[:12]}; "
+                         "waiting for it instead of compiling the same artifact twice")
+            else:
+                progress("waiting", 15)  # heartbeat, and notice a cancel
+            stale = timezone.now() - timedelta(seconds=stale_after_s())
+            if holder is not None and (holder[2] is None or holder[2] < stale):
+                sweep_stale_jobs()  # its worker died: re-queue it now rather than wait for celery beat's sweep
+            time.sleep(min(heartbeat_interval_s(), 2.0))
 
 
 def _register(job: CompileJob, digest: str, uri: str, toolchain: str, options: dict, size: int | None = None) -> str:

@@ -11,7 +11,7 @@ DEFAULTS: dict[str, float] = {
     "REPLICA_READY_TIMEOUT_S": 300.0,  # process start -> READY + warm-up, before the agent gives up
     "RESTART_BACKOFF_BASE_S": 1.0,  # crashed replica restart delay: base * 2**(restarts-1), capped
     "RESTART_BACKOFF_MAX_S": 60.0,
-    "NODE_STALE_AFTER_S": 30.0,  # placement skips nodes whose agent is silent this long
+    "NODE_LOST_AFTER_S": 30.0,  # a node whose agent is silent this long is lost: its replicas are placed elsewhere
     "CPU_ENGINE_SLOTS": 0,  # engine slots on a CPU node; 0 = one per CPU core
 }
 

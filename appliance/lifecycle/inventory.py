@@ -74,17 +74,22 @@ def detect(device: str) -> Inventory:
     return DETECTORS[device]()
 
 
-def register_node(name: str, device: str = "cpu", address: str = "127.0.0.1", cores: int | None = None,
+def register_node(name: str, device: str = "cpu", address: str | None = None, cores: int | None = None,
                   instance_type: str | None = None, detection: dict[str, Any] | None = None):
     """Create or refresh this machine's Node row from its detected inventory (cores may be overridden).
 
     The instance type and first boot's findings (inventory["detection"], see node_probe.py) are kept from the
-    existing row unless given, so the node agent's own registration at start does not erase them.
+    existing row unless given, so the node agent's own registration at start does not erase them; so is the
+    address (else NODE_ADDRESS). The node's state (ready, draining, lost) is never changed here.
     """
+    from django.conf import settings
+
     from appliance.catalog.models import Node
 
     inv = detect(device)
     existing = Node.objects.filter(name=name).first()
+    if address is None:
+        address = existing.address if existing else settings.NODE_ADDRESS
     if instance_type is None:
         instance_type = inv.instance_type or (existing.instance_type if existing else "")
     raw = dict(inv.raw)

@@ -1,6 +1,9 @@
 """Compile jobs: one row per (model version, target, options); the row is the source of truth for the job's state."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 from django.db import models
 from django.utils import timezone
 
@@ -44,6 +47,8 @@ class CompileJob(models.Model):
     error = models.TextField(blank=True, help_text="Why the job failed, in words a user can act on")
     cache_hit = models.BooleanField(default=False)
     digest = models.CharField(max_length=64, blank=True, help_text="Content address of the artifact")
+    request_key = models.CharField(max_length=64, blank=True, editable=False,
+                                   help_text="sha256 of the model version and options; one live job per key")
     artifact = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     celery_task_id = models.CharField(max_length=255, blank=True)
     worker = models.CharField(max_length=255, blank=True)
@@ -55,6 +60,19 @@ class CompileJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # Compile once across the fleet: two nodes asking at once for the same compile get one job (the second
+            # insert waits for the first's commit, then fails and finds the first's row) ...
+            models.UniqueConstraint(
+                fields=["request_key"], name="one_live_compile_job_per_request",
+                condition=models.Q(status__in=["queued", "running"]) & ~models.Q(request_key=""),
+            ),
+            # ... and one running job builds an artifact: another job that reaches the same digest waits for it.
+            models.UniqueConstraint(
+                fields=["digest"], name="one_running_compile_job_per_digest",
+                condition=models.Q(status="running") & ~models.Q(digest=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"compile #{self.pk} {self.model_version} -> {self.target}"
@@ -78,6 +96,11 @@ class CompileJob(models.Model):
         if self.kv_layout:
             options["kv_layout"] = self.kv_layout
         return options
+
+    def compute_request_key(self) -> str:
+        """What makes two requests the same compile: the model version and the options."""
+        payload = json.dumps({"model_version": self.model_version_id, "options": self.options()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
 
     def append_log(self, line: str) -> None:
         """Append one timestamped line to the in-memory log; the caller saves the row."""

@@ -39,7 +39,7 @@ def probe(device: str, imds_timeout_s: float = 2.0) -> dict[str, Any]:
     return found
 
 
-def register_this_node(name: str, device: str, address: str = "127.0.0.1",
+def register_this_node(name: str, device: str, address: str | None = None,
                        imds_timeout_s: float = 2.0) -> tuple[Any, dict[str, Any]]:
     """Probe, then create or refresh the Node row with the real instance type and core count; returns (node, found)."""
     found = probe(device, imds_timeout_s)

@@ -1,8 +1,11 @@
 """Placement: turn each deployment's desired replica count into Replica rows bound to a node's free cores.
 
-Dedicated and per-model replicas are bin-packed (best fit: the node with the fewest free cores that still has a
-contiguous run large enough). Shared-pool replicas use their pool's cores; a full pool evicts its least recently
-used idle model. When nothing fits the deployment's status says so plainly and the next pass retries.
+Dedicated and per-model replicas are spread over ready nodes: a node not yet holding a replica of the same deployment
+first, then the node with the most free cores, each replica on the lowest contiguous run of free cores large enough.
+Shared-pool replicas use their pool's cores; a full pool evicts its least recently used idle model. When nothing
+fits the deployment's status says so plainly and the next pass retries. Replicas on a draining node are started
+again elsewhere and stopped once their replacements are ready; those on a lost node were stopped (node_state.py)
+and are placed again like new ones.
 """
 from __future__ import annotations
 
@@ -15,8 +18,7 @@ from django.utils import timezone
 
 from appliance.catalog.models import Deployment, Node, Pool, Replica
 
-from . import routing_state
-from .conf import setting
+from . import node_state, routing_state
 
 ACTIVE_STATES = (Replica.State.PENDING, Replica.State.STARTING, Replica.State.READY, Replica.State.FAILED)
 
@@ -28,8 +30,9 @@ class Slot:
 
 
 def live_nodes(device: str) -> list[Node]:
-    cutoff = timezone.now() - timedelta(seconds=setting("NODE_STALE_AFTER_S"))
-    return list(Node.objects.filter(device=device, last_heartbeat__gte=cutoff))
+    """Ready nodes of this device whose agent heartbeated within NODE_LOST_AFTER_S (draining and lost ones never)."""
+    return list(Node.objects.filter(device=device, state=Node.State.READY, last_heartbeat__gte=node_state.lost_cutoff())
+                .order_by("name"))
 
 
 def pool_cores(pool: Pool) -> list[int]:
@@ -62,14 +65,20 @@ def free_run(free: list[int], size: int) -> list[int] | None:
     return None
 
 
-def find_slot(device: str, size: int) -> Slot | None:
-    """Best fit over live nodes: the fewest free cores that still hold `size` contiguous ones."""
-    best: tuple[int, Slot] | None = None
+def find_slot(device: str, size: int, deployment_id: int | None = None) -> Slot | None:
+    """Spread over live nodes that hold `size` contiguous free cores: one not yet holding a replica of
+    `deployment_id` first, then the most free cores (then the name, so the choice is stable)."""
+    best: tuple[tuple, Slot] | None = None
     for node in live_nodes(device):
         free = sorted(set(range(node.cores)) - used_cores(node))
         run = free_run(free, size)
-        if run is not None and (best is None or len(free) < best[0]):
-            best = (len(free), Slot(node, run))
+        if run is None:
+            continue
+        holds = deployment_id is not None and Replica.objects.filter(
+            node=node, deployment_id=deployment_id, state__in=ACTIVE_STATES).exists()
+        key = (holds, -len(free), node.name)
+        if best is None or key < best[0]:
+            best = (key, Slot(node, run))
     return best[1] if best else None
 
 
@@ -113,17 +122,20 @@ def place(dep_id: int) -> str:
         if blocked:
             return blocked
         want = target_replicas(dep)
-        active = list(dep.replicas.filter(state__in=ACTIVE_STATES).order_by("index"))
+        active = list(dep.replicas.filter(state__in=ACTIVE_STATES).select_related("node").order_by("index"))
+        leaving = [r for r in active if r.node.state != Node.State.READY]  # on a draining node: moving off
+        active = [r for r in active if r.node.state == Node.State.READY]
         if len(active) > want:
             order = sorted(active, key=lambda r: (r.state == Replica.State.READY, r.index))
             for replica in order[: len(active) - want]:
                 Replica.objects.filter(pk=replica.pk).update(state=Replica.State.DRAINING)
             active = [r for r in active if r not in order[: len(active) - want]]
+        placed_all = True
         for _ in range(want - len(active)):
             if dep.mode == Deployment.Mode.SHARED:
                 slot = _shared_slot(dep)
             else:
-                slot = find_slot(dep.device, dep.cores_per_replica)
+                slot = find_slot(dep.device, dep.cores_per_replica, dep.pk)
             if slot is None:
                 if dep.mode != Deployment.Mode.SHARED and not live_nodes(dep.device):
                     set_status(dep, Deployment.Status.WAITING, (
@@ -135,11 +147,15 @@ def place(dep_id: int) -> str:
                         f"waiting for capacity: {len(active)} of {want} replicas placed; each needs "
                         f"{dep.cores_per_replica} free {dep.device} core(s) in a row ({capacity_summary(dep.device)})"
                     ))
-                return dep.status_message
+                placed_all = False
+                break
             active.append(Replica.objects.create(
                 deployment=dep, node=slot.node, index=_next_index(dep), state=Replica.State.PENDING,
                 cores=slot.cores, host=slot.node.address,
             ))
+        _retire_leaving(dep, leaving, active, want)
+        if not placed_all:
+            return dep.status_message
         if want == 0 and not dep.is_active:
             set_status(dep, Deployment.Status.STOPPED, "stopped")
         elif want == 0:
@@ -154,6 +170,20 @@ def place(dep_id: int) -> str:
                 if failure else ""
             set_status(dep, Deployment.Status.PENDING, f"starting {want} replica(s){note}")
         return dep.status_message
+
+
+def _retire_leaving(dep: Deployment, leaving: list[Replica], active: list[Replica], want: int) -> None:
+    """Stop replicas on draining nodes once ready replicas elsewhere stand in for them (start elsewhere, then
+    stop): as many as the ready ones beyond `want` cover, those not yet ready first. A shared pool is bound to its
+    node, so its replicas there stop at once."""
+    if not leaving:
+        return
+    ready = sum(r.state == Replica.State.READY for r in active)
+    spare = len(leaving) if dep.mode == Deployment.Mode.SHARED or want == 0 else ready + len(leaving) - want
+    order = sorted(leaving, key=lambda r: (r.state == Replica.State.READY, r.index))
+    for replica in order[: max(0, min(spare, len(leaving)))]:
+        Replica.objects.filter(pk=replica.pk).update(state=Replica.State.DRAINING,
+                                                     last_error=f"moved off draining node {replica.node.name}")
 
 
 def _blocked_by_compile(dep: Deployment) -> str:
@@ -176,6 +206,10 @@ def _shared_slot(dep: Deployment) -> Slot | None:
     pool = Pool.objects.select_for_update(of=("self",)).select_related("node").filter(pk=dep.pool_id).first()
     if pool is None:
         set_status(dep, Deployment.Status.FAILED, "shared mode needs a pool: deploy with --pool NAME")
+        return None
+    if pool.node.state != Node.State.READY:
+        set_status(dep, Deployment.Status.WAITING, f"pool {pool.name} is on node {pool.node.name}, which is "
+                   f"{pool.node.state}: a pool's cores belong to its node; undrain it or move the pool")
         return None
     loaded = list(
         Deployment.objects.filter(pool=pool, replicas__state__in=ACTIVE_STATES).exclude(pk=dep.pk).distinct()
@@ -229,23 +263,11 @@ def model_bytes(dep: Deployment) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else 0
 
 
-def expire_silent_nodes() -> int:
-    """Stop the replica rows of nodes whose agent went silent, so placement can put them on live nodes."""
-    cutoff = timezone.now() - timedelta(seconds=setting("NODE_STALE_AFTER_S"))
-    silent = Replica.objects.filter(node__last_heartbeat__lt=cutoff, state__in=ACTIVE_STATES)
-    for node_name in set(silent.values_list("node__name", flat=True)):
-        silent.filter(node__name=node_name).update(
-            state=Replica.State.STOPPED, pid=None,
-            last_error=f"node {node_name} stopped heartbeating (its agent is down); replaced elsewhere",
-        )
-    return len(silent)
-
-
 def place_all() -> dict[str, str]:
     """One placement pass over every active deployment (agents and the beat task call it; it is idempotent)."""
     from django.db import DatabaseError
 
-    expire_silent_nodes()
+    node_state.mark_lost_nodes()
     results = {}
     for dep_id, name in Deployment.objects.values_list("pk", "name"):
         try:

@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -52,7 +52,8 @@ def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: in
                     batch_buckets: list[int] | None = None, seq_len_buckets: list[int] | None = None,
                     dtype: str | None = None, quantization: str = "none", kernels: bool = False,
                     kv_layout: str = "") -> CompileJob:
-    """Queue a compile of `version` for `target` (an identical queued or running job is reused)."""
+    """Queue a compile of `version` for `target`. An identical queued or running job is reused, also when another
+    node asks at the same moment: the database admits one live job per (version, options)."""
     if target not in DEVICES:
         raise LifecycleError(f"target must be one of {', '.join(DEVICES)}, got {target!r}")
     if quantization not in CompileJob.Quantization.values:
@@ -63,18 +64,31 @@ def request_compile(version: ModelVersion, target: str = "cpu", *, tp_degree: in
     fields = dict(model_version=version, target=target, tp_degree=tp_degree, batch_buckets=sorted(batch_buckets or []),
                   seq_len_buckets=sorted(seq_len_buckets or []), dtype=dtype or version.dtype or "float32",
                   quantization=quantization, kernels=kernels, kv_layout=kv_layout or "")
+    key = CompileJob(**fields).compute_request_key()
     with transaction.atomic():
-        live = CompileJob.objects.filter(status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING], **fields)
-        job = live.first()
-        if job is not None:
-            if job.status == CompileJob.Status.QUEUED:  # its message may never have reached a broker: send again
-                enqueue_compile(job, fresh_task_id=False)
+        for _ in range(3):
+            job = _live_job(key)
+            if job is not None:
+                if job.status == CompileJob.Status.QUEUED:  # its message may never have reached a broker: resend
+                    enqueue_compile(job, fresh_task_id=False)
+                return job
+            try:
+                with transaction.atomic():  # a savepoint: the unique index makes a concurrent request's insert wait
+                    job = CompileJob.objects.create(request_key=key, **fields)
+            except IntegrityError:  # another node queued the same compile first and committed it: join that job
+                continue
+            job.append_log(f"queued: {version} -> {target}")
+            job.save(update_fields=["log"])
+            enqueue_compile(job)
             return job
-        job = CompileJob.objects.create(**fields)
-        job.append_log(f"queued: {version} -> {target}")
-        job.save(update_fields=["log"])
-        enqueue_compile(job)
-    return job
+    raise LifecycleError("the same compile kept being queued and finished by other requests meanwhile; "
+                         "request it again")
+
+
+def _live_job(request_key: str) -> CompileJob | None:
+    return CompileJob.objects.filter(
+        request_key=request_key, status__in=[CompileJob.Status.QUEUED, CompileJob.Status.RUNNING]
+    ).first()
 
 
 def check_kv_layout(target: str, kv_layout: str | None) -> None:

@@ -1,6 +1,9 @@
 """Celery tasks of the lifecycle. Each takes a row id (or nothing) and is safe to run twice."""
 from __future__ import annotations
 
+import os
+import socket
+
 from celery import shared_task
 
 from .compile_runner import TransientCompileError, run_compile_job
@@ -12,11 +15,17 @@ def retry_backoff_s(retries: int) -> int:
     return min(2 ** retries, 60)
 
 
+def worker_identity(hostname: str | None) -> str:
+    """The worker name and this process: two children of one worker (-c 2) are two claimants, so a message
+    delivered twice is never run by both while one is alive."""
+    return f"{hostname or socket.gethostname()} pid {os.getpid()}"
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=COMPILE_MAX_RETRIES)
 def compile_model(self, job_id: int) -> str:
     """Run CompileJob `job_id`; a finished, superseded or live-elsewhere job is left alone."""
     try:
-        return run_compile_job(job_id, task_id=self.request.id or "", worker=self.request.hostname or "")
+        return run_compile_job(job_id, task_id=self.request.id or "", worker=worker_identity(self.request.hostname))
     except TransientCompileError as exc:
         if self.request.retries >= COMPILE_MAX_RETRIES:
             from .compile_runner import finish

@@ -1,9 +1,10 @@
 """The one dispatch layer for the model's hot operations.
 
-These are the PyTorch implementations, used on the CPU and CUDA: rms_norm, rotary_embedding and swiglu_mlp are the
-references beside the NKI kernels; paged_decode_attention gathers through the block table into reused buffers and
-makes one SDPA call (faster on the CPU than the NKI reference's einsum form; checked against it numerically). The
-Neuron executor routes the same names, with the same signatures, to NKI kernels (nki_kernels/); model code calls
+These are the implementations used on the CPU and CUDA: rms_norm, rotary_embedding and swiglu_mlp are the PyTorch
+references beside the NKI kernels; paged_decode_attention runs the C++ extension on the CPU (appliance/runtime/csrc/,
+reads the blocks in place; see cpu_extension.py) when it is built and not switched off, else the PyTorch path
+`torch_paged_decode_attention`, which gathers through the block table into reused buffers and makes one SDPA call
+(faster on the CPU than the NKI reference's einsum form; checked against it numerically). The Neuron executor routes the same names, with the same signatures, to NKI kernels (nki_kernels/); model code calls
 only these functions.
 Shapes: T tokens, H hidden, I intermediate, Hq/Hkv query/key-value heads, D head_dim, B sequences.
 """
@@ -13,6 +14,8 @@ import threading
 
 import torch
 import torch.nn.functional as F
+
+from appliance.runtime import cpu_extension
 
 # The PyTorch references of these three live beside their NKI kernels; the engine uses them as they are.
 from nki_kernels.rms_norm.reference import rms_norm  # noqa: E402,F401
@@ -63,8 +66,25 @@ def paged_decode_attention(
 
     q[B,Hq,D]; k_cache/v_cache[num_blocks, block_size, Hkv, D]; block_tables int32[B, max_blocks] (entries past a
     sequence's blocks are ignored); context_lens int32[B] (tokens in the cache, this step's token included) ->
-    [B,Hq,D].
+    [B,Hq,D]. The C++ extension on the CPU for float32/bfloat16 when it is loaded, else the PyTorch path.
     """
+    if q.device.type == "cpu" and q.dtype in cpu_extension.DTYPES and k_cache.dtype == q.dtype:
+        ext = cpu_extension.ops()
+        if ext is not None:
+            return ext.paged_decode_attention(q, k_cache, v_cache, block_tables.to(torch.int32),
+                                              context_lens.to(torch.int32), float(scale))
+    return torch_paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def torch_paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """paged_decode_attention's PyTorch path (same contract): gather the blocks into reused buffers, one SDPA call."""
     b, hq, d = q.shape
     num_blocks, block_size, hkv, _ = k_cache.shape
     flat = block_tables.reshape(-1).long()

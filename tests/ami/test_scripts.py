@@ -70,6 +70,8 @@ def test_pinned_versions_agree_across_the_ami():
     assert env["NEURON_SDK_VERSION"] == "2.28.1"
     torch_line = ".".join(env["TORCH_NEURONX_VERSION"].split(".")[:2])  # torch-neuronx 2.9.0.x builds on torch 2.9
     assert requirements(AMI / "neuron-pypi-constraints.txt")["torch"].specifier == SpecifierSet(f"=={torch_line}.*")
-    script = (AMI / "scripts" / "30-appliance.sh").read_text()
-    assert "-c /opt/appliance/constraints-neuron.txt -r /opt/appliance/requirements.txt" in script
-    assert "neuron-pypi-constraints.txt" in script
+    requirements_step = (AMI / "scripts" / "32-appliance-requirements.sh").read_text()
+    assert "-c /opt/appliance/constraints-neuron.txt -r /opt/appliance/requirements.txt" in requirements_step
+    neuron_step = (AMI / "scripts" / "31-neuron-python.sh").read_text()
+    assert "-c /tmp/ami/neuron-pypi-constraints.txt" in neuron_step
+    assert "> /opt/appliance/constraints-neuron.txt" in neuron_step

@@ -261,3 +261,13 @@ def test_nodes_page_shows_what_first_boot_found(console, tmp_path, monkeypatch):
     broken = page[page.index('data-name="inf2-no-driver"'):]
     assert "instance type unknown" in broken and "driver <span" in broken and "missing" in broken
     assert "Module neuron not found" in broken and "neuron-ls failed: No Neuron devices found" in broken
+
+
+def test_nodes_page_shows_each_nodes_state(console, deployment):
+    Node.objects.create(name="inf2-lost", cores=2, state="lost", last_heartbeat=timezone.now() - timedelta(hours=1))
+    Node.objects.create(name="inf2-drain", cores=2, state="draining", last_heartbeat=timezone.now())
+    page = console.get("/nodes/").content.decode()
+    rows = {name: page.split(f'data-name="{name}"', 1)[1].split("</tr>", 1)[0] for name in ("inf2-lost", "inf2-drain")}
+    assert 'class="status node-state failed"' in rows["inf2-lost"] and ">lost</span>" in rows["inf2-lost"]
+    assert "placed on other nodes" in rows["inf2-lost"]
+    assert ">draining</span>" in rows["inf2-drain"] and "drain_node inf2-drain --undo" in rows["inf2-drain"]

@@ -78,7 +78,7 @@ def stack(tmp_path_factory, tiny_llama) -> Stack:
            "REDIS_URL": redis.url, "CELERY_BROKER_URL": redis.url.replace("/0", "/1"), "APPLIANCE_HOME": str(home),
            "ARTIFACT_STORE_URL": str(home / "artifacts"), "APPLIANCE_RUN_DIR": str(home / "run"),
            "NODE_NAME": "faults-node", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING",
-           "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_STALE_AFTER_S": "30"}
+           "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_LOST_AFTER_S": "30"}
     procs: list[Proc] = []
     try:
         stack = Stack(pg, redis, env, home, None, None, "", 0)  # type: ignore[arg-type]

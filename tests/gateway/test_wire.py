@@ -37,3 +37,18 @@ def test_template_chunks_equal_the_general_ones():
         if endpoint == "chat":
             general["choices"][0]["delta"].pop("role")
         assert fast_chunk == general
+
+
+def test_a_stream_cut_by_its_replica_ends_with_the_error_event_then_done_except_responses():
+    from appliance.gateway.errors import APIError
+    from appliance.gateway.params import ParsedRequest
+    from appliance.gateway.responses_output import ResponsesBuilder
+
+    body = APIError(503, "The model replica failed: connection closed mid-response").body()
+    for endpoint, extra in (("chat", {"messages": [{"role": "user", "content": "x"}]}), ("completions", {"prompt": "x"})):
+        req = parse(endpoint, json.dumps({"model": "m", "stream": True, **extra}).encode())
+        error, done = ResponseBuilder(req, "id", 1).stream_error(body).decode().split("\n\n")[:2]
+        assert json.loads(error.removeprefix("data: "))["error"]["message"].startswith("The model replica failed")
+        assert done == "data: [DONE]"
+    raw = ResponsesBuilder(ParsedRequest("responses", "m", stream=True), "resp_1", 0, {}).stream_error(body).decode()
+    assert raw.startswith("data: {") and "[DONE]" not in raw  # the Responses API never sends [DONE]

@@ -32,7 +32,7 @@ def lc_home(tmp_path, settings, monkeypatch):
     settings.RUN_DIR = home / "run"
     settings.NODE_NAME = "lc-node"
     for name, value in {"APPLIANCE_COMPILE_HEARTBEAT_S": "0.5", "APPLIANCE_COMPILE_STALE_AFTER_S": "3",
-                        "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_STALE_AFTER_S": "30"}.items():
+                        "APPLIANCE_RESTART_BACKOFF_BASE_S": "0.5", "APPLIANCE_NODE_LOST_AFTER_S": "30"}.items():
         monkeypatch.setenv(name, value)
     return home
 
@@ -97,17 +97,18 @@ class Proc:
 
 @pytest.fixture
 def start_worker(process_env, tmp_path):
-    """start_worker() -> Proc: a real `celery worker` (prefork, 1 child) consuming the broker."""
+    """start_worker(**env) -> Proc: a real `celery worker` (prefork, 1 child) consuming the broker; `env` adds to
+    its environment (e.g. NODE_NAME="node-b" for a worker of another node)."""
     import redis
 
     redis.Redis.from_url(BROKER_URL).flushdb()
     procs: list[Proc] = []
 
-    def start() -> Proc:
+    def start(**env) -> Proc:
         name = f"lc-{uuid.uuid4().hex[:6]}"
         proc = Proc([sys.executable, "-m", "celery", "-A", "appliance", "worker", "-l", "info", "-c", "1",
                      "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-Q", "default"],
-                    process_env, tmp_path / f"{name}.log")
+                    {**process_env, **{k: str(v) for k, v in env.items()}}, tmp_path / f"{name}.log")
         procs.append(proc)
         proc.wait_for(" ready.", 60)
         return proc

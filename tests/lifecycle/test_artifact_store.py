@@ -29,9 +29,9 @@ def test_local_store_is_atomic_and_keeps_the_first_copy(tmp_path):
     store = LocalArtifactStore(tmp_path / "store")
     assert not store.exists("abc")
     uri = store.put_dir("abc", make_artifact(tmp_path / "a"))
-    assert store.exists("abc") and (store.local_path("abc") / "sub" / "tokenizer.json").is_file()
+    assert store.exists("abc") and (tmp_path / "store" / "abc" / "sub" / "tokenizer.json").is_file()
     assert store.put_dir("abc", make_artifact(tmp_path / "b", "other")) == uri
-    assert (store.local_path("abc") / "model.safetensors").read_text() == "weights"
+    assert (tmp_path / "store" / "abc" / "model.safetensors").read_text() == "weights"
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".incoming")]
 
 
@@ -50,13 +50,15 @@ def s3(monkeypatch):
 
 
 def test_s3_store_round_trip(s3, tmp_path):
-    store = S3ArtifactStore("artifacts", "appliance", tmp_path / "cache")
+    store = S3ArtifactStore("artifacts", "appliance")
     assert not store.exists("abc")
     assert store.put_dir("abc", make_artifact(tmp_path / "a")) == "s3://artifacts/appliance/abc"
     assert store.exists("abc")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"])
     assert keys == [f"appliance/abc/{name}" for name in ("manifest.json", "model.safetensors", "sub/tokenizer.json")]
-    local = store.local_path("abc")
+    local = tmp_path / "fetched"
+    local.mkdir()
+    store.fetch_into("abc", local)
     assert (local / "model.safetensors").read_text() == "weights" and (local / "sub" / "tokenizer.json").is_file()
 
 
@@ -78,4 +80,4 @@ def test_compile_into_s3_then_cache_hit_and_replica_reads_a_local_copy(
     assert run_compile_job(second.pk) == "cache hit"
     dep = Deployment.objects.create(name="tiny", model_version=version, artifact=first.artifact)
     local = model_dir(dep)
-    assert local.startswith(str(lc_home)) and json.load(open(f"{local}/manifest.json"))["digest"] == first.digest
+    assert local == str(lc_home / "artifact-cache" / first.digest) and json.load(open(f"{local}/manifest.json"))["digest"] == first.digest

@@ -36,7 +36,7 @@ def test_deploy_without_compile_places_replicas_on_free_cores(node, register_ver
 
 
 def test_deploy_compiles_then_places_on_the_artifact_and_redeploy_is_a_cache_hit(
-        node, register_version, tiny_llama, django_capture_on_commit_callbacks):
+        node, lc_home, register_version, tiny_llama, django_capture_on_commit_callbacks):
     from appliance.lifecycle.compile_runner import run_compile_job
 
     register_version("tiny", tiny_llama)
@@ -52,7 +52,7 @@ def test_deploy_compiles_then_places_on_the_artifact_and_redeploy_is_a_cache_hit
         assert run_compile_job(job.pk) == "succeeded"
     dep.refresh_from_db()
     assert dep.artifact_id == CompileJob.objects.get().artifact_id
-    assert dep.replicas.count() == 1 and model_dir(dep) == dep.artifact.uri
+    assert dep.replicas.count() == 1 and model_dir(dep) == str(lc_home / "artifact-cache" / dep.artifact.digest)
 
     with django_capture_on_commit_callbacks(execute=False):
         out = run_deploy("tiny")

@@ -53,9 +53,10 @@ class NodeSerializer(serializers.ModelSerializer):
         model = Node
         fields = [
             "id", "name", "device", "instance_type", "chips", "cores", "memory_per_core_bytes", "inventory",
-            "address", "last_heartbeat", "created_at",
+            "address", "state", "state_changed_at", "last_heartbeat", "created_at",
         ]
-        read_only_fields = ["last_heartbeat", "created_at"]
+        # state changes through the drain/undrain actions and the node agent's heartbeat, never a plain write
+        read_only_fields = ["state", "state_changed_at", "last_heartbeat", "created_at"]
 
 
 class PoolSerializer(serializers.ModelSerializer):

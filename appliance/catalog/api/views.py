@@ -7,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from appliance.api_base import AdminModelViewSet, AdminReadOnlyViewSet, refuse_coerced_types
+from appliance.api_base import AdminModelViewSet, AdminReadOnlyViewSet, Conflict, refuse_coerced_types
 
 from ..models import Artifact, Deployment, Model, ModelVersion, Node, Pool, Replica
 from ..services import CheckpointError, register_model_version
@@ -57,7 +57,31 @@ class ArtifactViewSet(AdminReadOnlyViewSet):
 class NodeViewSet(AdminModelViewSet):
     queryset = Node.objects.order_by("name")
     serializer_class = serializers.NodeSerializer
-    filterset_fields = ["name", "device"]
+    filterset_fields = ["name", "device", "state"]
+
+    @extend_schema(request=None, responses={200: serializers.NodeSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, pk: str | None = None) -> Response:
+        """Drain the node: its replicas start on other nodes, then stop here; nothing new is placed on it."""
+        return self._set_draining(True)
+
+    @extend_schema(request=None, responses={200: serializers.NodeSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def undrain(self, request: Request, pk: str | None = None) -> Response:
+        """Make a draining node ready again: placement may use it."""
+        return self._set_draining(False)
+
+    def _set_draining(self, draining: bool) -> Response:
+        from appliance.lifecycle import placement
+        from appliance.lifecycle.node_state import NodeStateError, set_draining
+
+        node = self.get_object()
+        try:
+            node = set_draining(node.name, draining)
+        except NodeStateError as exc:
+            raise Conflict(str(exc)) from None
+        placement.place_all()
+        return Response(serializers.NodeSerializer(node).data)
 
 
 class PoolViewSet(AdminModelViewSet):

@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from appliance.catalog.models import Deployment, Node, Replica
 
-from .. import placement, routing_state
+from .. import node_state, placement, routing_state
 from ..conf import setting
 from ..services import record_cold_start
 from .replica_process import ReplicaProcess, ReplicaSpec
@@ -37,6 +39,7 @@ class AgentOptions:
     autoscale: bool = True
     place: bool = True
     server_module: str = "appliance.runtime.server"
+    address: str = "127.0.0.1"  # where other nodes reach this node's replicas (NODE_ADDRESS)
 
 
 def restart_delay_s(restart_count: int) -> float:
@@ -44,15 +47,53 @@ def restart_delay_s(restart_count: int) -> float:
     return min(base * 2 ** max(restart_count - 1, 0), cap)
 
 
-def model_dir(dep: Deployment) -> str:
-    """Where a replica loads its model from: the compiled artifact if any, else the registered checkpoint."""
-    if dep.artifact_id:
-        if dep.artifact.uri.startswith("s3://"):
-            from ..artifact_store import get_store
+def model_dir(dep: Deployment, node: Node | None = None) -> str:
+    """Where a replica loads its model from: the compiled artifact, copied from the artifact store into this node's
+    cache (verified, once per node), else the registered checkpoint. Cache entries that `node`'s live replicas use
+    are never evicted."""
+    if not dep.artifact_id:
+        return dep.model_version.source_uri
+    from ..artifact_cache import node_cache
+    from ..artifact_store import get_store, store_of
 
-            return str(get_store().local_path(dep.artifact.digest))
-        return dep.artifact.uri
-    return dep.model_version.source_uri
+    artifact = dep.artifact
+
+    def open_store():
+        store = get_store()
+        if store.exists(artifact.digest):
+            return store
+        return store_of(artifact.uri)[0]  # recorded under another store URL (the setting changed): read it there
+
+    node_name = node.name if node is not None else settings.NODE_NAME
+    live = (Replica.objects.filter(node__name=node_name, deployment__artifact__isnull=False)
+            .exclude(state=Replica.State.STOPPED).values_list("deployment__artifact__digest", flat=True))
+    with _heartbeat_during(node):
+        return str(node_cache().fetch(artifact.digest, open_store, keep=set(live)).path)
+
+
+@contextmanager
+def _heartbeat_during(node: Node | None) -> Iterator[None]:
+    """Keep `node` heartbeating while a long step (a first fill of a large artifact) holds up the agent's tick, so
+    the fleet does not take a busy node for a lost one."""
+    if node is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(min(5.0, setting("NODE_LOST_AFTER_S") / 3)):
+                node_state.heartbeat(node.pk)
+        finally:
+            connection.close()
+
+    beater = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{node.name}")
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join(timeout=5)
 
 
 class NodeAgent:
@@ -60,7 +101,8 @@ class NodeAgent:
         from ..inventory import register_node
 
         self.options = options
-        self.node: Node = register_node(options.node_name, options.device, cores=options.cores)
+        self.node: Node = register_node(options.node_name, options.device, address=options.address,
+                                        cores=options.cores)
         self.procs: dict[int, ReplicaProcess] = {}
         self.restart_at: dict[int, float] = {}
         self.stopping = threading.Event()
@@ -72,7 +114,8 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         self._adopt_orphans()
-        log.info("node agent on %s: %s %d cores", self.node.name, self.node.device, self.node.cores)
+        log.info("node agent on %s (%s): %s %d cores", self.node.name, self.node.address, self.node.device,
+                 self.node.cores)
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
@@ -87,7 +130,7 @@ class NodeAgent:
 
     def tick(self) -> None:
         close_old_connections()
-        Node.objects.filter(pk=self.node.pk).update(last_heartbeat=timezone.now())
+        node_state.heartbeat(self.node.pk)
         if self.options.autoscale:
             from ..autoscaler import autoscale_all
 
@@ -126,13 +169,17 @@ class NodeAgent:
     def _launch(self, row: Replica) -> None:
         dep = row.deployment
         fetching = time.monotonic()
-        source = model_dir(dep)
+        try:
+            source = model_dir(dep, self.node)
+        except (OSError, RuntimeError, ValueError) as exc:  # store unreachable, artifact damaged: say so on the row
+            self._fetch_failed(row, exc)
+            return
         artifact_fetch_s = time.monotonic() - fetching
         spec = ReplicaSpec(
             replica_id=row.pk, model_dir=source, device=dep.device, cores=list(row.cores or []),
             server_module=self.options.server_module, served_model_name=dep.name,
             engine_args={"scheduling_policy": "priority", **(dep.engine_args or {})},  # live (0) before jobs
-            host=row.host or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
+            host=self.node.address or "127.0.0.1", log_path=self.log_dir / f"{dep.name}-{row.index}-{row.pk}.log",
         )
         proc = ReplicaProcess(spec)
         self.procs[row.pk] = proc
@@ -166,6 +213,15 @@ class NodeAgent:
                 proc.proc.kill()
         finally:
             connection.close()
+
+    def _fetch_failed(self, row: Replica, exc: Exception) -> None:
+        count = row.restart_count + 1
+        delay = restart_delay_s(count)
+        self.restart_at[row.pk] = time.monotonic() + delay
+        error = f"could not fetch the model's artifact onto node {self.node.name}: {exc}"
+        Replica.objects.filter(pk=row.pk).update(state=Replica.State.FAILED, restart_count=count,
+                                                 last_error=error[:2000], pid=None)
+        log.warning("replica %s#%d: %s; retry in %.1fs", row.deployment.name, row.index, error[:300], delay)
 
     def _crashed(self, row: Replica, proc: ReplicaProcess) -> None:
         code = proc.exit_code()

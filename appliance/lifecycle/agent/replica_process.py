@@ -77,7 +77,8 @@ class ReplicaProcess:
         env = {**{k: v for k, v in os.environ.items() if k not in CONTROL_PLANE_SECRETS},
                **core_env(spec.device, spec.cores), "PYTHONUNBUFFERED": "1", SECRET_ENV: self.secret}
         cmd = [sys.executable, "-m", spec.server_module, "--model", spec.model_dir, "--device", spec.device,
-               "--port", "0", *(["--served-model-name", spec.served_model_name] if spec.served_model_name else []),
+               "--host", spec.host, "--port", "0",
+               *(["--served-model-name", spec.served_model_name] if spec.served_model_name else []),
                *engine_flags(spec.engine_args)]
         self.command = cmd
         self.env_assigned = core_env(spec.device, spec.cores)

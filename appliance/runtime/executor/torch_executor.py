@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from appliance.runtime import cpu_extension
 from appliance.runtime.config import EngineConfig, default_kv_cache_bytes
 from appliance.runtime.executor.interface import Executor, StepBatch
 from appliance.runtime.model.args import ModelArgs
@@ -47,6 +48,7 @@ class TorchExecutor(Executor):
             threads = config.num_threads or int(os.environ.get("APPLIANCE_NUM_THREADS", 0)) or os.cpu_count() or 1
             torch.set_num_threads(threads)
             keep_freed_memory()
+            cpu_extension.ops()  # decides the attention path now, so its one log line comes at start-up
         self.dtype = DTYPES[config.torch_dtype_name]
         self.block_size = config.block_size
         self.vocab_size = args.vocab_size

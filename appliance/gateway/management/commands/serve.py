@@ -2,7 +2,9 @@
 
 Runs the whole single-node appliance in the foreground: applies migrations, then the web server (console, admin
 API, OpenAI API under /v1/, /metrics), the node agent (which starts the engine replicas), the telemetry sampler,
-a Celery worker and Celery beat. Ctrl-C stops everything.
+a Celery worker and Celery beat. Ctrl-C stops everything. On each node of a fleet it runs the same processes, named by
+NODE_NAME and reached at NODE_ADDRESS, against the shared DATABASE_URL, REDIS_URL and ARTIFACT_STORE_URL
+(docs/fleet.md).
 """
 from __future__ import annotations
 

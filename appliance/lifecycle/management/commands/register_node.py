@@ -20,7 +20,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--node", default=settings.NODE_NAME, help="this node's name (default: NODE_NAME)")
         parser.add_argument("--device", choices=["cpu", "cuda", "neuron"], default="neuron")
-        parser.add_argument("--address", default="127.0.0.1")
+        parser.add_argument("--address", default=settings.NODE_ADDRESS,
+                            help="where other nodes reach this node's replicas (default: NODE_ADDRESS)")
         parser.add_argument("--imds-timeout", type=float, default=2.0, help="seconds per metadata request")
         parser.add_argument("--json", action="store_true", help="print the findings as JSON")
         parser.add_argument("--strict", action="store_true", help="exit non-zero when anything was not found")

@@ -11,6 +11,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--node", default=settings.NODE_NAME, help="this node's name (default: NODE_NAME)")
+        parser.add_argument("--address", default=settings.NODE_ADDRESS,
+                            help="where other nodes reach this node's replicas (default: NODE_ADDRESS)")
         parser.add_argument("--device", choices=["cpu", "cuda", "neuron"], default="cpu")
         parser.add_argument("--cores", type=int, default=None, help="override the detected core/slot count")
         parser.add_argument("--tick", type=float, default=None, help="seconds between reconcile passes")
@@ -20,11 +22,16 @@ class Command(BaseCommand):
                             help="python -m module that serves one replica (prints READY <url>)")
 
     def handle(self, *args, **opts):
+        from appliance.lifecycle.kubernetes import entrypoint as kubernetes_backend  # APPLIANCE_REPLICA_BACKEND
+
+        if kubernetes_backend.selected():  # replicas as pods (deploy/kubernetes/), not processes on this machine
+            return kubernetes_backend.run_controller(opts, self.stdout)
         agent = NodeAgent(AgentOptions(
-            node_name=opts["node"], device=opts["device"], cores=opts["cores"],
+            node_name=opts["node"], address=opts["address"], device=opts["device"], cores=opts["cores"],
             tick_s=opts["tick"] if opts["tick"] is not None else setting("AGENT_TICK_S"),
             autoscale=not opts["no_autoscale"], place=not opts["no_placement"], server_module=opts["server_module"],
         ))
-        self.stdout.write(f"node agent on {agent.node.name}: {agent.node.device}, {agent.node.cores} cores")
+        self.stdout.write(f"node agent on {agent.node.name} at {agent.node.address}: {agent.node.device}, "
+                          f"{agent.node.cores} cores")
         self.stdout.flush()
         agent.run()

@@ -1,0 +1,334 @@
+// Paged decode attention for the CPU, reading K/V blocks in place through the block table.
+//
+// One task per (sequence, KV head[, KV split]): the whole GQA group of query heads that share the KV head is served by
+// one pass over its keys and values (each K/V row is read once for all Hq/Hkv query heads). Online softmax per block,
+// fp32 accumulation, fp32 or bf16 caches. When there are fewer (sequence, head) tasks than threads, long contexts are
+// split into partitions whose partial results (max, sum, accumulator) are merged afterwards.
+//
+// Cache layout: [num_blocks, block_size, Hkv, D] (the engine's; see docs/engine.md). Built by
+// appliance/runtime/cpu_extension.py; never imported directly.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+inline float bf16_to_float(uint16_t bits) {
+  uint32_t widened = static_cast<uint32_t>(bits) << 16;
+  float out;
+  std::memcpy(&out, &widened, sizeof(out));
+  return out;
+}
+
+// A cache row as fp32: the row itself for an fp32 cache, converted into `scratch` for bf16.
+inline const float* row_as_float(const float* row, float* /*scratch*/, int64_t /*dim*/) { return row; }
+
+inline const float* row_as_float(const c10::BFloat16* row, float* scratch, int64_t dim) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(row);
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) scratch[d] = bf16_to_float(bits[d]);
+  return scratch;
+}
+
+// exp(x) for x <= 0 (scores minus their running max), vectorizable: 2^n * e^r with |r| <= ln2/2, Cephes' degree-6
+// polynomial (relative error ~1e-7); inputs below -87 give ~1e-38 instead of a denormal or 0.
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);
+  const float nf = static_cast<float>(n);
+  const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = (n + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return p * two_n;
+}
+
+inline float dot(const float* a, const float* b, int64_t dim) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < dim; ++d) sum += a[d] * b[d];
+  return sum;
+}
+
+// Four dot products of `q` with four rows at once: independent sums that share each load of q.
+inline void dot4(const float* q, const float* const* r, int64_t dim, float* out) {
+  float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t d = 0; d < dim; ++d) {
+    s0 += q[d] * r0[d];
+    s1 += q[d] * r1[d];
+    s2 += q[d] * r2[d];
+    s3 += q[d] * r3[d];
+  }
+  out[0] = s0;
+  out[1] = s1;
+  out[2] = s2;
+  out[3] = s3;
+}
+
+// y += p0*r0 + p1*r1 + p2*r2 + p3*r3: one load and store of y for four value rows.
+inline void axpy4(const float* p, const float* const* r, float* y, int64_t dim) {
+  const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+  const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) y[d] += p0 * r0[d] + p1 * r1[d] + p2 * r2[d] + p3 * r3[d];
+}
+
+inline void axpy(float alpha, const float* x, float* y, int64_t dim) {
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) y[d] += alpha * x[d];
+}
+
+inline void scale_row(float alpha, float* y, int64_t dim) {
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) y[d] *= alpha;
+}
+
+struct Shapes {
+  int64_t batch, q_heads, kv_heads, group, dim, block_size, table_width, num_blocks;
+};
+
+// Per-thread scratch: the scaled fp32 queries of the group, scores of one block, one block's K or V rows as fp32
+// (bf16 caches only) and pointers to those rows.
+struct Scratch {
+  std::vector<float> q, scores, row;
+  std::vector<const float*> rows;
+  Scratch(const Shapes& s)
+      : q(s.group * s.dim), scores(s.group * s.block_size), row(s.block_size * s.dim), rows(s.block_size) {}
+};
+
+// Ask for the next block's K/V rows of this head while this block is computed: blocks sit at random places in the
+// cache, so the hardware prefetchers cannot guess them.
+template <typename scalar_t>
+inline void prefetch_block(const Shapes& s, const scalar_t* k_cache, const scalar_t* v_cache, int32_t block,
+                           int64_t kv_head, int64_t dim) {
+  const int64_t base = (static_cast<int64_t>(block) * s.block_size * s.kv_heads + kv_head) * dim;
+  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+  for (int64_t t = 0; t < s.block_size; ++t) {
+    const char* k = reinterpret_cast<const char*>(k_cache + base + t * s.kv_heads * dim);
+    const char* v = reinterpret_cast<const char*>(v_cache + base + t * s.kv_heads * dim);
+    for (int64_t off = 0; off < row_bytes; off += 64) {
+      __builtin_prefetch(k + off);
+      __builtin_prefetch(v + off);
+    }
+  }
+}
+
+// Attention of one sequence's query group over blocks [first_block, last_block) of its table, for tokens < ctx.
+// Writes the group's unnormalised accumulator acc[group, dim], running max m[group] and sum l[group].
+template <typename scalar_t, int64_t kDim>
+void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
+                   const int32_t* table, int64_t ctx, int64_t kv_head, int64_t first_block, int64_t last_block,
+                   float scale, Scratch& scratch, float* acc, float* m, float* l) {
+  const int64_t G = s.group, D = kDim ? kDim : s.dim, bs = s.block_size;  // a constant D unrolls the row loops
+  const int64_t token_stride = s.kv_heads * D;
+  for (int64_t g = 0; g < G; ++g) {
+    const scalar_t* qg = q + (kv_head * G + g) * D;
+    for (int64_t d = 0; d < D; ++d) scratch.q[g * D + d] = static_cast<float>(qg[d]) * scale;
+    m[g] = kNegInf;
+    l[g] = 0.f;
+  }
+  std::fill(acc, acc + G * D, 0.f);
+  float* scores = scratch.scores.data();
+  for (int64_t blk = first_block; blk < last_block; ++blk) {
+    const int64_t n = std::min(bs, ctx - blk * bs);
+    if (n <= 0) break;
+    const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
+    const scalar_t* kb = k_cache + base;
+    const scalar_t* vb = v_cache + base;
+    if (blk + 1 < last_block && (blk + 1) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + 1], kv_head, D);
+    const float** rows = scratch.rows.data();
+    for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(kb + t * token_stride, scratch.row.data() + t * D, D);
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = scratch.q.data() + g * D;
+      int64_t t = 0;
+      for (; t + 4 <= n; t += 4) dot4(qg, rows + t, D, scores + g * bs + t);
+      for (; t < n; ++t) scores[g * bs + t] = dot(qg, rows[t], D);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      float* sg = scores + g * bs;
+      float block_max = kNegInf;
+      for (int64_t t = 0; t < n; ++t) block_max = std::max(block_max, sg[t]);
+      const float new_max = std::max(m[g], block_max);
+      if (new_max > m[g]) {
+        const float alpha = m[g] == kNegInf ? 0.f : std::exp(m[g] - new_max);
+        l[g] *= alpha;
+        scale_row(alpha, acc + g * D, D);
+        m[g] = new_max;
+      }
+      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t t = 0; t < n; ++t) {
+        sg[t] = exp_nonpositive(sg[t] - new_max);
+        sum += sg[t];
+      }
+      l[g] += sum;
+    }
+    for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(vb + t * token_stride, scratch.row.data() + t * D, D);
+    for (int64_t g = 0; g < G; ++g) {
+      int64_t t = 0;
+      for (; t + 4 <= n; t += 4) axpy4(scores + g * bs + t, rows + t, acc + g * D, D);
+      for (; t < n; ++t) axpy(scores[g * bs + t], rows[t], acc + g * D, D);
+    }
+  }
+}
+
+template <typename scalar_t, int64_t kDim>
+void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
+            const int32_t* tables, const int32_t* ctx_lens, float scale, int64_t splits, scalar_t* out) {
+  const int64_t G = s.group, D = s.dim;
+  const int64_t blocks_per_split = (s.table_width + splits - 1) / splits;
+  const int64_t tasks = s.batch * s.kv_heads * splits;
+  // With one split the accumulator goes straight to the output; with several, partials are merged below.
+  std::vector<float> part_acc, part_m, part_l;
+  if (splits > 1) {
+    part_acc.resize(tasks * G * D);
+    part_m.resize(tasks * G);
+    part_l.resize(tasks * G);
+  }
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch(s);
+    std::vector<float> acc(G * D), m(G), l(G);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t split = task % splits;
+      const int64_t b = task / splits / s.kv_heads;
+      const int64_t h = task / splits % s.kv_heads;
+      const int64_t first = split * blocks_per_split;
+      const int64_t last = std::min(s.table_width, first + blocks_per_split);
+      float* a = splits > 1 ? part_acc.data() + task * G * D : acc.data();
+      float* mm = splits > 1 ? part_m.data() + task * G : m.data();
+      float* ll = splits > 1 ? part_l.data() + task * G : l.data();
+      attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width, ctx_lens[b], h, first,
+                    last, scale, scratch, a, mm, ll);
+      if (splits == 1) {
+        scalar_t* o = out + (b * s.q_heads + h * G) * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float inv = 1.f / ll[g];
+          for (int64_t d = 0; d < D; ++d) o[g * D + d] = static_cast<scalar_t>(a[g * D + d] * inv);
+        }
+      }
+    }
+  });
+  if (splits == 1) return;
+  at::parallel_for(0, s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> merged(D);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / s.kv_heads, h = bh % s.kv_heads;
+      for (int64_t g = 0; g < G; ++g) {
+        float top = kNegInf;
+        for (int64_t p = 0; p < splits; ++p) top = std::max(top, part_m[(bh * splits + p) * G + g]);
+        std::fill(merged.begin(), merged.end(), 0.f);
+        float total = 0.f;
+        for (int64_t p = 0; p < splits; ++p) {
+          const int64_t i = (bh * splits + p) * G + g;
+          if (part_m[i] == kNegInf) continue;
+          const float w = std::exp(part_m[i] - top);
+          total += w * part_l[i];
+          axpy(w, part_acc.data() + i * D, merged.data(), D);
+        }
+        scalar_t* o = out + (b * s.q_heads + h * G + g) * D;
+        const float inv = 1.f / total;
+        for (int64_t d = 0; d < D; ++d) o[d] = static_cast<scalar_t>(merged[d] * inv);
+      }
+    }
+  });
+}
+
+// The common head sizes get a compile-time D (fully unrolled rows, no loop epilogues); others the general loop.
+template <typename scalar_t>
+void run_decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
+                const int32_t* tables, const int32_t* ctx_lens, float scale, int64_t splits, scalar_t* out) {
+  switch (s.dim) {
+    case 64: return decode<scalar_t, 64>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+    case 128: return decode<scalar_t, 128>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+    default: return decode<scalar_t, 0>(s, q, k_cache, v_cache, tables, ctx_lens, scale, splits, out);
+  }
+}
+
+// Splits per (sequence, KV head): enough tasks for every thread, each split at least `min_blocks` blocks long.
+int64_t choose_splits(int64_t pairs, int64_t table_width, int64_t threads, int64_t min_blocks) {
+  if (pairs >= threads || table_width < 2 * min_blocks) return 1;
+  const int64_t wanted = (threads + pairs - 1) / pairs;
+  return std::max<int64_t>(1, std::min(wanted, table_width / min_blocks));
+}
+
+}  // namespace
+
+torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+                                     torch::Tensor block_tables, torch::Tensor context_lens, double scale,
+                                     int64_t splits) {
+  TORCH_CHECK(q.device().is_cpu() && k_cache.device().is_cpu(), "paged_decode_attention: CPU tensors only");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4, "paged_decode_attention: q [B,Hq,D], caches [N,bs,Hkv,D]");
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "paged_decode_attention: v_cache must have k_cache's shape");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && v_cache.scalar_type() == k_cache.scalar_type(),
+              "paged_decode_attention: q and the caches must share a dtype");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && context_lens.scalar_type() == at::kInt,
+              "paged_decode_attention: block_tables and context_lens must be int32");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "paged_decode_attention: contiguous caches");
+  Shapes s;
+  s.batch = q.size(0);
+  s.q_heads = q.size(1);
+  s.dim = q.size(2);
+  s.num_blocks = k_cache.size(0);
+  s.block_size = k_cache.size(1);
+  s.kv_heads = k_cache.size(2);
+  TORCH_CHECK(k_cache.size(3) == s.dim, "paged_decode_attention: head_dim differs between q and the caches");
+  TORCH_CHECK(s.q_heads % s.kv_heads == 0, "paged_decode_attention: query heads ", s.q_heads,
+              " must be a multiple of kv heads ", s.kv_heads);
+  s.group = s.q_heads / s.kv_heads;
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == s.batch && context_lens.dim() == 1 &&
+                  context_lens.size(0) == s.batch,
+              "paged_decode_attention: block_tables and context_lens need one row per sequence");
+  s.table_width = block_tables.size(1);
+  auto qc = q.contiguous();
+  auto tables = block_tables.contiguous();
+  auto lens = context_lens.contiguous();
+  const int32_t* t = tables.data_ptr<int32_t>();
+  const int32_t* c = lens.data_ptr<int32_t>();
+  for (int64_t b = 0; b < s.batch; ++b) {
+    TORCH_CHECK(c[b] >= 1 && c[b] <= s.table_width * s.block_size, "paged_decode_attention: context length ", c[b],
+                " of sequence ", b, " is outside [1, ", s.table_width * s.block_size, "]");
+    const int64_t used = (c[b] + s.block_size - 1) / s.block_size;
+    for (int64_t i = 0; i < used; ++i)
+      TORCH_CHECK(t[b * s.table_width + i] >= 0 && t[b * s.table_width + i] < s.num_blocks,
+                  "paged_decode_attention: block id ", t[b * s.table_width + i], " out of range");
+  }
+  if (splits <= 0) splits = choose_splits(s.batch * s.kv_heads, s.table_width, at::get_num_threads(), 8);
+  splits = std::max<int64_t>(1, std::min(splits, s.table_width));
+  auto out = torch::empty({s.batch, s.q_heads, s.dim}, q.options());
+  const float sc = static_cast<float>(scale);
+  if (q.scalar_type() == at::kFloat) {
+    run_decode<float>(s, qc.data_ptr<float>(), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), t, c, sc,
+                      splits, out.data_ptr<float>());
+  } else if (q.scalar_type() == at::kBFloat16) {
+    run_decode<c10::BFloat16>(s, qc.data_ptr<c10::BFloat16>(), k_cache.data_ptr<c10::BFloat16>(),
+                              v_cache.data_ptr<c10::BFloat16>(), t, c, sc, splits, out.data_ptr<c10::BFloat16>());
+  } else {
+    TORCH_CHECK(false, "paged_decode_attention: float32 and bfloat16 only, got ", q.scalar_type());
+  }
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_decode_attention", &paged_decode_attention,
+        "Decode attention over a paged KV cache read in place (splits <= 0: chosen from threads and lengths)",
+        py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"), py::arg("context_lens"),
+        py::arg("scale"), py::arg("splits") = 0);
+}

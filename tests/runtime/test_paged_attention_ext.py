@@ -1,0 +1,145 @@
+"""The C++ paged decode attention (appliance/runtime/csrc/) against the PyTorch reference, and its fallback."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from appliance.runtime import LLM, SamplingParams, cpu_extension, kernels
+from nki_kernels.paged_decode_attention.reference import paged_decode_attention as reference
+from tests.runtime.conftest import PROMPTS
+
+BLOCK = 16
+FALLBACK_LINE = "CPU attention: the PyTorch path"
+
+
+@pytest.fixture(scope="module")
+def ext():
+    """The extension as `make venv` builds it (the same command; ninja makes it a no-op when it is up to date)."""
+    done = subprocess.run([sys.executable, "-m", "appliance.runtime.cpu_extension", "build"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cpu_extension.reset()
+    module = cpu_extension.ops()
+    assert module is not None, cpu_extension.status()
+    yield module
+    cpu_extension.reset()
+
+
+def _inputs(lens: list[int], q_heads: int, kv_heads: int, dim: int, dtype: torch.dtype, seed: int = 0):
+    """Random caches with more blocks than needed; each sequence's table is a random set of them, padded past its
+    context with block ids that must be ignored."""
+    gen = torch.Generator().manual_seed(seed)
+    width = max(-(-n // BLOCK) for n in lens) + 1
+    num_blocks = len(lens) * width + 3
+    k_cache = torch.randn(num_blocks, BLOCK, kv_heads, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(num_blocks, BLOCK, kv_heads, dim, generator=gen).to(dtype)
+    order = torch.randperm(num_blocks, generator=gen)
+    tables = order[: len(lens) * width].view(len(lens), width).int()
+    q = torch.randn(len(lens), q_heads, dim, generator=gen).to(dtype)
+    return q, k_cache, v_cache, tables, torch.tensor(lens, dtype=torch.int32)
+
+
+RAGGED = [1, BLOCK - 1, BLOCK, BLOCK + 1, 5 * BLOCK + 7, 40 * BLOCK]
+
+
+@pytest.mark.parametrize("q_heads, kv_heads", [(4, 4), (8, 2), (10, 2)], ids=["mha", "gqa4", "gqa5"])
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("splits", [0, 1, 3], ids=["auto-split", "one-split", "three-splits"])
+def test_extension_matches_the_reference_over_ragged_contexts(ext, q_heads, kv_heads, dim, dtype, splits):
+    q, k_cache, v_cache, tables, lens = _inputs(RAGGED, q_heads, kv_heads, dim, dtype)
+    scale = dim**-0.5
+    got = ext.paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, splits)
+    assert got.dtype == dtype and got.shape == q.shape
+    # The fp32 reference on the same (bf16-representable) values: the extension accumulates in fp32, so a bf16
+    # result may differ from it by one rounding to bf16 and no more.
+    expected = reference(q.float(), k_cache.float(), v_cache.float(), tables, lens, scale)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
+    else:
+        assert ((got.float() - expected).abs() <= expected.abs() * 2**-8 + 1e-5).all()
+
+
+def test_the_engine_dispatch_uses_the_extension_and_agrees_with_the_pytorch_path(ext):
+    q, k_cache, v_cache, tables, lens = _inputs(RAGGED, 8, 2, 64, torch.float32, seed=1)
+    through_dispatch = kernels.paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125)
+    assert cpu_extension.status() == "extension"
+    torch.testing.assert_close(through_dispatch, ext.paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125))
+    torch.testing.assert_close(
+        through_dispatch, kernels.torch_paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125),
+        rtol=1e-5, atol=2e-6,
+    )
+
+
+def test_bad_tables_and_lengths_raise_instead_of_reading_out_of_bounds(ext):
+    q, k_cache, v_cache, tables, lens = _inputs([20, 3], 4, 2, 64, torch.float32)
+    bad = tables.clone()
+    bad[0, 1] = k_cache.shape[0]
+    with pytest.raises(RuntimeError, match="block id .* out of range"):
+        ext.paged_decode_attention(q, k_cache, v_cache, bad, lens, 0.125)
+    with pytest.raises(RuntimeError, match="context length 0 of sequence 1"):
+        ext.paged_decode_attention(q, k_cache, v_cache, tables, torch.tensor([20, 0], dtype=torch.int32), 0.125)
+    with pytest.raises(RuntimeError, match="multiple of kv heads"):
+        ext.paged_decode_attention(q[:, :3], k_cache, v_cache, tables, lens, 0.125)
+
+
+def _fallback_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(FALLBACK_LINE)]
+
+
+def test_the_env_var_forces_the_pytorch_path_with_one_log_line(ext, monkeypatch, caplog):
+    monkeypatch.setenv(cpu_extension.ENV_CHOICE, "torch")
+    cpu_extension.reset()
+    q, k_cache, v_cache, tables, lens = _inputs(RAGGED, 8, 2, 64, torch.float32, seed=2)
+    with caplog.at_level(logging.INFO, logger=cpu_extension.__name__):
+        first = kernels.paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125)
+        kernels.paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125)
+    assert cpu_extension.ops() is None
+    assert _fallback_lines(caplog) == [f"{FALLBACK_LINE} (index_select + SDPA), not the C++ extension: "
+                                       f"${cpu_extension.ENV_CHOICE}=torch"]
+    torch.testing.assert_close(first, kernels.torch_paged_decode_attention(q, k_cache, v_cache, tables, lens, 0.125))
+    cpu_extension.reset()
+
+
+def test_a_missing_library_falls_back_and_says_how_to_build_it(ext, monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv(cpu_extension.ENV_DIR, str(tmp_path))
+    cpu_extension.reset()
+    with caplog.at_level(logging.INFO, logger=cpu_extension.__name__):
+        assert cpu_extension.ops() is None
+        assert cpu_extension.ops() is None
+    (line,) = _fallback_lines(caplog)
+    assert "not built" in line and str(tmp_path) in line and "python -m appliance.runtime.cpu_extension build" in line
+    cpu_extension.reset()
+
+
+def test_a_library_that_fails_to_load_falls_back(ext, monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv(cpu_extension.ENV_DIR, str(tmp_path))
+    cpu_extension.library_path().parent.mkdir(parents=True)
+    cpu_extension.library_path().write_bytes(b"not an ELF file")
+    cpu_extension.reset()
+    with caplog.at_level(logging.INFO, logger=cpu_extension.__name__):
+        assert cpu_extension.ops() is None
+    (line,) = _fallback_lines(caplog)
+    assert "failed to load" in line
+    cpu_extension.reset()
+
+
+def test_greedy_tokens_match_transformers_with_and_without_the_extension(ext, checkpoint_factory, hf_reference,
+                                                                         monkeypatch):
+    """Whole engine, fp32: a GQA model (8 query heads over 2 KV heads) decoding across many 4-token blocks. (In bf16
+    the two paths round differently, the PyTorch one rounding scores and probabilities to bf16, so bf16 greedy
+    tokens may part where logits nearly tie; the kernel test above bounds the extension's bf16 error instead.)"""
+    path = checkpoint_factory("llama", num_attention_heads=8, num_key_value_heads=2)
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    expected = hf_reference(path, PROMPTS, 24)
+    for choice in ("auto", "torch"):
+        monkeypatch.setenv(cpu_extension.ENV_CHOICE, choice)
+        cpu_extension.reset()
+        llm = LLM(str(path), device="cpu", block_size=4, num_kv_blocks=256)
+        assert [o.token_ids for o in llm.generate(PROMPTS, params)] == expected, choice
+        assert cpu_extension.status().startswith("extension" if choice == "auto" else "torch")
+    cpu_extension.reset()
