@@ -3,9 +3,10 @@
 Vectorized over the batch; the all-greedy batch without penalties or logprobs is one argmax. A random row takes one
 uniform draw and picks its token by inverse CDF over its filtered distribution (top-p is decided among the 1,024
 most likely tokens when they hold the mass p, without sorting the vocabulary). A request with a seed draws from its
-own ``torch.Generator``, so its tokens do not depend on what else is in the batch. Logprobs are of the model's raw distribution (log-softmax of the
-logits, before penalties and temperature). A row with a grammar (structured outputs, enforced tool calls) has every
-token its grammar does not allow next masked to -inf first, whatever the device that computed the logits.
+own ``torch.Generator``, so its tokens do not depend on what else is in the batch. Logprobs are of the model's raw
+distribution (log-softmax of the logits, before penalties and temperature). A row with a grammar (structured
+outputs, enforced tool calls) has every token its grammar does not allow next masked to -inf first, whatever the
+device that computed the logits.
 """
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def sampler_costs(vocab: int, batch: int, repeats: int = 5) -> dict[str, float]:
 
 
 def linear_flops(args: Any, tokens: int, logits_rows: int) -> float:
-    h, q, kv, i = args.hidden_size, args.num_heads * args.head_dim, args.num_kv_heads * args.head_dim, args.intermediate_size
+    h, i = args.hidden_size, args.intermediate_size
+    q, kv = args.num_heads * args.head_dim, args.num_kv_heads * args.head_dim
     per_token = 2 * h * (q + 2 * kv) + 2 * q * h + 2 * h * 2 * i + 2 * i * h
     return tokens * per_token * args.num_layers + logits_rows * 2 * h * args.vocab_size
 
@@ -163,9 +164,10 @@ def format_table(results: list[ScenarioResult], args: Any) -> str:
                "detokenize+outputs", "return from step"]
     lines.append("| outside the forward | " + " | ".join(
         f"{sum(r.stages.get(s, 0.0) for s in outside) / r.step_s:.1%}" for r in results) + " |")
-    lines.append("| linears GFLOP/s | " + " | ".join(
-        f"{linear_flops(args, r.tokens, r.logits_rows) / max(sum(r.stages.get(s, 0.0) for s in LINEARS), 1e-9) / 1e9:.1f}"
-        for r in results) + " |")
+    def gflops(r: ScenarioResult) -> float:
+        return linear_flops(args, r.tokens, r.logits_rows) / max(sum(r.stages.get(s, 0.0) for s in LINEARS), 1e-9) / 1e9
+
+    lines.append("| linears GFLOP/s | " + " | ".join(f"{gflops(r):.1f}" for r in results) + " |")
     return "\n".join(lines)
 
 
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m appliance.runtime.profiling", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: the benchmark's 55M Llama)")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $APPLIANCE_NUM_THREADS or all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $APPLIANCE_NUM_THREADS or all)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per scenario")
     p.add_argument("--cache-dir", default="var/bench-models")
     p.add_argument("--json", default=None, help="also write the figures here")
