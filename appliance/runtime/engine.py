@@ -23,6 +23,7 @@ from appliance.runtime.sampler import SampleState, Sampler
 from appliance.runtime.sampling_params import SamplingParams
 from appliance.runtime.scheduler import Scheduler, SchedulerOutput
 from appliance.runtime.sequence import Sequence
+from appliance.runtime.stage_clock import NULL_CLOCK, NullClock
 from appliance.runtime.stats import EngineStats
 
 
@@ -65,6 +66,8 @@ def _eos_token_ids(model_dir: str, args: ModelArgs, tokenizer: Any) -> set[int]:
 
 class EngineCore:
     """The engine of one replica. Not thread-safe: drive it from one thread (or one asyncio loop)."""
+
+    clock: NullClock = NULL_CLOCK  # the step profile (appliance/runtime/step_profile.py) installs a StageClock
 
     def __init__(self, config: EngineConfig, executor: Executor | None = None) -> None:
         from transformers import AutoTokenizer
@@ -183,7 +186,9 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         """Run one scheduling step; returns an output for every request that made progress or finished."""
         t0 = time.perf_counter()
+        clock = self.clock
         sched = self.scheduler.schedule()
+        clock.mark("scheduler")
         if sched.is_empty:
             self._record_step(sched, t0, 0.0)
             return []
@@ -199,14 +204,18 @@ class EngineCore:
             req = self.requests[seq.request_id]
             if req.metrics.first_scheduled_time is None:
                 req.metrics.first_scheduled_time = now
+        clock.mark("step batch (engine)")
         logits = self.executor.execute(batch)
         if any(batch.all_logits):
             logits = self._take_prompt_logprobs(batch, sched, logits)
         forward = self.executor.last_forward_s
+        clock.mark("prompt logprobs")
         self.scheduler.postprocess(sched)
         self._stats.prompt_tokens_total += sched.num_batched_tokens - len(sampled_seqs)
+        clock.mark("scheduler")
         outputs = self._process_samples(logits, sampled_seqs) if sampled_seqs else []
         self._record_step(sched, t0, forward)
+        clock.mark("detokenize+outputs")
         return outputs
 
     def _take_prompt_logprobs(self, batch: StepBatch, sched: SchedulerOutput, logits: Any) -> Any:
@@ -243,6 +252,7 @@ class EngineCore:
     def _process_samples(self, logits: Any, seqs: list[Sequence]) -> list[RequestOutput]:
         states = [self.requests[s.request_id].states[s.index] for s in seqs]
         result = self.sampler(logits, states)
+        self.clock.mark("sampling")
         now = time.monotonic()
         touched: dict[str, _Request] = {}
         stepped = {s.seq_id for s in seqs}

@@ -1,4 +1,9 @@
-"""Profiling the engine loop of a live replica with torch.profiler (CPU/CUDA): POST /profile on the server."""
+"""Profiling the engine loop of a live replica with torch.profiler (CPU/CUDA): POST /profile on the server.
+
+Run as a module it prints the step profile instead (stage by stage, at the benchmark's sizes): see step_profile.py.
+
+    python -m appliance.runtime.profiling [--model DIR] [--threads 2] [--json out.json]
+"""
 from __future__ import annotations
 
 import asyncio
@@ -40,3 +45,11 @@ def _write(prof: Any, out: Path, seconds: float, steps: int, top: int) -> dict[s
     summary = {"seconds": seconds, "engine_steps": steps, "trace": str(trace), "top_ops": ops}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    from appliance.runtime.step_profile import main
+
+    sys.exit(main())

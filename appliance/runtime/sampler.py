@@ -1,10 +1,12 @@
 """Turn a step's logits into next tokens: greedy, temperature, top-k, top-p, min-p, penalties, seeds, logprobs.
 
-Vectorized over the batch; the all-greedy batch without penalties or logprobs is one argmax. A request with a seed
-draws from its own ``torch.Generator`` (its Gumbel-style exponential race uses only that generator), so its tokens
-do not depend on what else is in the batch. Logprobs are of the model's raw distribution (log-softmax of the
-logits, before penalties and temperature). A row with a grammar (structured outputs, enforced tool calls) has every
-token its grammar does not allow next masked to -inf first, whatever the device that computed the logits.
+Vectorized over the batch; the all-greedy batch without penalties or logprobs is one argmax. A random row takes one
+uniform draw and picks its token by inverse CDF over its filtered distribution (top-p is decided among the 1,024
+most likely tokens when they hold the mass p, without sorting the vocabulary). A request with a seed draws from its
+own ``torch.Generator``, so its tokens do not depend on what else is in the batch. Logprobs are of the model's raw
+distribution (log-softmax of the logits, before penalties and temperature). A row with a grammar (structured
+outputs, enforced tool calls) has every token its grammar does not allow next masked to -inf first, whatever the
+device that computed the logits.
 """
 from __future__ import annotations
 
@@ -139,20 +141,78 @@ class Sampler:
             cut = kth.gather(1, torch.tensor(ks, device=dev)[:, None] - 1)
             logits = logits.masked_fill(logits < cut, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
-        if any(p.top_p < 1.0 for p in ps):
-            top_p = torch.tensor([p.top_p for p in ps], device=dev, dtype=probs.dtype)[:, None]
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop_sorted = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
-            drop_sorted[:, 0] = False
-            probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted), 0.0)
         if any(p.min_p > 0 for p in ps):
             min_p = torch.tensor([p.min_p for p in ps], device=dev, dtype=probs.dtype)[:, None]
             probs = probs.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
-        noise = torch.empty_like(probs)
+        uniform = self._uniforms(states, dev)
+        chosen = torch.empty(len(states), dtype=torch.int64, device=dev)
+        nucleus = [j for j, p in enumerate(ps) if p.top_p < 1.0]
+        whole = [j for j, p in enumerate(ps) if p.top_p >= 1.0]
+        if nucleus:
+            idx = torch.tensor(nucleus, device=dev)
+            top_p = torch.tensor([ps[j].top_p for j in nucleus], device=dev, dtype=probs.dtype)[:, None]
+            chosen[idx] = self._sample_nucleus(probs[idx], top_p, uniform[idx])
+        if whole:
+            idx = torch.tensor(whole, device=dev)
+            chosen[idx] = _inverse_cdf(probs[idx], uniform[idx])
+        return chosen
+
+    def _uniforms(self, states: list[SampleState], dev: torch.device | str) -> torch.Tensor:
+        """One uniform draw per row: seeded rows from their own generator, so their tokens depend only on them."""
+        u = torch.empty(len(states), device=dev)
         unseeded = [j for j, s in enumerate(states) if s.generator is None]
         if unseeded:
-            noise[unseeded] = torch.empty(len(unseeded), vocab, device=dev).exponential_(generator=self.generator)
+            u[unseeded] = torch.rand(len(unseeded), device=dev, generator=self.generator)
         for j, s in enumerate(states):
             if s.generator is not None:
-                noise[j].exponential_(generator=s.generator)
-        return (probs / noise).argmax(dim=-1)
+                u[j] = torch.rand(1, device=dev, generator=s.generator)[0]
+        return u
+
+    @staticmethod
+    def _sample_nucleus(probs: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Top-p: the smallest set of most likely tokens whose mass reaches p, then an inverse-CDF draw in it.
+
+        Sorting the whole vocabulary is the expensive part (145 ms for 64 rows of 32,000 on one core), so the
+        NUCLEUS_CANDIDATES most likely tokens are taken first; a row whose candidates already hold mass p (nearly
+        always) is decided among them exactly, and only the other rows are sorted in full."""
+        vocab = probs.shape[1]
+        total = probs.sum(dim=-1, keepdim=True)
+        c = min(vocab, NUCLEUS_CANDIDATES)
+        cand_p, cand_i = probs.topk(c, dim=-1) if c < vocab else probs.sort(dim=-1, descending=True)
+        short = (cand_p.sum(dim=-1, keepdim=True) < top_p * total).squeeze(1).nonzero().squeeze(1)
+        if short.numel():
+            full_p, full_i = probs[short].sort(dim=-1, descending=True)
+            rows = short.tolist()
+            out = torch.empty(probs.shape[0], dtype=torch.int64, device=probs.device)
+            keep = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+            keep[short] = False
+            if keep.any():
+                out[keep] = _nucleus_draw(cand_p[keep], cand_i[keep], top_p[keep] * total[keep], u[keep])
+            out[rows] = _nucleus_draw(full_p, full_i, top_p[short] * total[short], u[short])
+            return out
+        return _nucleus_draw(cand_p, cand_i, top_p * total, u)
+
+
+NUCLEUS_CANDIDATES = 1024
+
+
+def _nucleus_draw(sorted_p: torch.Tensor, order: torch.Tensor, mass: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """sorted_p [n, c] descending with token ids `order`; keep tokens whose preceding mass is below `mass` (the first
+    one always), then draw by inverse CDF with uniforms u [n]."""
+    cum = sorted_p.cumsum(dim=-1)
+    drop = (cum - sorted_p) >= mass
+    drop[:, 0] = False
+    kept = sorted_p.masked_fill(drop, 0.0)
+    return order.gather(1, _inverse_cdf(kept, u)[:, None]).squeeze(1)
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Column index drawn from each row of unnormalized, non-negative probs [n, v] with uniforms u [n] in [0, 1):
+    the first column whose cumulative mass exceeds u * total. A zero-probability column is never chosen."""
+    cdf = probs.cumsum(dim=-1)
+    target = (u[:, None] * cdf[:, -1:]).contiguous()
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    over = idx >= probs.shape[1]  # u * total rounded up to total: take the most likely column instead
+    if over.any():
+        idx[over] = probs[over].argmax(dim=-1)
+    return idx

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from appliance.runtime import LLM, SamplingParams
+from appliance.runtime import sampler as sampler_module
 from appliance.runtime.sampler import SampleState, Sampler
 
 PROMPT = "It was the best of times, it was"
@@ -100,3 +101,25 @@ def test_logprobs_are_log_softmax_of_the_logits():
     for row, (lp, top) in enumerate(out.logprobs):
         assert lp == pytest.approx(lsm[row].max().item(), abs=1e-5)
         assert [t for t, _ in top] == lsm[row].topk(2).indices.tolist()
+
+
+def test_random_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = torch.log(probs).repeat(20000, 1)
+    out = Sampler()(logits, [_state(SamplingParams(temperature=1.0)) for _ in range(20000)])
+    freq = torch.bincount(torch.tensor(out.token_ids), minlength=5) / 20000
+    torch.testing.assert_close(freq, probs, rtol=0, atol=0.015)  # 0.015 is > 4 standard deviations at 20,000 draws
+    assert freq[4] == 0
+
+
+def test_top_p_beyond_the_sampler_candidates_is_still_exact():
+    # 3,000 tokens with slowly falling probability: the nucleus of p=0.9 holds far more than the 1,024 candidates the
+    # fast path looks at, so this row takes the full sort, and samples land past candidate 1,024 but never past p.
+    vocab = 3000
+    logits = (-0.0005 * torch.arange(vocab, dtype=torch.float32)).repeat(400, 1)
+    probs = torch.softmax(logits[0], dim=-1)
+    nucleus_end = int(((probs.cumsum(0) - probs) < 0.9).sum())
+    assert nucleus_end > sampler_module.NUCLEUS_CANDIDATES
+    out = Sampler()(logits, [_state(SamplingParams(temperature=1.0, top_p=0.9)) for _ in range(400)])
+    assert max(out.token_ids) < nucleus_end
+    assert max(out.token_ids) >= sampler_module.NUCLEUS_CANDIDATES

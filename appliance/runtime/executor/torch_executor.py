@@ -13,6 +13,7 @@ from appliance.runtime.model.args import ModelArgs
 from appliance.runtime.model.attention import AttentionMetadata, DecodeGroup, PrefillChunk
 from appliance.runtime.model.llama import LlamaForCausalLM
 from appliance.runtime.model.loader import DTYPES, load_weights
+from appliance.runtime.stage_clock import NULL_CLOCK, NullClock
 
 
 DECODE_GROUP_SIZE = 16
@@ -39,6 +40,7 @@ def _rows(batch: StepBatch, i: int, last: int) -> range:
 
 class TorchExecutor(Executor):
     supports_prompt_logprobs = True
+    clock: NullClock = NULL_CLOCK  # the step profile installs a StageClock here
 
     def __init__(self, config: EngineConfig, args: ModelArgs) -> None:
         self.device = config.device
@@ -53,7 +55,8 @@ class TorchExecutor(Executor):
         self.args = args
         with torch.inference_mode():
             weights = load_weights(config.model, self.dtype, self.device)
-            self.model = LlamaForCausalLM(args, weights, int(config.max_model_len), self.device)
+            self.model = LlamaForCausalLM(args, weights, int(config.max_model_len), self.device,
+                                          pack_weights=self.device == "cpu")
         del weights
         if config.num_kv_blocks is not None:
             self.num_kv_blocks = config.num_kv_blocks
@@ -76,11 +79,13 @@ class TorchExecutor(Executor):
         if not len(batch):
             self.last_forward_s = 0.0
             return torch.empty(0, self.vocab_size, device=self.device)
+        clock = self.clock
         input_ids, positions, meta, last_token = self.prepare(batch)
         rows = torch.tensor([r for i in range(len(batch)) for r in _rows(batch, i, last_token[i])], device=self.device)
+        clock.mark("prepare (executor)")
         start = time.perf_counter()
-        hidden = self.model.forward(input_ids, positions, meta, self.kv_caches)
-        logits = self.model.compute_logits(hidden[rows]) if len(rows) else hidden.new_empty(0, self.vocab_size)
+        hidden = self.model.forward(input_ids, positions, meta, self.kv_caches, clock)
+        logits = self.model.compute_logits(hidden[rows], clock) if len(rows) else hidden.new_empty(0, self.vocab_size)
         if self.device != "cpu":
             torch.cuda.synchronize()
         self.last_forward_s = time.perf_counter() - start
