@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import torch  # noqa: E402
 
 from appliance.runtime.bench_workload import (BENCH_MODEL, QUICK_MODEL, BenchRequest, SystemResult, WorkloadSpec,
-                                              check_counts, make_workload)
+                                              check_counts, make_workload, publish_report)
 
 RATIO_TARGET = 2.0
 OUTSIDE_FORWARD_TARGET = 0.10
@@ -245,11 +245,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(+{result.extra['setup_s']:.1f} s loading and warm-up)", file=sys.stderr, flush=True)
     report = build_report(results, spec, requests, model_cfg, args.device, dtype, args.quick)
     report["machine"]["loadavg_1m_before"] = load_before
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print_report(report)
-    print(f"report written to {out}")
+    publish_report(report, args.out, print_report)
     return 0
 
 

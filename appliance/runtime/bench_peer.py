@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.runtime.bench_workload import BenchRequest, RequestTiming, SystemResult, WorkloadSpec, make_workload
+from appliance.runtime.bench_workload import (BenchRequest, RequestTiming, SystemResult, WorkloadSpec, make_workload,
+                                              publish_report)
 
 HELD_OUT_MODEL: dict[str, Any] = dict(  # not the tuned bench Llama: another family, other dims, GQA 9:3
     vocab_size=24000,
@@ -279,11 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
         runs.append(pair)
     report = build_report(job, runs, args.peer, model, spec, args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print_report(report)
-    print(f"report written to {out}")
+    publish_report(report, args.out, print_report)
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/engine-server.md
 
-from appliance.runtime.bench_workload import BENCH_MODEL, percentile  # noqa: E402
+from appliance.runtime.bench_workload import BENCH_MODEL, percentile, publish_report  # noqa: E402
 
 ITL_P99_OVER_P50_TARGET = 3.0
 STALL_MODEL: dict[str, Any] = {**BENCH_MODEL, "max_position_embeddings": 4096}
@@ -182,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarize(result, output_len),
         "steps": result["steps"],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print_report(report)
-    print(f"report written to {out}")
+    publish_report(report, args.out, print_report)
     return 0
 
 

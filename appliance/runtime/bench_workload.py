@@ -5,9 +5,12 @@ All requests arrive at once at t=0; each has a fixed output length that every sy
 """
 from __future__ import annotations
 
+import json
 import random
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from appliance.runtime.tiny_models import SMALL_SHAPE
@@ -124,3 +127,12 @@ def check_counts(result: SystemResult, requests: list[BenchRequest]) -> None:
 
 def as_dict(obj: Any) -> dict[str, Any]:
     return asdict(obj)
+
+
+def publish_report(report: dict[str, Any], out: str | Path, print_report: Callable[[dict[str, Any]], None]) -> None:
+    """Write a benchmark's report as JSON to `out`, then print it, and where it went."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print_report(report)
+    print(f"report written to {path}")
