@@ -39,8 +39,16 @@ def _assert_valid_call(item, allowed=("get_weather", "get_time")):
 @pytest.mark.parametrize("draw", [0, 1])
 def test_required_tool_choice_yields_function_call_items_with_valid_arguments(tools_model, draw):
     out = _create(tools_model, tools=[WEATHER, TIME], tool_choice="required", temperature=1.0)
-    assert out.status == "completed" and out.output and out.tool_choice == "required"
-    for item in out.output:
+    assert out.output and out.tool_choice == "required"
+    calls = out.output
+    if out.status == "incomplete":  # parallel calls allowed: a random-weight model may go on calling up to the cap,
+        # and the call it was writing then is marked incomplete; every call before it is whole and valid
+        assert out.incomplete_details.reason == "max_output_tokens" and len(calls) >= 2
+        assert calls[-1].type == "function_call" and calls[-1].status == "incomplete"
+        calls = calls[:-1]
+    else:
+        assert out.status == "completed"
+    for item in calls:
         _assert_valid_call(item)
     assert [t.name for t in out.tools] == ["get_weather", "get_time"] and out.output_text == ""
     stored = tools_model.responses.retrieve(out.id)
