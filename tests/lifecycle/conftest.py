@@ -209,3 +209,17 @@ def api_key():
         return create_api_key(tenant)[1]
 
     return make
+
+
+@pytest.fixture
+def s3_client(monkeypatch):
+    """An S3 client on moto's in-process S3 (a stand-in for S3, not AWS), with test credentials."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with moto.mock_aws():
+        yield boto3.client("s3")

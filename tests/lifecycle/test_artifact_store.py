@@ -36,17 +36,9 @@ def test_local_store_is_atomic_and_keeps_the_first_copy(tmp_path):
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with moto.mock_aws():
-        boto3.client("s3").create_bucket(Bucket="artifacts")
-        yield boto3.client("s3")
+def s3(s3_client):
+    s3_client.create_bucket(Bucket="artifacts")
+    return s3_client
 
 
 def test_s3_store_round_trip(s3, tmp_path):

@@ -10,17 +10,9 @@ from appliance.lifecycle.kubernetes.fetch_artifact import main, split_uri
 
 
 @pytest.fixture
-def bucket(monkeypatch):
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with moto.mock_aws():
-        boto3.client("s3").create_bucket(Bucket="models-bucket")
-        yield "models-bucket"
+def bucket(s3_client):
+    s3_client.create_bucket(Bucket="models-bucket")
+    return "models-bucket"
 
 
 def test_split_uri_names_bucket_prefix_and_digest():
