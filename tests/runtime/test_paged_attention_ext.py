@@ -29,14 +29,15 @@ def ext():
     cpu_extension.reset()
 
 
-def _inputs(lens: list[int], q_heads: int, kv_heads: int, dim: int, dtype: torch.dtype, seed: int = 0):
+def _inputs(lens: list[int], q_heads: int, kv_heads: int, dim: int, dtype: torch.dtype, seed: int = 0,
+            block: int = BLOCK):
     """Random caches with more blocks than needed; each sequence's table is a random set of them, padded past its
     context with block ids that must be ignored."""
     gen = torch.Generator().manual_seed(seed)
-    width = max(-(-n // BLOCK) for n in lens) + 1
+    width = max(-(-n // block) for n in lens) + 1
     num_blocks = len(lens) * width + 3
-    k_cache = torch.randn(num_blocks, BLOCK, kv_heads, dim, generator=gen).to(dtype)
-    v_cache = torch.randn(num_blocks, BLOCK, kv_heads, dim, generator=gen).to(dtype)
+    k_cache = torch.randn(num_blocks, block, kv_heads, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(num_blocks, block, kv_heads, dim, generator=gen).to(dtype)
     order = torch.randperm(num_blocks, generator=gen)
     tables = order[: len(lens) * width].view(len(lens), width).int()
     q = torch.randn(len(lens), q_heads, dim, generator=gen).to(dtype)
@@ -58,6 +59,24 @@ def test_extension_matches_the_reference_over_ragged_contexts(ext, q_heads, kv_h
     # The fp32 reference on the same (bf16-representable) values: the extension accumulates in fp32, so a bf16
     # result may differ from it by one rounding to bf16 and no more.
     expected = reference(q.float(), k_cache.float(), v_cache.float(), tables, lens, scale)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
+    else:
+        assert ((got.float() - expected).abs() <= expected.abs() * 2**-8 + 1e-5).all()
+
+
+@pytest.mark.parametrize("block", [4, 8, 32, 48], ids=lambda b: f"block{b}")
+@pytest.mark.parametrize("q_heads, kv_heads, dim", [(9, 3, 64), (12, 1, 64), (8, 2, 96), (4, 1, 128)],
+                         ids=["gqa3", "gqa12-two-chunks", "dim96-generic", "dim128-gqa4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_other_block_sizes_groups_and_head_sizes(ext, block, q_heads, kv_heads, dim, dtype):
+    """Blocks smaller than the kernel's 16-token tile (partial tiles) and larger (two or three tiles per block), GQA
+    groups that take one or two register chunks, and a head size served by the general loop."""
+    lens = [1, block - 1, block + 1, 3 * block + 5, 17, 33, 200]
+    q, k_cache, v_cache, tables, lens_t = _inputs(lens, q_heads, kv_heads, dim, dtype, seed=block, block=block)
+    scale = dim**-0.5
+    got = ext.paged_decode_attention(q, k_cache, v_cache, tables, lens_t, scale)
+    expected = reference(q.float(), k_cache.float(), v_cache.float(), tables, lens_t, scale)
     if dtype == torch.float32:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
     else:

@@ -12,11 +12,16 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -190,6 +195,163 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
   }
 }
 
+#if defined(__AVX512F__)
+// ---- AVX-512 path: a whole GQA group chunk's accumulators stay in registers across the sequence's blocks ----------
+//
+// Per tile of up to 16 tokens: each K row is loaded once (converted from bf16 once) and multiplied into every query
+// head of the chunk, leaving one 16-lane partial per (head, token); a transpose-and-add tree turns 16 partials into
+// one vector of 16 scores (no per-token horizontal sum). Online softmax on that vector, vectorized exp, then each V
+// row is loaded once and accumulated into the chunk's GC x D/16 accumulator registers. Chunks are sized so the
+// accumulators fit the 32 vector registers beside the K/V row being read (GC * D/16 <= 24).
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+
+inline __m512 load16(const c10::BFloat16* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// v[16] -> one vector whose lane p is the sum of the lanes of v[(p % 4) * 4 + p / 4]: callers store token t's partial
+// at slot tile_slot(t), so lane t holds token t's score.
+inline __m512 hsum16(const float* v /* [16][16], 64-byte aligned */) {
+  __m512 r[8];
+  for (int i = 0; i < 8; ++i) {  // [a.Q0+a.Q2, a.Q1+a.Q3, b.Q0+b.Q2, b.Q1+b.Q3]
+    const __m512 a = _mm512_load_ps(v + 32 * i), b = _mm512_load_ps(v + 32 * i + 16);
+    r[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  }
+  __m512 s[4];
+  for (int i = 0; i < 4; ++i)  // quarter k: 4 partials of input 4i + k
+    s[i] = _mm512_add_ps(_mm512_shuffle_f32x4(r[2 * i], r[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(r[2 * i], r[2 * i + 1], 0xDD));
+  __m512 u[2];
+  for (int i = 0; i < 2; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0x44), _mm512_shuffle_ps(s[2 * i], s[2 * i + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], 0x88), _mm512_shuffle_ps(u[0], u[1], 0xDD));
+}
+
+constexpr int tile_slot(int t) { return ((t & 3) << 2) | (t >> 2); }
+
+// exp(x) for x <= 0, 16 lanes: exp_nonpositive's polynomial.
+inline __m512 exp16_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fmadd_ps(nf, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(nf), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+// Attention of query heads [g0, g0 + GC) of one KV head over blocks [first_block, last_block), tokens < ctx.
+// qs: the chunk's scaled fp32 queries [GC, D]. Writes the unnormalised accumulator acc[GC, D], max m[GC], sum l[GC].
+template <typename scalar_t, int NV, int GC>
+void attend_chunk_avx512(const Shapes& s, const float* qs, const scalar_t* k_cache, const scalar_t* v_cache,
+                         const int32_t* table, int64_t ctx, int64_t kv_head, int64_t first_block, int64_t last_block,
+                         float* acc_out, float* m_out, float* l_out) {
+  constexpr int D = NV * 16;
+  const int64_t bs = s.block_size, token_stride = s.kv_heads * D;
+  alignas(64) float part[GC][16 * 16];
+  alignas(64) float probs[GC][16];
+  __m512 acc[GC][NV];
+  float m[GC], l[GC];
+  for (int g = 0; g < GC; ++g) {
+    m[g] = kNegInf;
+    l[g] = 0.f;
+    for (int v = 0; v < NV; ++v) acc[g][v] = _mm512_setzero_ps();
+  }
+  for (int64_t blk = first_block; blk < last_block; ++blk) {
+    const int64_t n_blk = std::min(bs, ctx - blk * bs);
+    if (n_blk <= 0) break;
+    const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
+    if (blk + 1 < last_block && (blk + 1) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + 1], kv_head, D);
+    for (int64_t t0 = 0; t0 < n_blk; t0 += 16) {
+      const int n = static_cast<int>(std::min<int64_t>(16, n_blk - t0));
+      const scalar_t* kb = k_cache + base + t0 * token_stride;
+      for (int t = 0; t < n; ++t) {
+        __m512 k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = load16(kb + t * token_stride + 16 * v);
+        for (int g = 0; g < GC; ++g) {
+          __m512 x = _mm512_mul_ps(_mm512_loadu_ps(qs + g * D), k[0]);
+          for (int v = 1; v < NV; ++v) x = _mm512_fmadd_ps(_mm512_loadu_ps(qs + g * D + 16 * v), k[v], x);
+          _mm512_store_ps(part[g] + 16 * tile_slot(t), x);
+        }
+      }
+      for (int t = n; t < 16; ++t)
+        for (int g = 0; g < GC; ++g) _mm512_store_ps(part[g] + 16 * tile_slot(t), _mm512_setzero_ps());
+      const __mmask16 valid = n == 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+      for (int g = 0; g < GC; ++g) {
+        const __m512 scores = _mm512_mask_blend_ps(valid, _mm512_set1_ps(kNegInf), hsum16(part[g]));
+        const float tile_max = _mm512_reduce_max_ps(scores);
+        if (tile_max > m[g]) {
+          const __m512 alpha = _mm512_set1_ps(m[g] == kNegInf ? 0.f : std::exp(m[g] - tile_max));
+          for (int v = 0; v < NV; ++v) acc[g][v] = _mm512_mul_ps(acc[g][v], alpha);
+          l[g] *= m[g] == kNegInf ? 0.f : std::exp(m[g] - tile_max);
+          m[g] = tile_max;
+        }
+        const __m512 p = _mm512_maskz_mov_ps(valid, exp16_nonpositive(_mm512_sub_ps(scores, _mm512_set1_ps(m[g]))));
+        l[g] += _mm512_reduce_add_ps(p);
+        _mm512_store_ps(probs[g], p);
+      }
+      const scalar_t* vb = v_cache + base + t0 * token_stride;
+      for (int t = 0; t < n; ++t) {
+        __m512 val[NV];
+        for (int v = 0; v < NV; ++v) val[v] = load16(vb + t * token_stride + 16 * v);
+        for (int g = 0; g < GC; ++g) {
+          const __m512 w = _mm512_set1_ps(probs[g][t]);
+          for (int v = 0; v < NV; ++v) acc[g][v] = _mm512_fmadd_ps(w, val[v], acc[g][v]);
+        }
+      }
+    }
+  }
+  for (int g = 0; g < GC; ++g) {
+    m_out[g] = m[g];
+    l_out[g] = l[g];
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc_out + g * D + 16 * v, acc[g][v]);
+  }
+}
+
+// The whole group of one KV head, in chunks of at most kMaxChunk heads (kMaxChunk * NV <= 24 registers).
+template <typename scalar_t, int NV>
+void attend_group_avx512(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
+                         const int32_t* table, int64_t ctx, int64_t kv_head, int64_t first_block, int64_t last_block,
+                         float scale, Scratch& scratch, float* acc, float* m, float* l) {
+  constexpr int D = NV * 16;
+  constexpr int kMaxChunk = 24 / NV;
+  const int64_t G = s.group;
+  for (int64_t g = 0; g < G; ++g) {
+    const scalar_t* qg = q + (kv_head * G + g) * D;
+    for (int64_t d = 0; d < D; ++d) scratch.q[g * D + d] = static_cast<float>(qg[d]) * scale;
+  }
+  for (int64_t g0 = 0; g0 < G; g0 += kMaxChunk) {
+    const int chunk = static_cast<int>(std::min<int64_t>(kMaxChunk, G - g0));
+    const float* qs = scratch.q.data() + g0 * D;
+    float *a = acc + g0 * D, *mm = m + g0, *ll = l + g0;
+#define APPLIANCE_CHUNK(GC)                                                                                      \
+  case GC:                                                                                                       \
+    if constexpr (GC <= kMaxChunk)                                                                               \
+      attend_chunk_avx512<scalar_t, NV, GC>(s, qs, k_cache, v_cache, table, ctx, kv_head, first_block, last_block, \
+                                            a, mm, ll);                                                          \
+    break;
+    switch (chunk) {
+      APPLIANCE_CHUNK(1)
+      APPLIANCE_CHUNK(2)
+      APPLIANCE_CHUNK(3)
+      APPLIANCE_CHUNK(4)
+      APPLIANCE_CHUNK(5)
+      APPLIANCE_CHUNK(6)
+    }
+#undef APPLIANCE_CHUNK
+  }
+}
+#endif  // __AVX512F__
+
 template <typename scalar_t, int64_t kDim>
 void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const scalar_t* v_cache,
             const int32_t* tables, const int32_t* ctx_lens, float scale, int64_t splits, scalar_t* out) {
@@ -203,10 +365,14 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
     part_m.resize(tasks * G);
     part_l.resize(tasks * G);
   }
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+  // Tasks are handed out one at a time from the last (decodes come sorted by context length, so the longest first):
+  // a static split of the range would give one thread all the long sequences.
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(tasks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     Scratch scratch(s);
     std::vector<float> acc(G * D), m(G), l(G);
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t taken; (taken = next.fetch_add(1)) < tasks;) {
+      const int64_t task = tasks - 1 - taken;
       const int64_t split = task % splits;
       const int64_t b = task / splits / s.kv_heads;
       const int64_t h = task / splits % s.kv_heads;
@@ -215,8 +381,14 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
       float* a = splits > 1 ? part_acc.data() + task * G * D : acc.data();
       float* mm = splits > 1 ? part_m.data() + task * G : m.data();
       float* ll = splits > 1 ? part_l.data() + task * G : l.data();
-      attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width, ctx_lens[b], h, first,
-                    last, scale, scratch, a, mm, ll);
+#if defined(__AVX512F__)
+      if constexpr (kDim == 64 || kDim == 128)
+        attend_group_avx512<scalar_t, kDim / 16>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width,
+                                                 ctx_lens[b], h, first, last, scale, scratch, a, mm, ll);
+      else
+#endif
+        attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width,
+                                      ctx_lens[b], h, first, last, scale, scratch, a, mm, ll);
       if (splits == 1) {
         scalar_t* o = out + (b * s.q_heads + h * G) * D;
         for (int64_t g = 0; g < G; ++g) {

@@ -16,7 +16,7 @@ from appliance.runtime.model.loader import DTYPES, load_weights
 from appliance.runtime.stage_clock import NULL_CLOCK, NullClock
 
 
-DECODE_GROUP_SIZE = 16
+DECODE_GROUP_SIZE = 256
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
