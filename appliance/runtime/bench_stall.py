@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see docs/engine-server.md
+from appliance.runtime import openmp_env  # noqa: E402
+
+openmp_env.apply()  # before torch loads OpenMP; see appliance/runtime/openmp_env.py
 
 from appliance.runtime.bench_workload import BENCH_MODEL, percentile, publish_report  # noqa: E402
 

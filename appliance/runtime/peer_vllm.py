@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.runtime import openmp_env
+
 DEFAULT_VENV = Path.home() / ".cache" / "appliance-bench" / "vllm-venv"
 DEFAULT_VERSION = "0.32.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -97,10 +99,10 @@ def _run_logged(cmd: list[str], log_path: Path) -> str:
     return run.stdout
 
 
-def vllm_env(threads: int, kv_cache_gib: int) -> dict[str, str]:
+def vllm_env(threads: int, kv_cache_gib: int, omp_wait: str = "spin") -> dict[str, str]:
     """The environment vLLM's CPU backend documents: OpenMP threads bound to the first `threads` cores, a KV cache
-    of `kv_cache_gib` GiB."""
-    env = dict(os.environ)
+    of `kv_cache_gib` GiB; OpenMP threads waiting as the engine's do in the same benchmark (openmp_env.py)."""
+    env = openmp_env.child_environ(omp_wait)
     env.update({
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}",
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
@@ -116,7 +118,7 @@ def vllm_env(threads: int, kv_cache_gib: int) -> dict[str, str]:
 
 
 def run_vllm(install: VllmInstall, job: dict[str, Any], work_dir: Path, threads: int, kv_cache_gib: int = 4,
-             timeout_s: float = 3600.0) -> dict[str, Any]:
+             omp_wait: str = "spin", timeout_s: float = 3600.0) -> dict[str, Any]:
     """Run one benchmark pass through vLLM in a subprocess; returns the worker's JSON result (token ids, token times
     and vLLM's settings). `job`: {"model", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "dtype",
     "requests": [{"id", "prompt_token_ids", "max_tokens"}], "warmup": {...}}."""
@@ -127,7 +129,7 @@ def run_vllm(install: VllmInstall, job: dict[str, Any], work_dir: Path, threads:
     out_file.unlink(missing_ok=True)
     cmd = [str(install.python), "-P", str(WORKER), str(job_file), str(out_file)]  # -P: not this package on sys.path
     with log_file.open("w") as log:
-        run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(threads, kv_cache_gib),
+        run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(threads, kv_cache_gib, omp_wait),
                              timeout=timeout_s, cwd=work_dir)
     if run.returncode != 0 or not out_file.is_file():
         tail = log_file.read_text()[-3000:]

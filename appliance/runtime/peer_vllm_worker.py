@@ -60,7 +60,8 @@ def main(job_path: str, out_path: str) -> None:
         "requests": {rid: {"token_ids": tokens[rid], "token_times": times[rid]} for rid in tokens},
         "settings": {**{k: v for k, v in engine_args.items() if k != "model"},
                      **{k: os.environ.get(k) for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE",
-                                                       "OMP_NUM_THREADS", "VLLM_ENABLE_V1_MULTIPROCESSING")}},
+                                                       "OMP_NUM_THREADS", "VLLM_ENABLE_V1_MULTIPROCESSING",
+                                                       "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}},
         "versions": {"vllm": __version__, "torch": _torch_version()},
     }
     with open(out_path, "w") as f:

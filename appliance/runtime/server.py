@@ -32,8 +32,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning OpenMP threads collapse when
-# the node's CPUs are shared with other replicas and the control plane (100x slower steps were measured)
+from appliance.runtime import openmp_env  # noqa: E402
+
+openmp_env.apply()  # before torch loads: passive unless APPLIANCE_OMP_WAIT=spin (the replica owns its cores)
 
 from appliance.runtime.replica_auth import SECRET_ENV, take_secret_from_env  # noqa: E402
 from appliance.runtime.server_app import ReplicaApp  # noqa: E402
