@@ -119,8 +119,13 @@ struct Scratch {
       : q(s.group * s.dim), scores(s.group * s.block_size), row(s.block_size * s.dim), rows(s.block_size) {}
 };
 
-// Ask for the next block's K/V rows of this head while this block is computed: blocks sit at random places in the
-// cache, so the hardware prefetchers cannot guess them.
+// Ask for a later block's K/V rows of this head while this block is computed: blocks sit at random places in the
+// cache, so the hardware prefetchers cannot guess them. Into L2 only (prefetcht2, locality 1) and two blocks ahead:
+// a block's 128 lines asked into L1 fill its miss buffers and stall the loads of the block being computed (measured
+// on a 2-core Zen 4, 64 sequences x ~450 tokens, 9:3 heads, fp32: 12 GB/s into L1 one block ahead, 16.5 GB/s into
+// L2 two ahead, 15 GB/s three ahead).
+constexpr int64_t kPrefetchBlocks = 2;
+
 template <typename scalar_t>
 inline void prefetch_block(const Shapes& s, const scalar_t* k_cache, const scalar_t* v_cache, int32_t block,
                            int64_t kv_head, int64_t dim) {
@@ -130,8 +135,8 @@ inline void prefetch_block(const Shapes& s, const scalar_t* k_cache, const scala
     const char* k = reinterpret_cast<const char*>(k_cache + base + t * s.kv_heads * dim);
     const char* v = reinterpret_cast<const char*>(v_cache + base + t * s.kv_heads * dim);
     for (int64_t off = 0; off < row_bytes; off += 64) {
-      __builtin_prefetch(k + off);
-      __builtin_prefetch(v + off);
+      __builtin_prefetch(k + off, 0, 1);
+      __builtin_prefetch(v + off, 0, 1);
     }
   }
 }
@@ -158,7 +163,8 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
     const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
     const scalar_t* kb = k_cache + base;
     const scalar_t* vb = v_cache + base;
-    if (blk + 1 < last_block && (blk + 1) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + 1], kv_head, D);
+    for (int64_t j = blk == first_block ? 1 : kPrefetchBlocks; j <= kPrefetchBlocks; ++j)
+      if (blk + j < last_block && (blk + j) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + j], kv_head, D);
     const float** rows = scratch.rows.data();
     for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(kb + t * token_stride, scratch.row.data() + t * D, D);
     for (int64_t g = 0; g < G; ++g) {
@@ -270,7 +276,8 @@ void attend_chunk_avx512(const Shapes& s, const float* qs, const scalar_t* k_cac
     const int64_t n_blk = std::min(bs, ctx - blk * bs);
     if (n_blk <= 0) break;
     const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
-    if (blk + 1 < last_block && (blk + 1) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + 1], kv_head, D);
+    for (int64_t j = blk == first_block ? 1 : kPrefetchBlocks; j <= kPrefetchBlocks; ++j)
+      if (blk + j < last_block && (blk + j) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + j], kv_head, D);
     for (int64_t t0 = 0; t0 < n_blk; t0 += 16) {
       const int n = static_cast<int>(std::min<int64_t>(16, n_blk - t0));
       const scalar_t* kb = k_cache + base + t0 * token_stride;
