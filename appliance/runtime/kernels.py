@@ -76,6 +76,28 @@ def paged_decode_attention(
     return torch_paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
+def cpu_rotary_write_kv(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin_signed: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    q_heads: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The CPU extension's one pass over a step's qkv [T, (Hq + 2 Hkv) * D] (float32): rotary embedding of the query
+    and key heads with the reference's bits (cos, sin_signed [T, D] as model/llama.py's rotate_qk takes them), K and V
+    written into the caches at slot_mapping; returns (q [T,Hq,D], k [T,Hkv,D]). None where the extension cannot run
+    it (not loaded, not float32, not the CPU): the caller does the same in PyTorch operations."""
+    if qkv.device.type != "cpu" or qkv.dtype != torch.float32 or k_cache.dtype != torch.float32:
+        return None
+    ext = cpu_extension.ops()
+    if ext is None:
+        return None
+    q, k = ext.rotary_write_kv(qkv, cos, sin_signed, slot_mapping, k_cache, v_cache, q_heads)
+    return q, k
+
+
 def torch_paged_decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,

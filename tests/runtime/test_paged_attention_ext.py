@@ -162,3 +162,31 @@ def test_greedy_tokens_match_transformers_with_and_without_the_extension(ext, ch
         assert [o.token_ids for o in llm.generate(PROMPTS, params)] == expected, choice
         assert cpu_extension.status().startswith("extension" if choice == "auto" else "torch")
     cpu_extension.reset()
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 300], ids=lambda t: f"{t}tokens")
+def test_rotary_and_cache_write_give_the_reference_bits(ext, tokens):
+    """One pass over qkv: q and k rotated exactly as model/llama.py's rotate_qk (itself the bits of Hugging Face's
+    rotary), k and v written where index_copy_ would put them, nothing else in the caches touched."""
+    from appliance.runtime.model.llama import rotate_qk
+    from appliance.runtime.model.rope import cos_sin_table
+
+    q_heads, kv_heads, dim = 9, 3, 64
+    gen = torch.Generator().manual_seed(tokens)
+    qkv = torch.randn(tokens, (q_heads + 2 * kv_heads) * dim, generator=gen)
+    cos_t, sin_t = cos_sin_table(dim, 10000.0, None, 1024)
+    positions = torch.randint(0, 1024, (tokens,), generator=gen)
+    sin_signed = torch.cat([-sin_t[:, : dim // 2], sin_t[:, dim // 2 :]], dim=-1)
+    cos, sin = cos_t[positions].float(), sin_signed[positions].float()
+    slots = torch.randperm(40 * BLOCK, generator=gen)[:tokens]
+    k_cache, v_cache = torch.randn(40, BLOCK, kv_heads, dim, generator=gen), torch.randn(40, BLOCK, kv_heads, dim,
+                                                                                          generator=gen)
+    k_ref, v_ref = k_cache.clone(), v_cache.clone()
+    q, k = ext.rotary_write_kv(qkv, cos, sin, slots, k_cache, v_cache, q_heads)
+    qk = rotate_qk(qkv[:, : (q_heads + kv_heads) * dim].view(tokens, -1, dim), cos, sin)
+    assert torch.equal(q, qk[:, :q_heads]) and torch.equal(k, qk[:, q_heads:])
+    k_ref.view(-1, kv_heads, dim).index_copy_(0, slots, qk[:, q_heads:])
+    v_ref.view(-1, kv_heads, dim).index_copy_(0, slots, qkv[:, (q_heads + kv_heads) * dim :].view(tokens, kv_heads, dim))
+    assert torch.equal(k_cache, k_ref) and torch.equal(v_cache, v_ref)
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        ext.rotary_write_kv(qkv, cos, sin, slots + 40 * BLOCK, k_cache, v_cache, q_heads)

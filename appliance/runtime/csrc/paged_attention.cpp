@@ -448,6 +448,79 @@ int64_t choose_splits(int64_t pairs, int64_t table_width, int64_t threads, int64
   return std::max<int64_t>(1, std::min(wanted, table_width / min_blocks));
 }
 
+// ---- Rotary embedding of q and k, and this step's K/V written into the cache, in one pass (float32) ----------------
+//
+// The reference's products and sum, each rounded on its own (no fused multiply-add, so the bits are
+// model/llama.py rotate_qk's and Hugging Face's): out = x * cos + swap_halves(x) * sin_signed, where sin_signed holds
+// -sin in its first half (rotate_half's sign).
+__attribute__((optimize("fp-contract=off"), noinline)) void rotate_row(const float* x, const float* cos,
+                                                                       const float* sin_signed, float* out,
+                                                                       int64_t dim) {
+  const int64_t half = dim / 2;
+  for (int64_t d = 0; d < half; ++d) {
+    const float a = x[d] * cos[d];
+    const float b = x[d + half] * sin_signed[d];
+    out[d] = a + b;
+  }
+  for (int64_t d = half; d < dim; ++d) {
+    const float a = x[d] * cos[d];
+    const float b = x[d - half] * sin_signed[d];
+    out[d] = a + b;
+  }
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> rotary_write_kv(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin_signed,
+                                           torch::Tensor slots, torch::Tensor k_cache, torch::Tensor v_cache,
+                                           int64_t q_heads) {
+  TORCH_CHECK(qkv.device().is_cpu() && k_cache.device().is_cpu(), "rotary_write_kv: CPU tensors only");
+  TORCH_CHECK(qkv.scalar_type() == at::kFloat && cos.scalar_type() == at::kFloat &&
+                  sin_signed.scalar_type() == at::kFloat && k_cache.scalar_type() == at::kFloat &&
+                  v_cache.scalar_type() == at::kFloat,
+              "rotary_write_kv: float32 only");
+  TORCH_CHECK(slots.scalar_type() == at::kLong, "rotary_write_kv: slot_mapping must be int64");
+  TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes() && k_cache.is_contiguous() &&
+                  v_cache.is_contiguous(),
+              "rotary_write_kv: contiguous caches [N, bs, Hkv, D] of one shape");
+  const int64_t kv_heads = k_cache.size(2), dim = k_cache.size(3), slots_total = k_cache.size(0) * k_cache.size(1);
+  TORCH_CHECK(dim % 2 == 0, "rotary_write_kv: head_dim must be even");
+  TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == (q_heads + 2 * kv_heads) * dim,
+              "rotary_write_kv: qkv must be [T, (q_heads + 2 kv_heads) * head_dim]");
+  const int64_t tokens = qkv.size(0);
+  TORCH_CHECK(cos.dim() == 2 && cos.size(0) == tokens && cos.size(1) == dim && sin_signed.sizes() == cos.sizes(),
+              "rotary_write_kv: cos and sin_signed must be [T, head_dim]");
+  TORCH_CHECK(slots.dim() == 1 && slots.size(0) == tokens, "rotary_write_kv: one slot per token");
+  auto x = qkv.contiguous();
+  auto c = cos.contiguous();
+  auto sn = sin_signed.contiguous();
+  auto sl = slots.contiguous();
+  const int64_t* slot = sl.data_ptr<int64_t>();
+  for (int64_t t = 0; t < tokens; ++t)
+    TORCH_CHECK(slot[t] >= 0 && slot[t] < slots_total, "rotary_write_kv: slot ", slot[t], " of token ", t,
+                " is outside the cache's ", slots_total, " slots");
+  auto q = torch::empty({tokens, q_heads, dim}, qkv.options());
+  auto k = torch::empty({tokens, kv_heads, dim}, qkv.options());
+  const float *xp = x.data_ptr<float>(), *cp = c.data_ptr<float>(), *sp = sn.data_ptr<float>();
+  float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>();
+  float *kc = k_cache.data_ptr<float>(), *vc = v_cache.data_ptr<float>();
+  const int64_t width = qkv.size(1), kv_row = kv_heads * dim;
+  // One thread up to 256 tokens (a few microseconds of work; waking a sleeping OpenMP thread costs more).
+  at::parallel_for(0, tokens, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* row = xp + t * width;
+      const float *ct = cp + t * dim, *st = sp + t * dim;
+      for (int64_t h = 0; h < q_heads; ++h) rotate_row(row + h * dim, ct, st, qp + (t * q_heads + h) * dim, dim);
+      float* kt = kp + t * kv_row;
+      for (int64_t h = 0; h < kv_heads; ++h) rotate_row(row + (q_heads + h) * dim, ct, st, kt + h * dim, dim);
+      std::memcpy(kc + slot[t] * kv_row, kt, kv_row * sizeof(float));
+      std::memcpy(vc + slot[t] * kv_row, row + (q_heads + kv_heads) * dim, kv_row * sizeof(float));
+    }
+  });
+  return {q, k};
+}
+
+namespace {
 }  // namespace
 
 torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
@@ -510,4 +583,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Decode attention over a paged KV cache read in place (splits <= 0: chosen from threads and lengths)",
         py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"), py::arg("context_lens"),
         py::arg("scale"), py::arg("splits") = 0);
+  m.def("rotary_write_kv", &rotary_write_kv,
+        "Rotary embedding of qkv's query and key heads (float32, the reference's bits) into new q [T,Hq,D] and "
+        "k [T,Hkv,D]; k and v written into the caches at slot_mapping",
+        py::arg("qkv"), py::arg("cos"), py::arg("sin_signed"), py::arg("slot_mapping"), py::arg("k_cache"),
+        py::arg("v_cache"), py::arg("q_heads"));
 }

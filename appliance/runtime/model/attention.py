@@ -48,11 +48,14 @@ def paged_attention(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float,
+    kv_written: bool = False,
 ) -> torch.Tensor:
-    """q[T,Hq,D], k/v[T,Hkv,D] of this step; caches [num_blocks, block_size, Hkv, D] -> [T,Hq,D]."""
+    """q[T,Hq,D], k/v[T,Hkv,D] of this step; caches [num_blocks, block_size, Hkv, D] -> [T,Hq,D]. ``kv_written``:
+    k and v are in the caches already (kernels.cpu_rotary_write_kv put them there)."""
     num_blocks, block_size, hkv, d = k_cache.shape
-    k_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, v)
+    if not kv_written:
+        k_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, k)
+        v_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, v)
     out = torch.empty_like(q)
     for g in meta.decode_groups:
         out[g.start : g.end] = kernels.paged_decode_attention(

@@ -121,7 +121,11 @@ class LlamaForCausalLM:
             qkv = layer.qkv(x)
             clock.mark("qkv_proj")
             v = qkv[:, self.q_size + self.kv_size :].view(t, a.num_kv_heads, a.head_dim)
-            if fused_rotary:
+            written = kernels.cpu_rotary_write_kv(qkv, cos, sin, meta.slot_mapping, k_cache, v_cache,
+                                                  a.num_heads) if fused_rotary else None
+            if written is not None:  # one pass: rotary of q and k, and k, v into the caches
+                q, k = written
+            elif fused_rotary:
                 qk = rotate_qk(qkv[:, : self.q_size + self.kv_size].view(t, -1, a.head_dim), cos, sin)
                 q, k = qk[:, : a.num_heads].contiguous(), qk[:, a.num_heads :]  # q as the attention kernels had it
             else:
@@ -129,7 +133,7 @@ class LlamaForCausalLM:
                 k = qkv[:, self.q_size : self.q_size + self.kv_size].view(t, a.num_kv_heads, a.head_dim)
                 q, k = kernels.rotary_embedding(q, k, cos, sin)
             clock.mark("rotary")
-            o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
+            o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, kv_written=written is not None)
             clock.mark("attention")
             h = layer.o.add(o.view(t, self.q_size), h)
             clock.mark("o_proj+residual")
