@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from appliance.runtime import kernels
 from appliance.runtime.model.args import ModelArgs
 from appliance.runtime.model.attention import AttentionMetadata, paged_attention
+from appliance.runtime import cpu_extension
 from appliance.runtime.model.linear import Linear, make_linear
 from appliance.runtime.model.rope import cos_sin_table
 from appliance.runtime.stage_clock import NULL_CLOCK, NullClock
@@ -34,8 +35,13 @@ def rotate_qk(qk: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> 
 
 
 def rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """torch's fused RMSNorm: in float32 the reference's bits (the same float32 reduction and scaling) in one
-    operation instead of six; in 16-bit dtypes it rounds differently, so it serves float32 only."""
+    """RMSNorm in float32 as one operation instead of the reference's six: on the CPU the extension's one pass over
+    each row (the reference's products in its order; its 16-lane sum of squares may differ from torch's reduction in
+    the last bit), else torch's fused RMSNorm (the reference's bits). In 16-bit dtypes both round differently from
+    the reference, so this serves float32 only."""
+    ext = cpu_extension.ops() if x.device.type == "cpu" else None
+    if ext is not None:
+        return ext.rms_norm(x, weight, eps)
     return torch.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
