@@ -11,10 +11,10 @@ DEFAULT_CPU_KV_FRACTION = 0.2
 DEFAULT_GPU_KV_FRACTION = 0.5
 MAX_DEFAULT_KV_BYTES = 8 << 30
 # Tokens a step that decodes may do (decodes first, prefill chunks fill the rest). Measured on the 2-core CPU with
-# 32 streams decoding at ~2k context (docs/engine.md, "Decodes never wait behind a long prefill"), with the faster
-# decode attention: ITL p99/p50 1.72 at 256 and 1.84-1.98 at 512 (both under the 3x bound, p50 129 vs 194-219 ms),
-# and on the peer workload 512 gave 4-6% more output tok/s than 256 (fewer, larger GEMMs); 1024 no more than 512.
-DEFAULT_STEP_TOKEN_BUDGET = 512
+# 32 streams decoding at ~2k context (docs/engine.md, "Decodes never wait behind a long prefill"): a step with a
+# 256-token chunk costs about 2x a decode-only step (ITL p99/p50 1.96), a 512-token one 6x (6.27, over the 3x
+# bound), though 512 gave 4-6% more output tok/s on the peer workload.
+DEFAULT_STEP_TOKEN_BUDGET = 256
 
 
 def default_step_token_budget(max_num_batched_tokens: int, max_num_seqs: int,

@@ -14,10 +14,10 @@ def model_dir(tmp_path):
     return str(tmp_path)
 
 
-def test_cpu_default_budget_is_512_under_the_2048_hard_cap(model_dir):
+def test_cpu_default_budget_is_256_under_the_2048_hard_cap(model_dir):
     cfg = EngineConfig(model_dir)
     assert cfg.max_num_batched_tokens == 2048
-    assert cfg.step_token_budget == DEFAULT_STEP_TOKEN_BUDGET == 512
+    assert cfg.step_token_budget == DEFAULT_STEP_TOKEN_BUDGET == 256
 
 
 def test_default_budget_never_exceeds_the_hard_cap(model_dir):
