@@ -3,6 +3,7 @@
 Run as a module it prints the step profile instead (stage by stage, at the benchmark's sizes): see step_profile.py.
 
     python -m appliance.runtime.profiling [--model DIR] [--threads 2] [--json out.json]
+    python -m appliance.runtime.profiling --whole-run --threads 2      (the peer benchmark's workload, every step)
 """
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from appliance.runtime import openmp_env
 
-from appliance.runtime.async_engine import AsyncEngine
+openmp_env.apply()  # run as a module: before torch loads OpenMP (in a replica the server has applied it already)
+
+import torch  # noqa: E402
+
+from appliance.runtime.async_engine import AsyncEngine  # noqa: E402
 
 
 async def profile_engine(engine: AsyncEngine, seconds: float, out_dir: str, top: int = 25) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Where an engine step's time goes, stage by stage, at the benchmark's sizes.
 
     python -m appliance.runtime.profiling [--model DIR] [--threads 2] [--dtype float32] [--json out.json]
+    python -m appliance.runtime.profiling --whole-run --threads 2     # the peer benchmark's workload, every step
 
 Runs the engine (EngineCore, TorchExecutor) on the benchmark's model (``bench_workload.BENCH_MODEL``, random
 weights, built once; or ``--model``) through a few steady-state scenarios: decode batches of 16, 32 and 64
@@ -114,6 +115,29 @@ def run_scenario(core: Any, scenario: Scenario, steps: int, rng: random.Random, 
     return ScenarioResult(scenario.name, timed, wall / timed, stages, tokens, rows)
 
 
+def whole_run(core: Any, requests: list[Any], cpu_time: bool = False) -> tuple[float, int, int, dict[str, float]]:
+    """Every request added at once (greedy, EOS ignored), then steps until done, each under one StageClock:
+    (seconds, steps, output tokens, seconds per stage), as the peer benchmark's engine runs it."""
+    from appliance.runtime.sampling_params import SamplingParams
+
+    clock = StageClock(timer=time.process_time if cpu_time else time.perf_counter)
+    for r in requests:
+        core.add_request(f"r{r.index}", list(r.prompt_token_ids),
+                         SamplingParams(max_tokens=r.max_tokens, temperature=0.0, ignore_eos=True))
+    core.clock = core.executor.clock = clock
+    steps = tokens = 0
+    start = clock.timer()
+    clock.start()
+    try:
+        while core.has_unfinished_requests():
+            tokens += sum(len(o.outputs[0].new_token_ids) for o in core.step())
+            clock.mark("return from step")
+            steps += 1
+    finally:
+        core.clock = core.executor.clock = NULL_CLOCK
+    return clock.timer() - start, steps, tokens, dict(clock.totals)
+
+
 def sampler_costs(vocab: int, batch: int, repeats: int = 5) -> dict[str, float]:
     """Seconds per call of the sampler on [batch, vocab] logits: greedy, greedy with logprobs=5, temperature alone,
     and top-p on peaked logits (the nucleus fits the sampler's candidates) and on flat ones (a full sort)."""
@@ -180,12 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6, help="timed steps per scenario")
     p.add_argument("--cache-dir", default="var/bench-models")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--whole-run", action="store_true",
+                   help="profile a whole run of the peer benchmark's held-out workload instead of the scenarios")
     p.add_argument("--cpu-time", action="store_true",
                    help="charge CPU time of the process instead of wall time (robust on a shared, busy machine)")
     ns = p.parse_args(argv)
     from appliance.runtime.config import EngineConfig
     from appliance.runtime.engine import EngineCore
 
+    if ns.whole_run:
+        return main_whole_run(ns)
     if ns.model:
         model_dir = Path(ns.model)
     else:
@@ -212,6 +240,39 @@ def main(argv: list[str] | None = None) -> int:
         Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
         Path(ns.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def main_whole_run(ns: argparse.Namespace) -> int:
+    """The peer benchmark's model and 64 requests (bench_peer.py), engine settings as that benchmark runs them."""
+    from appliance.runtime.bench_peer import HELD_OUT_MODEL, HELD_OUT_WORKLOAD, ensure_checkpoint
+    from appliance.runtime.bench_workload import make_workload
+    from appliance.runtime.config import EngineConfig
+    from appliance.runtime.engine import EngineCore
+
+    model_dir = Path(ns.model) if ns.model else ensure_checkpoint(Path(ns.cache_dir), False)
+    requests = make_workload(HELD_OUT_WORKLOAD, 4, HELD_OUT_MODEL["vocab_size"])
+    core = EngineCore(EngineConfig(model=str(model_dir), dtype=ns.dtype, max_model_len=1024, max_num_seqs=64,
+                                   max_num_batched_tokens=2048, num_threads=ns.threads))
+    core.add_request("warm-up", list(requests[0].prompt_token_ids[:16]), _greedy(4))
+    _drain_all(core)
+    seconds, steps, tokens, stages = whole_run(core, requests, ns.cpu_time)
+    total = sum(stages.values())
+    print(f"whole run: {model_dir.name} ({ns.dtype}), {torch.get_num_threads()} threads, {len(requests)} requests, "
+          f"{steps} steps, {tokens} output tokens in {seconds:.2f} s ({tokens / seconds:.1f} tok/s); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {'CPU' if ns.cpu_time else 'wall'} seconds per stage")
+    print("| stage | s | share |\n|---|---:|---:|")
+    for name, value in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {value:.3f} | {100 * value / total:.1f}% |")
+    if ns.json:
+        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json).write_text(json.dumps({"model": str(model_dir), "seconds": seconds, "steps": steps,
+                                             "tokens": tokens, "stages_s": stages}, indent=2))
+    return 0
+
+
+def _drain_all(core: Any) -> None:
+    while core.has_unfinished_requests():
+        core.step()
 
 
 if __name__ == "__main__":

@@ -186,7 +186,8 @@ def test_rotary_and_cache_write_give_the_reference_bits(ext, tokens):
     qk = rotate_qk(qkv[:, : (q_heads + kv_heads) * dim].view(tokens, -1, dim), cos, sin)
     assert torch.equal(q, qk[:, :q_heads]) and torch.equal(k, qk[:, q_heads:])
     k_ref.view(-1, kv_heads, dim).index_copy_(0, slots, qk[:, q_heads:])
-    v_ref.view(-1, kv_heads, dim).index_copy_(0, slots, qkv[:, (q_heads + kv_heads) * dim :].view(tokens, kv_heads, dim))
+    v_new = qkv[:, (q_heads + kv_heads) * dim :].view(tokens, kv_heads, dim)
+    v_ref.view(-1, kv_heads, dim).index_copy_(0, slots, v_new)
     assert torch.equal(k_cache, k_ref) and torch.equal(v_cache, v_ref)
     with pytest.raises(RuntimeError, match="outside the cache"):
         ext.rotary_write_kv(qkv, cos, sin, slots + 40 * BLOCK, k_cache, v_cache, q_heads)

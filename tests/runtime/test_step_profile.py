@@ -29,3 +29,18 @@ def test_decode_and_prefill_steps_are_charged_to_every_stage(checkpoint_factory)
     table = format_table([decode, prefill], core.args)
     assert table.splitlines()[0] == "| stage | decode 4 | prefill 2x30 |"
     assert "| qkv_proj |" in table and "| outside the forward |" in table and "| linears GFLOP/s |" in table
+
+
+def test_a_whole_run_charges_every_step_and_gives_every_token(checkpoint_factory):
+    from appliance.runtime.bench_workload import BenchRequest
+    from appliance.runtime.step_profile import whole_run
+
+    core = EngineCore(EngineConfig(str(checkpoint_factory("llama")), num_kv_blocks=128, block_size=4,
+                                   step_token_budget=16, max_num_seqs=4))
+    rng = random.Random(1)
+    requests = [BenchRequest(i, [rng.randrange(4, 100) for _ in range(n)], m)
+                for i, (n, m) in enumerate([(30, 5), (9, 12), (17, 3)])]
+    seconds, steps, tokens, stages = whole_run(core, requests)
+    assert tokens == 5 + 12 + 3 and steps >= 12
+    assert FORWARD | HOST <= set(stages) and 0.95 * seconds <= sum(stages.values()) <= seconds * 1.0001
+    assert not core.has_unfinished_requests() and core.clock is NULL_CLOCK and core.executor.clock is NULL_CLOCK
