@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from appliance.runtime import kernels
+from appliance.runtime import cpu_extension, kernels
 from appliance.runtime.model.args import ModelArgs
 from appliance.runtime.model.attention import AttentionMetadata, paged_attention
-from appliance.runtime import cpu_extension
 from appliance.runtime.model.linear import Linear, make_linear
 from appliance.runtime.model.rope import cos_sin_table
 from appliance.runtime.stage_clock import NULL_CLOCK, NullClock
