@@ -7,6 +7,9 @@ The build uses the machine's g++ through torch.utils.cpp_extension (ninja from r
 moves it). The tag hashes the source, the compile flags, torch's and Python's versions and the CPU's instruction-set
 flags, so a stale or foreign build is never loaded: it is simply "not built". Loading needs no compiler.
 
+Besides paged decode attention it holds two float32 decoder operations, rotary_write_kv and rms_norm; without the
+extension all three run in PyTorch (kernels.py, model/llama.py).
+
 `ops()` returns the loaded module, or None when the engine must use the PyTorch path: `$APPLIANCE_CPU_KERNELS=torch`
 forces that, and a missing or unloadable library falls back too. Either way one log line says which path runs and
 why, the first time it is asked.

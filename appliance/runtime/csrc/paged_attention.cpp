@@ -3,7 +3,11 @@
 // One task per (sequence, KV head[, KV split]): the whole GQA group of query heads that share the KV head is served by
 // one pass over its keys and values (each K/V row is read once for all Hq/Hkv query heads). Online softmax per block,
 // fp32 accumulation, fp32 or bf16 caches. When there are fewer (sequence, head) tasks than threads, long contexts are
-// split into partitions whose partial results (max, sum, accumulator) are merged afterwards.
+// split into partitions whose partial results (max, sum, accumulator) are merged afterwards. With AVX-512 (head_dim
+// 64 and 128) a group's accumulators stay in registers (attend_chunk_avx512); otherwise the general loop.
+//
+// Two more float32 operations of the decoder: rotary_write_kv (rotary of q and k with the reference's bits, K/V into
+// the cache) and rms_norm (one pass per row).
 //
 // Cache layout: [num_blocks, block_size, Hkv, D] (the engine's; see docs/engine.md). Built by
 // appliance/runtime/cpu_extension.py; never imported directly.
