@@ -1,6 +1,7 @@
 """A benchmark run against a CPU deployment through the live gateway, by the CLI: one row per level, every figure
 present and consistent, the usage billed to the benchmark tenant, and its recommendation applied."""
 import json
+import time
 
 import pytest
 from django.core.management import call_command
@@ -50,8 +51,15 @@ def test_tokens_per_second_matches_the_tokens_the_gateway_recorded(bench):
 
     run = BenchmarkRun.objects.get(pk=bench["run"])
     rows = UsageRecord.objects.filter(api_key=run.api_key)
-    recorded = sum(rows.values_list("completion_tokens", flat=True)) - OUTPUT_TOKENS  # less the warm-up request
     counted = sum(lv["output_tokens"] for lv in bench["levels"])
+    # The gateway writes usage rows in 50 ms batches after the last token (appliance/gateway/usage.py), so the last
+    # level's rows may land just after the command returns: wait for them, a few seconds at most.
+    deadline = time.monotonic() + 10
+    while True:
+        recorded = sum(rows.values_list("completion_tokens", flat=True)) - OUTPUT_TOKENS  # less the warm-up request
+        if recorded >= counted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert recorded == pytest.approx(counted, rel=0.05)
     for lv in bench["levels"]:
         assert lv["output_tok_s"] * lv["duration_s"] == pytest.approx(lv["output_tokens"], rel=0.05)
