@@ -55,7 +55,8 @@ def apply(environ: MutableMapping[str, str] | None = None, default: str = "passi
 
 def child_environ(choice: str) -> dict[str, str]:
     """os.environ for a subprocess that is to run with ``choice`` (a benchmark's engines), leaving out what apply()
-    set in this process; OpenMP variables the user set still win."""
+    set in this process: ``choice`` replaces an inherited APPLIANCE_OMP_WAIT; OpenMP variables the user set still
+    win."""
     settings(choice)  # validates
     env = dict(os.environ)
     for name, value in (_before_apply or {}).items():
@@ -63,7 +64,7 @@ def child_environ(choice: str) -> dict[str, str]:
             env.pop(name, None)
         else:
             env[name] = value
-    env.setdefault(ENV, choice)
+    env[ENV] = choice
     apply(env, choice)
     return env
 

@@ -46,6 +46,10 @@ def test_a_benchmark_child_gets_its_choice_not_the_parents_default():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["None", openmp_env.SPIN_COUNT, "spin"]
+    env[openmp_env.ENV] = "passive"  # the benchmark's --omp-wait wins over the shell's choice for replicas
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["None", openmp_env.SPIN_COUNT, "spin"]
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's own setting reaches the child untouched
     out = subprocess.run([sys.executable, "-c", code.replace("assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'; ",
                                                              "")],
