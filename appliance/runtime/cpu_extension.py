@@ -1,4 +1,4 @@
-"""The CPU attention extension (appliance/runtime/csrc/paged_attention.cpp): built from source once, loaded by path.
+"""The CPU extension (appliance/runtime/csrc/paged_attention.cpp, linear.cpp): built from source once, loaded by path.
 
     python -m appliance.runtime.cpu_extension build     # what `make venv` runs; prints where the library went
 
@@ -7,8 +7,9 @@ The build uses the machine's g++ through torch.utils.cpp_extension (ninja from r
 moves it). The tag hashes the source, the compile flags, torch's and Python's versions and the CPU's instruction-set
 flags, so a stale or foreign build is never loaded: it is simply "not built". Loading needs no compiler.
 
-Besides paged decode attention it holds two float32 decoder operations, rotary_write_kv and rms_norm; without the
-extension all three run in PyTorch (kernels.py, model/llama.py).
+Besides paged decode attention it holds two float32 decoder operations, rotary_write_kv and rms_norm, and a float32
+linear layer for few rows (panel_linear, on CPUs with AVX-512); without the extension attention, rotary and RMSNorm
+run in PyTorch (kernels.py, model/llama.py) and every linear layer in oneDNN (model/linear.py).
 
 `ops()` returns the loaded module, or None when the engine must use the PyTorch path: `$APPLIANCE_CPU_KERNELS=torch`
 forces that, and a missing or unloadable library falls back too. Either way one log line says which path runs and
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 ENV_CHOICE = "APPLIANCE_CPU_KERNELS"  # "torch": the PyTorch path; unset or "auto": the extension when built
 ENV_DIR = "APPLIANCE_CPU_KERNELS_DIR"
 NAME = "appliance_paged_attention"
-SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"  # holds the module's bindings
+SOURCES = (SOURCE, Path(__file__).parent / "csrc" / "linear.cpp")
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast"]
 LDFLAGS = ["-fopenmp"]
 DTYPES = (torch.float32, torch.bfloat16)
@@ -53,8 +55,8 @@ def _cpu_flags() -> str:
 
 def build_tag() -> str:
     """What a built library must match to be loaded: source, flags, torch, Python ABI and the CPU's features."""
-    parts = [SOURCE.read_text(), " ".join(CFLAGS + LDFLAGS), torch.__version__, sysconfig.get_config_var("EXT_SUFFIX"),
-             _cpu_flags()]
+    parts = [*(src.read_text() for src in SOURCES), " ".join(CFLAGS + LDFLAGS), torch.__version__,
+             sysconfig.get_config_var("EXT_SUFFIX"), _cpu_flags()]
     return hashlib.sha256("\n".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
@@ -79,8 +81,8 @@ def build(verbose: bool = False) -> Path:
         pass
     directory = build_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    load(NAME, [str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),  # copies: load() appends
-         build_directory=str(directory), verbose=verbose, is_python_module=True)
+    load(NAME, [str(src) for src in SOURCES], extra_cflags=list(CFLAGS),  # copies: load() appends
+         extra_ldflags=list(LDFLAGS), build_directory=str(directory), verbose=verbose, is_python_module=True)
     path = library_path()
     if not path.exists():
         raise RuntimeError(f"the build finished but {path} is missing")

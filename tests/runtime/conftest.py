@@ -52,3 +52,21 @@ def hf_reference():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def ext():
+    """The CPU extension as `make venv` builds it (the same command; ninja makes it a no-op when it is up to date)."""
+    import subprocess
+    import sys
+
+    from appliance.runtime import cpu_extension
+
+    done = subprocess.run([sys.executable, "-m", "appliance.runtime.cpu_extension", "build"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cpu_extension.reset()
+    module = cpu_extension.ops()
+    assert module is not None, cpu_extension.status()
+    yield module
+    cpu_extension.reset()

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,19 +12,6 @@ from tests.runtime.conftest import PROMPTS
 
 BLOCK = 16
 FALLBACK_LINE = "CPU attention: the PyTorch path"
-
-
-@pytest.fixture(scope="module")
-def ext():
-    """The extension as `make venv` builds it (the same command; ninja makes it a no-op when it is up to date)."""
-    done = subprocess.run([sys.executable, "-m", "appliance.runtime.cpu_extension", "build"], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    cpu_extension.reset()
-    module = cpu_extension.ops()
-    assert module is not None, cpu_extension.status()
-    yield module
-    cpu_extension.reset()
 
 
 def _inputs(lens: list[int], q_heads: int, kv_heads: int, dim: int, dtype: torch.dtype, seed: int = 0,

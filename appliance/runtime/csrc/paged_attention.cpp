@@ -7,7 +7,7 @@
 // 64 and 128) a group's accumulators stay in registers (attend_chunk_avx512); otherwise the general loop.
 //
 // Two more float32 operations of the decoder: rotary_write_kv (rotary of q and k with the reference's bits, K/V into
-// the cache) and rms_norm (one pass per row).
+// the cache) and rms_norm (one pass per row). The module also binds linear.cpp's float32 linear for few rows.
 //
 // Cache layout: [num_blocks, block_size, Hkv, D] (the engine's; see docs/engine.md). Built by
 // appliance/runtime/cpu_extension.py; never imported directly.
@@ -625,6 +625,12 @@ torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor k_cache, tor
   return out;
 }
 
+// linear.cpp
+bool panel_linear_available();
+torch::Tensor pack_panel_weight(torch::Tensor weight);
+torch::Tensor panel_linear(torch::Tensor x, torch::Tensor packed, int64_t out_features,
+                           c10::optional<torch::Tensor> bias, c10::optional<torch::Tensor> other, int64_t mode);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention,
         "Decode attention over a paged KV cache read in place (splits <= 0: chosen from threads and lengths)",
@@ -637,4 +643,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("v_cache"), py::arg("q_heads"));
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension, float32 (Hugging Face's order of products)",
         py::arg("x"), py::arg("weight"), py::arg("eps"));
+  m.def("panel_linear_available", &panel_linear_available, "Whether panel_linear was built (it needs AVX-512)");
+  m.def("pack_panel_weight", &pack_panel_weight, "A float32 [out, in] weight as panels [ceil(out/32), in, 32]",
+        py::arg("weight"));
+  m.def("panel_linear", &panel_linear,
+        "x [rows, in] times a packed weight (+ bias), then mode 1: + other, 2: * other (float32, for few rows)",
+        py::arg("x"), py::arg("packed"), py::arg("out_features"), py::arg("bias") = py::none(),
+        py::arg("other") = py::none(), py::arg("mode") = 0);
 }

@@ -7,6 +7,12 @@ sum with another tensor fused into its output (what vLLM's CPU backend does in `
 this project's 2-core AVX-512 machine (docs/engine.md, "Profile"), the packed GEMM is 10-20% faster at 512-2048
 rows and up to 2.5x faster for the LM head at 16-64 rows.
 
+With few rows (a decode step's, the LM head's) a linear layer is bound by streaming its weight from memory, and
+oneDNN's GEMM reaches only part of that speed: up to ``SMALL_M_MAX`` rows a float32 ``PackedLinear`` runs the CPU
+extension's ``panel_linear`` instead (``csrc/linear.cpp``, AVX-512), over a second copy of the weight packed in
+32-column panels, 1.4-2x faster than oneDNN there (docs/engine.md, "Linear layers for few rows"). The float32 weight
+is then held twice; ``$APPLIANCE_CPU_KERNELS=torch`` turns the extension, and the copy, off.
+
 ``make_linear`` returns a ``PackedLinear`` where oneDNN is usable for the dtype and device (checked once per
 dtype against ``F.linear``), else a ``DenseLinear`` over ``F.linear`` with the same methods, and logs one line
 saying why. ``weight`` gives the plain ``[out, in]`` weight back for code that needs it (the kernel dispatch
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+SMALL_M_MAX = 64  # rows up to which panel_linear beats oneDNN on cold weights (benchmarks/linear_rows.py)
 _usable: dict[torch.dtype, bool] = {}
 
 
@@ -97,23 +104,34 @@ class PackedLinear:
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
         self.bias = bias
         self._dense: torch.Tensor | None = None
+        self._ext = _panel_ops() if self.fused else None
+        self.panels = self._ext.pack_panel_weight(weight) if self._ext is not None else None
+
+    def _few_rows(self, x: torch.Tensor) -> bool:
+        return self.panels is not None and x.shape[0] <= SMALL_M_MAX
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._few_rows(x):
+            return self._ext.panel_linear(x, self.panels, self.out_features, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused:
+        if not self.fused or self._few_rows(x):  # few rows: torch's SiLU over the small output, as transformers
             return F.silu(self(x))
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "swish", [], "")
 
     def mul(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         if not self.fused:
             return self(x) * other
+        if self._few_rows(x):
+            return self._ext.panel_linear(x, self.panels, self.out_features, self.bias, other, 2)
         return torch.ops.mkldnn._linear_pointwise.binary(x.contiguous(), other, self.packed, self.bias, "mul")
 
     def add(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         if not self.fused:
             return other + self(x)
+        if self._few_rows(x):
+            return self._ext.panel_linear(x, self.panels, self.out_features, self.bias, other, 1)
         return torch.ops.mkldnn._linear_pointwise.binary(x.contiguous(), other, self.packed, self.bias, "add")
 
     @property
@@ -126,6 +144,13 @@ class PackedLinear:
 
 
 Linear = DenseLinear | PackedLinear
+
+
+def _panel_ops():  # noqa: ANN202 - the extension module, when it has panel_linear for this CPU
+    from appliance.runtime import cpu_extension
+
+    ext = cpu_extension.ops()
+    return ext if ext is not None and ext.panel_linear_available() else None
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, pack: bool = True) -> Linear:
