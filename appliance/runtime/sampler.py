@@ -35,6 +35,12 @@ class SamplerOutput:
     logprobs: list[tuple[float, list[tuple[int, float]]] | None]  # per row: (sampled logprob, top-N [(id, lp)])
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax, the first index of the maximum as torch.argmax gives it (NaN counts as the maximum); on the
+    CPU ``max(dim).indices`` computes it 2.5x faster (1.0 vs 0.4 ms for 64 x 24,000 float32 logits, 2 threads)."""
+    return logits.max(dim=-1).indices
+
+
 def _needs_penalty(p: SamplingParams) -> bool:
     return bool(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0)
 
@@ -62,7 +68,7 @@ class Sampler:
         if guided:
             logits = self._mask(logits, [states[i].grammar for i in guided], guided)
         if not any(want_lp) and all(p.temperature == 0 and not _needs_penalty(p) for p in params):
-            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * n)
+            return SamplerOutput(_argmax(logits).tolist(), [None] * n)
 
         raw = torch.log_softmax(raw_logits, dim=-1) if any(want_lp) else None
         pen_rows = [i for i, p in enumerate(params) if _needs_penalty(p)]
@@ -70,7 +76,7 @@ class Sampler:
             logits = logits.clone()
             self._apply_penalties(logits, [states[i] for i in pen_rows], pen_rows)
 
-        chosen = logits.argmax(dim=-1)
+        chosen = _argmax(logits)
         rand_rows = [i for i, p in enumerate(params) if p.temperature > 0]
         if rand_rows:
             idx = torch.tensor(rand_rows, device=logits.device)

@@ -123,3 +123,12 @@ def test_top_p_beyond_the_sampler_candidates_is_still_exact():
     out = Sampler()(logits, [_state(SamplingParams(temperature=1.0, top_p=0.9)) for _ in range(400)])
     assert max(out.token_ids) < nucleus_end
     assert max(out.token_ids) >= sampler_module.NUCLEUS_CANDIDATES
+
+
+def test_greedy_picks_the_first_maximum_as_torch_argmax_does_with_ties_nan_and_minus_inf():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randint(0, 4, (9, 300), generator=g).float()  # many ties per row
+    logits[2, 17] = float("nan")
+    logits[5] = float("-inf")
+    states = [SampleState(SamplingParams(temperature=0.0), [1], 1) for _ in range(9)]
+    assert Sampler()(logits, states).token_ids == logits.argmax(dim=-1).tolist()

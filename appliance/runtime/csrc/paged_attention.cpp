@@ -376,14 +376,18 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
     part_m.resize(tasks * G);
     part_l.resize(tasks * G);
   }
-  // Tasks are handed out one at a time from the last (decodes come sorted by context length, so the longest first):
-  // a static split of the range would give one thread all the long sequences.
+  // Tasks are handed out from the last (decodes come sorted by context length, so the longest first): a static split
+  // of the range would give one thread all the long sequences. Without splits a thread takes all of a sequence's KV
+  // heads at once: they share the cache lines of its blocks ([block, slot, head, D]), so what the hardware prefetches
+  // for one head is read from this core's L2 for the next instead of again from memory by another core.
+  const int64_t per_grab = splits == 1 ? s.kv_heads : 1;
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min<int64_t>(tasks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+  at::parallel_for(0, std::min<int64_t>(tasks / per_grab, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     Scratch scratch(s);
     std::vector<float> acc(G * D), m(G), l(G);
-    for (int64_t taken; (taken = next.fetch_add(1)) < tasks;) {
-      const int64_t task = tasks - 1 - taken;
+    for (int64_t taken; (taken = next.fetch_add(per_grab)) < tasks;)
+    for (int64_t j = per_grab - 1; j >= 0; --j) {
+      const int64_t task = tasks - per_grab - taken + j;
       const int64_t split = task % splits;
       const int64_t b = task / splits / s.kv_heads;
       const int64_t h = task / splits % s.kv_heads;
