@@ -111,6 +111,7 @@ def summarize(result: dict[str, Any], output_len: int) -> dict[str, Any]:
         "step_p99_s": round(percentile(step_walls, 99), 5),
         "max_tokens_in_a_decoding_step": max((s["tokens"] for s in decoding), default=0),
         "max_concurrent_streams": max((s["seqs"] for s in result["steps"]), default=0),
+        "streams": len(times),
         "preemptions": result["preemptions"],
         "target_itl_p99_over_p50_max": ITL_P99_OVER_P50_TARGET,
         "target_met": ratio is not None and ratio <= ITL_P99_OVER_P50_TARGET,
@@ -129,6 +130,10 @@ def print_report(report: dict[str, Any]) -> None:
           f"tok/s; {s['steps']} steps, step p50 {s['step_p50_s'] * 1e3:.1f} ms p99 {s['step_p99_s'] * 1e3:.1f} ms; "
           f"largest decoding step {s['max_tokens_in_a_decoding_step']} tokens; up to {s['max_concurrent_streams']} "
           f"streams at once; {s['preemptions']} preemptions")
+    if s["max_concurrent_streams"] < w["streams"]:
+        print(f"note: at most {s['max_concurrent_streams']} of the {w['streams']} streams ran at once (each finished "
+              f"before the last arrived); the bound is stated for all of them decoding together: on a faster "
+              f"machine raise --output-len (or lower --interval-s)")
     print(f"1-minute load average: {report['machine']['loadavg_1m_before']:.1f} before, "
           f"{report['machine']['loadavg_1m_after']:.1f} after ({report['machine']['cpu_count']} CPUs)")
 
