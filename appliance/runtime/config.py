@@ -13,7 +13,8 @@ MAX_DEFAULT_KV_BYTES = 8 << 30
 # Tokens a step that decodes may do (decodes first, prefill chunks fill the rest). Measured on the 2-core CPU with
 # 32 streams decoding at ~2k context (docs/engine.md, "Decodes never wait behind a long prefill"): a step with a
 # 256-token chunk costs about 2x a decode-only step (ITL p99/p50 1.96), a 512-token one 6x (6.27, over the 3x
-# bound), though 512 gave 4-6% more output tok/s on the peer workload.
+# bound), though 512 gave 4-6% more output tok/s on the peer workload. On a 2-core Xeon, 32 streams: 2.57. With
+# few streams decoding a 256-token chunk costs more times a decode-only step (6 streams: 6.3x; docs/engine.md).
 DEFAULT_STEP_TOKEN_BUDGET = 256
 
 
