@@ -385,30 +385,32 @@ void decode(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, const s
   at::parallel_for(0, std::min<int64_t>(tasks / per_grab, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     Scratch scratch(s);
     std::vector<float> acc(G * D), m(G), l(G);
-    for (int64_t taken; (taken = next.fetch_add(per_grab)) < tasks;)
-    for (int64_t j = per_grab - 1; j >= 0; --j) {
-      const int64_t task = tasks - per_grab - taken + j;
-      const int64_t split = task % splits;
-      const int64_t b = task / splits / s.kv_heads;
-      const int64_t h = task / splits % s.kv_heads;
-      const int64_t first = split * blocks_per_split;
-      const int64_t last = std::min(s.table_width, first + blocks_per_split);
-      float* a = splits > 1 ? part_acc.data() + task * G * D : acc.data();
-      float* mm = splits > 1 ? part_m.data() + task * G : m.data();
-      float* ll = splits > 1 ? part_l.data() + task * G : l.data();
+    for (int64_t taken; (taken = next.fetch_add(per_grab)) < tasks;) {
+      for (int64_t j = per_grab - 1; j >= 0; --j) {  // the grab's tasks, the sequence's heads
+        const int64_t task = tasks - per_grab - taken + j;
+        const int64_t split = task % splits;
+        const int64_t b = task / splits / s.kv_heads;
+        const int64_t h = task / splits % s.kv_heads;
+        const int64_t first = split * blocks_per_split;
+        const int64_t last = std::min(s.table_width, first + blocks_per_split);
+        float* a = splits > 1 ? part_acc.data() + task * G * D : acc.data();
+        float* mm = splits > 1 ? part_m.data() + task * G : m.data();
+        float* ll = splits > 1 ? part_l.data() + task * G : l.data();
 #if defined(__AVX512F__)
-      if constexpr (kDim == 64 || kDim == 128)
-        attend_group_avx512<scalar_t, kDim / 16>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width,
-                                                 ctx_lens[b], h, first, last, scale, scratch, a, mm, ll);
-      else
+        if constexpr (kDim == 64 || kDim == 128)
+          attend_group_avx512<scalar_t, kDim / 16>(s, q + b * s.q_heads * D, k_cache, v_cache,
+                                                   tables + b * s.table_width, ctx_lens[b], h, first, last, scale,
+                                                   scratch, a, mm, ll);
+        else
 #endif
-        attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width,
-                                      ctx_lens[b], h, first, last, scale, scratch, a, mm, ll);
-      if (splits == 1) {
-        scalar_t* o = out + (b * s.q_heads + h * G) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          const float inv = 1.f / ll[g];
-          for (int64_t d = 0; d < D; ++d) o[g * D + d] = static_cast<scalar_t>(a[g * D + d] * inv);
+          attend_blocks<scalar_t, kDim>(s, q + b * s.q_heads * D, k_cache, v_cache, tables + b * s.table_width,
+                                        ctx_lens[b], h, first, last, scale, scratch, a, mm, ll);
+        if (splits == 1) {
+          scalar_t* o = out + (b * s.q_heads + h * G) * D;
+          for (int64_t g = 0; g < G; ++g) {
+            const float inv = 1.f / ll[g];
+            for (int64_t d = 0; d < D; ++d) o[g * D + d] = static_cast<scalar_t>(a[g * D + d] * inv);
+          }
         }
       }
     }
