@@ -1,7 +1,9 @@
 """What the replicas did during a level: mean batch size, KV use and core utilization.
 
-A thread scrapes each ready replica's /metrics every SAMPLE_S while the level runs. Mean batch size is the change in
-the engine's step_num_seqs histogram (sequences summed over steps / steps) across the level; KV use the mean of the
+A thread scrapes each ready replica's /metrics while the level runs: FIRST_SAMPLE_S after it starts (a level of a
+small model can be over within SAMPLE_S; with no reading its KV use would be unknown), then every SAMPLE_S. Mean
+batch size is the change in the engine's step_num_seqs histogram (sequences summed over steps / steps) across the
+level; KV use the mean of the
 kv_blocks_used / kv_blocks_total gauges sampled while the level ran (not the idle moments before its first request
 and after its last); core utilization the mean of the telemetry OccupancySample rows the appliance stored for those
 replicas during the level (neuron-monitor on Neuron, NVML on CUDA), or, where none were stored, the replica
@@ -24,6 +26,7 @@ from appliance.telemetry.exposition import scrape
 from appliance.telemetry.models import OccupancySample
 
 SAMPLE_S = 0.1
+FIRST_SAMPLE_S = 0.02  # the first in-level reading comes early: a small model can finish a level within SAMPLE_S
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -72,8 +75,10 @@ class LevelSampler:
             self.kv.append(used / total)
 
     def _run(self) -> None:
-        while not self.stopped.wait(SAMPLE_S):
+        wait = FIRST_SAMPLE_S
+        while not self.stopped.wait(wait):
             self._sample()
+            wait = SAMPLE_S
 
     def stop(self) -> dict:
         """Stop sampling; the level's mean_batch_size, kv_use and core_utilization (None where unknown)."""
