@@ -46,6 +46,7 @@ QUICK_MODEL: dict[str, Any] = dict(vocab_size=512, hidden_size=128, intermediate
 QUICK_WORKLOAD = WorkloadSpec(num_requests=6, prompt_len=(8, 40), output_len=(4, 16), seed=13)
 SELFTEST_LABEL = "TEST DOUBLE: the appliance engine run again in the peer's place; not a vLLM result"
 RATIO_TARGET = 1.0
+MAX_MODEL_LEN = 1024  # the held-out workload's longest prompt + output fits
 
 
 def ensure_checkpoint(cache_dir: Path, quick: bool) -> Path:
@@ -73,17 +74,23 @@ def make_job(model_dir: Path, requests: list[BenchRequest], max_model_len: int, 
 # ---- the engine's side (a subprocess running this module with --worker engine) -----------------------------------
 
 
+def engine_config(job: dict[str, Any], threads: int | None) -> Any:
+    """The EngineConfig the engine runs a job with (also the whole-run step profile's, step_profile.py)."""
+    from appliance.runtime.config import EngineConfig
+
+    return EngineConfig(model=job["model"], dtype=job["dtype"], max_model_len=job["max_model_len"],
+                        max_num_seqs=job["max_num_seqs"], max_num_batched_tokens=job["max_num_batched_tokens"],
+                        num_threads=threads, **job.get("engine_args", {}))
+
+
 def engine_worker(job_path: str, out_path: str, threads: int) -> None:
     """One pass through this engine's EngineCore, the same step loop and result schema as peer_vllm_worker.py."""
-    from appliance.runtime.config import EngineConfig
     from appliance.runtime.engine import EngineCore
     from appliance.runtime.sampling_params import SamplingParams
 
     job = json.loads(Path(job_path).read_text())
     t_load = time.perf_counter()
-    cfg = EngineConfig(model=job["model"], dtype=job["dtype"], max_model_len=job["max_model_len"],
-                       max_num_seqs=job["max_num_seqs"], max_num_batched_tokens=job["max_num_batched_tokens"],
-                       num_threads=threads, **job.get("engine_args", {}))
+    cfg = engine_config(job, threads)
     core = EngineCore(cfg)
     warm = job["warmup"]
     core.add_request("warmup", warm["prompt_token_ids"], SamplingParams(max_tokens=warm["max_tokens"],
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = ensure_checkpoint(Path(args.cache_dir), args.quick).resolve()
     requests = make_workload(spec, 4, model["vocab_size"])
     max_len = max(len(r.prompt_token_ids) + r.max_tokens for r in requests)
-    job = make_job(model_dir, requests, 1024 if not args.quick else 128, args.quick)
+    job = make_job(model_dir, requests, MAX_MODEL_LEN if not args.quick else 128, args.quick)
     if max_len > job["max_model_len"]:
         raise SystemExit(f"workload needs max_model_len {max_len}")
     runs: list[dict[str, dict[str, Any]]] = []

@@ -95,7 +95,7 @@ def cpu_rotary_write_kv(
     if ext is None:
         return None
     q, k = ext.rotary_write_kv(qkv, cos, sin_signed, slot_mapping, k_cache, v_cache, q_heads)
-    return q, k
+    return q, k  # a tuple, as callers unpack it (pybind gives a list)
 
 
 def torch_paged_decode_attention(

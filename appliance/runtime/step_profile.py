@@ -118,12 +118,9 @@ def run_scenario(core: Any, scenario: Scenario, steps: int, rng: random.Random, 
 def whole_run(core: Any, requests: list[Any], cpu_time: bool = False) -> tuple[float, int, int, dict[str, float]]:
     """Every request added at once (greedy, EOS ignored), then steps until done, each under one StageClock:
     (seconds, steps, output tokens, seconds per stage), as the peer benchmark's engine runs it."""
-    from appliance.runtime.sampling_params import SamplingParams
-
     clock = StageClock(timer=time.process_time if cpu_time else time.perf_counter)
     for r in requests:
-        core.add_request(f"r{r.index}", list(r.prompt_token_ids),
-                         SamplingParams(max_tokens=r.max_tokens, temperature=0.0, ignore_eos=True))
+        core.add_request(f"r{r.index}", list(r.prompt_token_ids), _greedy(r.max_tokens))
     core.clock = core.executor.clock = clock
     steps = tokens = 0
     start = clock.timer()
@@ -244,16 +241,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_whole_run(ns: argparse.Namespace) -> int:
     """The peer benchmark's model and 64 requests (bench_peer.py), engine settings as that benchmark runs them."""
-    from appliance.runtime.bench_peer import HELD_OUT_MODEL, HELD_OUT_WORKLOAD, ensure_checkpoint
+    from appliance.runtime.bench_peer import (HELD_OUT_MODEL, HELD_OUT_WORKLOAD, MAX_MODEL_LEN, engine_config,
+                                              ensure_checkpoint, make_job)
     from appliance.runtime.bench_workload import make_workload
-    from appliance.runtime.config import EngineConfig
     from appliance.runtime.engine import EngineCore
 
     model_dir = Path(ns.model) if ns.model else ensure_checkpoint(Path(ns.cache_dir), False)
     requests = make_workload(HELD_OUT_WORKLOAD, 4, HELD_OUT_MODEL["vocab_size"])
-    core = EngineCore(EngineConfig(model=str(model_dir), dtype=ns.dtype, max_model_len=1024, max_num_seqs=64,
-                                   max_num_batched_tokens=2048, num_threads=ns.threads))
-    core.add_request("warm-up", list(requests[0].prompt_token_ids[:16]), _greedy(4))
+    job = {**make_job(model_dir, requests, MAX_MODEL_LEN, False), "dtype": ns.dtype}
+    core = EngineCore(engine_config(job, ns.threads))
+    warm = job["warmup"]
+    core.add_request("warm-up", warm["prompt_token_ids"], _greedy(warm["max_tokens"]))
     _drain_all(core)
     seconds, steps, tokens, stages = whole_run(core, requests, ns.cpu_time)
     total = sum(stages.values())

@@ -145,6 +145,26 @@ inline void prefetch_block(const Shapes& s, const scalar_t* k_cache, const scala
   }
 }
 
+// At block blk: the block kPrefetchBlocks ahead (at the first block, every block up to it), within the range and ctx.
+template <typename scalar_t>
+inline void prefetch_ahead(const Shapes& s, const scalar_t* k_cache, const scalar_t* v_cache, const int32_t* table,
+                           int64_t blk, int64_t first_block, int64_t last_block, int64_t ctx, int64_t kv_head,
+                           int64_t dim) {
+  for (int64_t j = blk == first_block ? 1 : kPrefetchBlocks; j <= kPrefetchBlocks; ++j)
+    if (blk + j < last_block && (blk + j) * s.block_size < ctx)
+      prefetch_block(s, k_cache, v_cache, table[blk + j], kv_head, dim);
+}
+
+// The query heads of one KV head's group as fp32, times the softmax scale, into q_out [group, dim].
+template <typename scalar_t>
+inline void scaled_group_queries(const scalar_t* q, int64_t kv_head, int64_t group, int64_t dim, float scale,
+                                 float* q_out) {
+  for (int64_t g = 0; g < group; ++g) {
+    const scalar_t* qg = q + (kv_head * group + g) * dim;
+    for (int64_t d = 0; d < dim; ++d) q_out[g * dim + d] = static_cast<float>(qg[d]) * scale;
+  }
+}
+
 // Attention of one sequence's query group over blocks [first_block, last_block) of its table, for tokens < ctx.
 // Writes the group's unnormalised accumulator acc[group, dim], running max m[group] and sum l[group].
 template <typename scalar_t, int64_t kDim>
@@ -153,12 +173,9 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
                    float scale, Scratch& scratch, float* acc, float* m, float* l) {
   const int64_t G = s.group, D = kDim ? kDim : s.dim, bs = s.block_size;  // a constant D unrolls the row loops
   const int64_t token_stride = s.kv_heads * D;
-  for (int64_t g = 0; g < G; ++g) {
-    const scalar_t* qg = q + (kv_head * G + g) * D;
-    for (int64_t d = 0; d < D; ++d) scratch.q[g * D + d] = static_cast<float>(qg[d]) * scale;
-    m[g] = kNegInf;
-    l[g] = 0.f;
-  }
+  scaled_group_queries(q, kv_head, G, D, scale, scratch.q.data());
+  std::fill(m, m + G, kNegInf);
+  std::fill(l, l + G, 0.f);
   std::fill(acc, acc + G * D, 0.f);
   float* scores = scratch.scores.data();
   for (int64_t blk = first_block; blk < last_block; ++blk) {
@@ -167,8 +184,7 @@ void attend_blocks(const Shapes& s, const scalar_t* q, const scalar_t* k_cache, 
     const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
     const scalar_t* kb = k_cache + base;
     const scalar_t* vb = v_cache + base;
-    for (int64_t j = blk == first_block ? 1 : kPrefetchBlocks; j <= kPrefetchBlocks; ++j)
-      if (blk + j < last_block && (blk + j) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + j], kv_head, D);
+    prefetch_ahead(s, k_cache, v_cache, table, blk, first_block, last_block, ctx, kv_head, D);
     const float** rows = scratch.rows.data();
     for (int64_t t = 0; t < n; ++t) rows[t] = row_as_float(kb + t * token_stride, scratch.row.data() + t * D, D);
     for (int64_t g = 0; g < G; ++g) {
@@ -280,8 +296,7 @@ void attend_chunk_avx512(const Shapes& s, const float* qs, const scalar_t* k_cac
     const int64_t n_blk = std::min(bs, ctx - blk * bs);
     if (n_blk <= 0) break;
     const int64_t base = (static_cast<int64_t>(table[blk]) * bs * s.kv_heads + kv_head) * D;
-    for (int64_t j = blk == first_block ? 1 : kPrefetchBlocks; j <= kPrefetchBlocks; ++j)
-      if (blk + j < last_block && (blk + j) * bs < ctx) prefetch_block(s, k_cache, v_cache, table[blk + j], kv_head, D);
+    prefetch_ahead(s, k_cache, v_cache, table, blk, first_block, last_block, ctx, kv_head, D);
     for (int64_t t0 = 0; t0 < n_blk; t0 += 16) {
       const int n = static_cast<int>(std::min<int64_t>(16, n_blk - t0));
       const scalar_t* kb = k_cache + base + t0 * token_stride;
@@ -336,10 +351,7 @@ void attend_group_avx512(const Shapes& s, const scalar_t* q, const scalar_t* k_c
   constexpr int D = NV * 16;
   constexpr int kMaxChunk = 24 / NV;
   const int64_t G = s.group;
-  for (int64_t g = 0; g < G; ++g) {
-    const scalar_t* qg = q + (kv_head * G + g) * D;
-    for (int64_t d = 0; d < D; ++d) scratch.q[g * D + d] = static_cast<float>(qg[d]) * scale;
-  }
+  scaled_group_queries(q, kv_head, G, D, scale, scratch.q.data());
   for (int64_t g0 = 0; g0 < G; g0 += kMaxChunk) {
     const int chunk = static_cast<int>(std::min<int64_t>(kMaxChunk, G - g0));
     const float* qs = scratch.q.data() + g0 * D;
@@ -572,9 +584,6 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
   });
   return out;
 }
-
-namespace {
-}  // namespace
 
 torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
                                      torch::Tensor block_tables, torch::Tensor context_lens, double scale,
