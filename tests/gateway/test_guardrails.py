@@ -14,6 +14,9 @@ pytestmark = pytest.mark.django_db
 
 PROMPT = "The quick brown fox"
 GREEDY = {"temperature": 0, "max_tokens": 24, "extra_body": {"ignore_eos": True}}
+# The same greedy text, run long: a blocked request must be stopped by the gateway, not by max_tokens (a fast engine
+# could finish 24 tokens before the gateway's abort reaches it)
+GREEDY_LONG = {**GREEDY, "max_tokens": 240}
 
 
 def tenant_with_policy(**policy) -> str:
@@ -97,12 +100,12 @@ def test_a_blocked_output_ends_with_finish_reason_content_filter_whole_and_strea
     text, word = plain_output
     client = client_for(world, tenant_with_policy(deny_terms=[word], deny_action="block", check_input=False))
     before = text[:re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE).start()]
-    whole = client.completions.create(model=world.model, prompt=PROMPT, **GREEDY)
+    whole = client.completions.create(model=world.model, prompt=PROMPT, **GREEDY_LONG)
     assert whole.choices[0].finish_reason == "content_filter" and whole.choices[0].text == before
-    assert whole.usage.completion_tokens < GREEDY["max_tokens"]  # the engine stopped
+    assert whole.usage.completion_tokens < GREEDY_LONG["max_tokens"]  # the engine stopped
     chat = client.chat.completions.create(model=world.model, messages=[{"role": "user", "content": PROMPT}],
                                           temperature=0, max_tokens=64, extra_body={"ignore_eos": True})
-    chunks = list(client.completions.create(model=world.model, prompt=PROMPT, stream=True, **GREEDY))
+    chunks = list(client.completions.create(model=world.model, prompt=PROMPT, stream=True, **GREEDY_LONG))
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert "".join(c.choices[0].text for c in chunks) == before
     (row,) = audit_rows(whole.id)
